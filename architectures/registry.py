@@ -1,0 +1,125 @@
+"""The architecture registry: a name -> ArchSpec table filled by the `register` decorator.
+
+Models are plain `nn.Module`s built by a function `build(input_shape, num_classes, **overrides)`.
+Outside packages add entries through the `archbench.architectures` entry-point group, or by being
+imported (their decorators run on import).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Callable
+
+from torch import nn
+
+ENTRY_POINT_GROUP = "archbench.architectures"
+TASKS = ("classify", "vae", "gan")
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    name: str
+    task: str
+    family: str
+    build: Callable[..., nn.Module]
+    description: str
+    source: str
+
+
+class UnknownArchitecture(KeyError):
+    """Raised for a name or pattern that matches no registered architecture."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class PluginError(RuntimeError):
+    """Raised when a module advertised under the `archbench.architectures` entry points fails to load."""
+
+
+_REGISTRY: dict[str, ArchSpec] = {}
+_entry_points_loaded = False
+
+
+def register(name: str, *, task: str, family: str, description: str = ""):
+    """Decorator registering `build(input_shape, num_classes, **overrides) -> nn.Module` as `name`.
+
+    Registering a name twice raises ValueError naming both places.
+    """
+    if task not in TASKS:
+        raise ValueError(f"architecture {name!r}: unknown task {task!r} (valid: {', '.join(TASKS)})")
+
+    def decorator(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        source = _source_of(build)
+        if name in _REGISTRY:
+            raise ValueError(
+                f"architecture {name!r} registered twice: {_REGISTRY[name].source} and {source}"
+            )
+        doc = description or (inspect.getdoc(build) or "").split("\n")[0]
+        _REGISTRY[name] = ArchSpec(name, task, family, build, doc, source)
+        return build
+
+    return decorator
+
+
+def list_architectures(pattern: str | list[str] = "*", task: str | None = None) -> list[str]:
+    """Sorted names matching the shell-style pattern(s), optionally only those of `task`."""
+    load_entry_points()
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+    return sorted(
+        name
+        for name, spec in _REGISTRY.items()
+        if (task is None or spec.task == task) and any(fnmatch.fnmatchcase(name, p) for p in patterns)
+    )
+
+
+def resolve(patterns: list[str], task: str | None = None) -> list[str]:
+    """Names matching `patterns` in the order given; a pattern matching nothing raises UnknownArchitecture."""
+    names: list[str] = []
+    for pattern in patterns:
+        matched = list_architectures(pattern, task)
+        if not matched:
+            valid = ", ".join(list_architectures(task=task))
+            raise UnknownArchitecture(f"unknown architecture {pattern!r} (valid: {valid})")
+        names += [n for n in matched if n not in names]
+    return names
+
+
+def get_spec(name: str) -> ArchSpec:
+    load_entry_points()
+    if name not in _REGISTRY:
+        raise UnknownArchitecture(f"unknown architecture {name!r} (valid: {', '.join(sorted(_REGISTRY))})")
+    return _REGISTRY[name]
+
+
+def create(name: str, input_shape: tuple[int, ...], num_classes: int = 10, **overrides) -> nn.Module:
+    """Build architecture `name` for inputs of `input_shape` (C, H, W) and `num_classes` classes."""
+    return get_spec(name).build(tuple(input_shape), num_classes, **overrides)
+
+
+def load_entry_points() -> None:
+    """Import every module advertised under the `archbench.architectures` entry-point group, once."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = entry_point.load()
+            if callable(loaded) and not inspect.ismodule(loaded):
+                loaded()
+        except Exception as error:
+            raise PluginError(
+                f"entry point {entry_point.name} = {entry_point.value} ({ENTRY_POINT_GROUP}) failed to load: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+
+
+def _source_of(fn: Callable) -> str:
+    try:
+        return f"{inspect.getsourcefile(fn)}:{inspect.getsourcelines(fn)[1]}"
+    except (OSError, TypeError):
+        return f"{fn.__module__}.{fn.__qualname__}"
