@@ -1,0 +1,158 @@
+"""archbench's command line: list | run | report. User mistakes end with one line on stderr and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import architectures
+
+from . import config as configs
+from . import report, runner, store
+from .data import LOADERS
+from .errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="archbench", description="Compare neural-network architectures on equal terms.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    plugins = _Parser(add_help=False)
+    plugins.add_argument(
+        "--arch-module",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE (a module name or a .py file) so its @register decorators add architectures; repeatable",
+    )
+
+    listing = commands.add_parser("list", parents=[plugins], help="list the registered architectures")
+    listing.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'cnn-*'")
+    listing.add_argument("--task", help="only architectures of this task (classify, vae, gan)")
+    listing.set_defaults(handler=_list)
+
+    run = commands.add_parser("run", parents=[plugins], help="run a suite and write its records")
+    run.add_argument("--suite", default=configs.DEFAULT_SUITE, help="a built-in suite name or a .toml path")
+    run.add_argument("--arch", nargs="+", action="extend", metavar="A", help="architectures or wildcards")
+    run.add_argument("--dataset", help=f"one of: {', '.join(LOADERS)}")
+    run.add_argument("--epochs", type=_positive_int, help="epochs for every task (overrides the suite)")
+    run.add_argument("--batch-size", type=_positive_int, help="batch size for every task (overrides the suite)")
+    run.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
+    run.add_argument("--seed", nargs="+", type=int, dest="seeds", metavar="N", help="one or more seeds")
+    run.add_argument("--limit-train", type=_positive_int, metavar="N", help="use the first N training samples")
+    run.add_argument("--limit-test", type=_positive_int, metavar="N", help="use the first N test samples")
+    run.add_argument("--data-root", metavar="DIR", help="dataset folder (default: $ARCHBENCH_DATA or ~/.cache/archbench/data)")
+    run.add_argument("--download", action="store_true", default=None, help="download missing dataset files")
+    run.add_argument("--out", type=Path, metavar="DIR", help=f"where run folders go (default: {configs.DEFAULT_OUT})")
+    run.add_argument("--strict", action="store_true", default=None, help="exit 1 if any architecture failed")
+    run.add_argument("--quiet", action="store_true", default=None, help="no progress bars or per-run lines")
+    run.set_defaults(handler=_run)
+
+    show = commands.add_parser("report", help="print the tables of a run and write its CSV")
+    show.add_argument("run", nargs="?", help="run folder, records file or run id (default: the newest run)")
+    show.add_argument("--out", type=Path, default=configs.DEFAULT_OUT, metavar="DIR", help="where run folders are")
+    show.set_defaults(handler=_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _import_arch_modules(getattr(args, "arch_module", []))
+        return args.handler(args)
+    except (UserError, architectures.UnknownArchitecture, architectures.PluginError) as error:
+        print(f"archbench: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _list(args: argparse.Namespace) -> int:
+    names = architectures.list_architectures(args.pattern, task=args.task)
+    if not names:
+        raise UserError(f"no architecture matches {args.pattern!r}" + (f" for task {args.task!r}" if args.task else ""))
+    rows = [architectures.get_spec(n) for n in names]
+    width = max(len(s.name) for s in rows)
+    for spec in rows:
+        print(f"{spec.name:<{width}}  {spec.task:<8}  {spec.family:<8}  {spec.description}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = configs.load(
+        args.suite,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        architectures=args.arch,
+        dataset=args.dataset,
+        device=args.device,
+        seeds=args.seeds,
+        limit_train=args.limit_train,
+        limit_test=args.limit_test,
+        data_root=args.data_root,
+        download=args.download,
+        out=args.out,
+        strict=args.strict,
+        quiet=args.quiet,
+    )
+    echo = (lambda line: None) if config.quiet else print
+    run_dir = runner.run_suite(config, echo=echo)
+    records = store.read_records(run_dir / store.RECORDS)
+    print(f"\n{report.tables(records)}\n")
+    csv = report.write_csv(records, run_dir / "records.csv")
+    print(f"records: {run_dir / store.RECORDS}\ncsv: {csv}")
+    failed = [r["architecture"] for r in records if r["status"] != "ok"]
+    if failed:
+        print(f"{len(failed)} run(s) did not finish: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed and config.strict else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    path = store.records_path(args.run, args.out)
+    records = store.read_records(path)
+    if not records:
+        raise UserError(f"{path} holds no records")
+    print(report.tables(records))
+    print(f"\ncsv: {report.write_csv(records, path.with_suffix('.csv'))}")
+    return 0
+
+
+def _import_arch_modules(names: list[str]) -> None:
+    """Import each --arch-module (a dotted name on sys.path or the current folder, or a .py file)."""
+    for name in names:
+        try:
+            if name.endswith(".py"):
+                path = Path(name)
+                if not path.is_file():
+                    raise FileNotFoundError(f"no such file {path}")
+                spec = importlib.util.spec_from_file_location(path.stem, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[path.stem] = module
+                spec.loader.exec_module(module)
+            else:
+                if "" not in sys.path and "." not in sys.path:
+                    sys.path.insert(0, "")
+                importlib.import_module(name)
+        except Exception as error:  # any failure of the user's module is reported on one line
+            raise UserError(f"--arch-module {name}: {type(error).__name__}: {error}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

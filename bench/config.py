@@ -1,0 +1,156 @@
+"""Suites (TOML files) and command-line flags -> one validated RunConfig."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .measure import MeasureSettings
+from .tasks import TASKS
+from .tasks.base import TrainingSettings
+
+SUITES_DIR = Path(__file__).parent / "suites"
+DEFAULT_SUITE = "quick"
+DEFAULT_OUT = Path("results") / "runs"
+
+_TOP_LEVEL = {
+    "description": str,
+    "dataset": str,
+    "architectures": list,
+    "seeds": list,
+    "limit_train": int,
+    "limit_test": int,
+}
+
+
+@dataclass
+class RunConfig:
+    """Everything one `archbench run` does: which architectures, on what data, under which settings."""
+
+    suite: str = DEFAULT_SUITE
+    description: str = ""
+    dataset: str = "synthetic"
+    architectures: list[str] = field(default_factory=lambda: ["*"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    limit_train: int | None = None
+    limit_test: int | None = None
+    tasks: dict[str, TrainingSettings] = field(default_factory=lambda: {n: t.Settings() for n, t in TASKS.items()})
+    measure: MeasureSettings = field(default_factory=MeasureSettings)
+    device: str = "auto"
+    data_root: str | None = None
+    download: bool = False
+    out: Path = DEFAULT_OUT
+    strict: bool = False
+    quiet: bool = False
+
+
+def suite_names() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+
+
+def suite_path(name: str) -> Path:
+    """The file of a built-in suite `name`, or `name` itself when it is a path to a .toml file."""
+    if name.endswith(".toml") or "/" in name:
+        path = Path(name)
+        if not path.is_file():
+            raise UserError(f"suite file {name} does not exist")
+        return path
+    path = SUITES_DIR / f"{name}.toml"
+    if not path.is_file():
+        raise UserError(f"unknown suite {name!r} (valid: {', '.join(suite_names())}, or a path to a .toml file)")
+    return path
+
+
+def load(
+    suite: str = DEFAULT_SUITE,
+    *,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    **overrides: Any,
+) -> RunConfig:
+    """The RunConfig of `suite`, with command-line `overrides` (None means "not given") applied on top.
+
+    `epochs` and `batch_size` override every task's settings. Raises UserError for a malformed suite
+    or impossible settings.
+    """
+    path = suite_path(suite)
+    try:
+        table = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"suite {path}: invalid TOML: {error}") from None
+    config = _from_table(table, path)
+    config.suite = path.stem
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(config, key, value)
+    for name, settings in config.tasks.items():
+        changes = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size)) if v is not None}
+        config.tasks[name] = _checked(dataclasses.replace(settings, **changes), f"[{name}]")
+    _check(config)
+    return config
+
+
+def _from_table(table: dict[str, Any], path: Path) -> RunConfig:
+    config = RunConfig()
+    sections = {"measure", *TASKS}
+    for key, value in table.items():
+        if key in sections:
+            if not isinstance(value, dict):
+                raise UserError(f"suite {path}: {key} must be a table ([{key}])")
+        elif key not in _TOP_LEVEL:
+            valid = ", ".join([*_TOP_LEVEL, *(f"[{s}]" for s in sorted(sections))])
+            raise UserError(f"suite {path}: unknown key {key!r} (valid: {valid})")
+        elif not isinstance(value, _TOP_LEVEL[key]):
+            raise UserError(f"suite {path}: {key} must be a {_TOP_LEVEL[key].__name__}, got {value!r}")
+        else:
+            setattr(config, key, value)
+    for name, task in TASKS.items():
+        config.tasks[name] = _settings(task.Settings, table.get(name, {}), f"suite {path}: [{name}]")
+    config.measure = _settings(MeasureSettings, table.get("measure", {}), f"suite {path}: [measure]")
+    return config
+
+
+def _settings(cls: type, table: dict[str, Any], where: str):
+    """An instance of the settings dataclass `cls` from a TOML table, with keys and value types checked."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise UserError(f"{where}: unknown key {key!r} (valid: {', '.join(fields)})")
+        values[key] = _typed(value, str(fields[key].type), f"{where} {key}")
+    return _checked(cls(**values), where)
+
+
+def _typed(value: Any, annotation: str, where: str) -> Any:
+    if annotation.startswith("tuple") and isinstance(value, list):
+        return tuple(value)
+    ok = (
+        (annotation.startswith("int") and isinstance(value, int) and not isinstance(value, bool))
+        or (annotation.startswith("float") and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (annotation.startswith("str") and isinstance(value, str))
+        or (annotation.startswith("bool") and isinstance(value, bool))
+    )
+    if not ok:
+        raise UserError(f"{where} must be {annotation}, got {value!r}")
+    return float(value) if annotation.startswith("float") else value
+
+
+def _checked(settings: Any, where: str) -> Any:
+    problems = settings.problems() if hasattr(settings, "problems") else []
+    if problems:
+        raise UserError(f"{where}: {problems[0]}")
+    return settings
+
+
+def _check(config: RunConfig) -> None:
+    if not config.seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in config.seeds):
+        raise UserError(f"seeds must be a non-empty list of integers, got {config.seeds!r}")
+    if not config.architectures or not all(isinstance(a, str) for a in config.architectures):
+        raise UserError(f"architectures must be a non-empty list of names, got {config.architectures!r}")
+    for flag, limit in (("limit_train", config.limit_train), ("limit_test", config.limit_test)):
+        if limit is not None and limit < 1:
+            raise UserError(f"{flag} must be a positive number of samples, got {limit}")

@@ -1,0 +1,255 @@
+"""Cost figures measured the same way for every architecture: parameters, FLOPs, throughput, latency, memory.
+
+Timing follows pytest-benchmark and timm's benchmark script: warm up, synchronize the device before every
+clock read (CUDA events on GPU), repeat, and keep every repeat so that readers get the median and spread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import math
+import resource
+import statistics
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How long and how often to measure; the suite's `[measure]` table."""
+
+    repeats: int = 5
+    warmup_time: float = 0.3
+    min_repeat_time: float = 0.2
+    latency_time: float = 1.0
+    latency_min_calls: int = 20
+
+    def problems(self) -> list[str]:
+        found = [] if self.repeats >= 5 else [f"repeats must be at least 5, got {self.repeats}"]
+        times = ("warmup_time", "min_repeat_time", "latency_time")
+        found += [f"{name} must not be negative" for name in times if getattr(self, name) < 0]
+        if self.latency_min_calls < 1:
+            found.append(f"latency_min_calls must be at least 1, got {self.latency_min_calls}")
+        return found
+
+
+def parameter_counts(module: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts."""
+    params = list(module.parameters())
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+
+def flops(call: Callable[[], object]) -> int:
+    """Theoretical FLOPs of one `call()`, counted by torch.utils.flop_counter (a multiply-add is 2 FLOPs)."""
+    with FlopCounterMode(display=False) as counter:
+        call()
+    return int(counter.get_total_flops())
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def time_repeats(call: Callable[[], object], device: torch.device, settings: MeasureSettings) -> list[float]:
+    """Seconds per `call()` in each of `settings.repeats` repeats, after a warm-up.
+
+    Each repeat runs `call` as many times as it takes to fill `min_repeat_time` (calibrated during the
+    warm-up), so fast calls are not lost in clock resolution; slow ones run once per repeat.
+    """
+    per_call = _warm_up(call, device, settings.warmup_time)
+    calls = max(1, math.ceil(settings.min_repeat_time / per_call))
+    return [_timed(call, device, calls) / calls for _ in range(settings.repeats)]
+
+
+def time_each_call(call: Callable[[], object], device: torch.device, settings: MeasureSettings) -> list[float]:
+    """Seconds of each single `call()`, for latency percentiles: enough calls to fill `latency_time`."""
+    per_call = _warm_up(call, device, settings.warmup_time)
+    count = max(settings.latency_min_calls, math.ceil(settings.latency_time / per_call))
+    return [_timed(call, device, 1) for _ in range(count)]
+
+
+def summarize_rates(seconds_per_call: list[float], items_per_call: int) -> dict[str, float | list[float]]:
+    """Median, interquartile range and every repeat of `items_per_call / seconds` (items per second)."""
+    rates = [items_per_call / s for s in seconds_per_call]
+    return {"median": statistics.median(rates), "iqr": _iqr(rates), "repeats": rates}
+
+
+def percentiles_ms(seconds: list[float]) -> dict[str, float]:
+    ms = sorted(s * 1000 for s in seconds)
+    return {"p50": _quantile(ms, 0.5), "p95": _quantile(ms, 0.95)}
+
+
+def training_costs(
+    make_step: Callable[[], Callable[[], object]], items_per_step: int, device: torch.device, settings: MeasureSettings
+) -> dict[str, object]:
+    """Training-step throughput and peak memory.
+
+    `make_step()` must return a step function over a fresh copy of the model and a fresh optimizer, so
+    that measuring never touches the model being benchmarked. Throughput is timed on one copy; peak
+    memory is then taken over the first two steps of another, once the runtime is warm, so that the
+    figure covers the copy, its gradients, optimizer state and activations, whatever ran before.
+    """
+    step = make_step()
+    rates = summarize_rates(time_repeats(step, device, settings), items_per_step)
+    del step
+    with peak_memory(device) as memory:
+        step = make_step()
+        step()
+        step()
+        del step
+    return {
+        "train_throughput": rates["median"],
+        "train_throughput_iqr": rates["iqr"],
+        "train_throughput_repeats": rates["repeats"],
+        "peak_memory_mb": memory.mb,
+        "peak_memory_method": memory.method,
+    }
+
+
+def inference_costs(
+    forward_batch: Callable[[], object], forward_one: Callable[[], object], items_per_batch: int,
+    device: torch.device, settings: MeasureSettings, prefix: str = "infer",
+) -> dict[str, object]:
+    """Throughput of `forward_batch()` and latency percentiles of `forward_one()` (a batch of one).
+
+    The caller puts the model in eval mode; both run under torch.inference_mode.
+    """
+    with torch.inference_mode():
+        rates = summarize_rates(time_repeats(forward_batch, device, settings), items_per_batch)
+        latency = percentiles_ms(time_each_call(forward_one, device, settings))
+    return {
+        f"{prefix}_throughput": rates["median"],
+        f"{prefix}_throughput_iqr": rates["iqr"],
+        f"{prefix}_throughput_repeats": rates["repeats"],
+        "latency_p50_ms": latency["p50"],
+        "latency_p95_ms": latency["p95"],
+    }
+
+
+@dataclass
+class PeakMemory:
+    """Peak memory of a measured block: `bytes` above what was in use when it began, and how it was taken."""
+
+    bytes: int | None = None
+    method: str = ""
+
+    @property
+    def mb(self) -> float | None:
+        return None if self.bytes is None else self.bytes / 2**20
+
+
+@contextmanager
+def peak_memory(device: torch.device) -> Iterator[PeakMemory]:
+    """Peak memory the block needed beyond what was already in use when it began.
+
+    CUDA: `torch.cuda.max_memory_allocated` minus the allocation at the start (tensors only).
+    CPU and MPS: the process's peak resident set size (VmHWM) minus its resident size at the start,
+    after returning freed heap to the system and resetting the high-water mark through
+    /proc/self/clear_refs. Where that reset is impossible (not Linux), the process's lifetime peak
+    (ru_maxrss), labelled as such.
+    """
+    result = PeakMemory()
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        yield result
+        synchronize(device)
+        result.bytes = torch.cuda.max_memory_allocated(device) - before
+        result.method = "cuda max_memory_allocated above start"
+        return
+    gc.collect()
+    _malloc_trim()
+    if _reset_peak_rss():
+        before = _status_kib("VmRSS") * 1024
+        yield result
+        synchronize(device)
+        result.bytes = _status_kib("VmHWM") * 1024 - before
+        result.method = "process peak RSS above start (VmHWM)"
+    else:
+        yield result
+        result.bytes, result.method = _lifetime_peak_rss(), "process lifetime peak RSS (ru_maxrss)"
+
+
+def _warm_up(call: Callable[[], object], device: torch.device, warmup_time: float) -> float:
+    """Run `call` at least twice and for at least `warmup_time` seconds; return the last call's seconds."""
+    started = time.perf_counter()
+    calls = 0
+    while calls < 2 or time.perf_counter() - started < warmup_time:
+        seconds = _timed(call, device, 1)
+        calls += 1
+    return max(seconds, 1e-9)
+
+
+def _timed(call: Callable[[], object], device: torch.device, calls: int) -> float:
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            call()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(calls):
+        call()
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default) of already sorted values."""
+    position = (len(sorted_values) - 1) * q
+    low, high = math.floor(position), math.ceil(position)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def _iqr(values: list[float]) -> float:
+    ordered = sorted(values)
+    return _quantile(ordered, 0.75) - _quantile(ordered, 0.25)
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise OSError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's VmHWM to its current RSS (Linux >= 4.0); False where that is impossible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        _status_kib("VmHWM")
+        return True
+    except OSError:
+        return False
+
+
+def _lifetime_peak_rss() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+
+
+def _malloc_trim() -> None:
+    """Hand freed heap back to the OS (glibc), so an earlier model's peak does not hide this one's."""
+    name = ctypes.util.find_library("c")
+    if name:
+        try:
+            ctypes.CDLL(name).malloc_trim(0)
+        except (OSError, AttributeError):
+            pass

@@ -1,0 +1,141 @@
+"""Result records on disk: one folder per run, one JSON line per (architecture, seed), appended as each ends.
+
+A run folder `<out>/<run-id>/` holds `run.json` (the configuration, the environment and the command) and
+`records.jsonl`. Readers take a run folder, a records file, or a run id under the default results folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shlex
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+
+RECORDS = "records.jsonl"
+RUN_INFO = "run.json"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def new_run_dir(out: Path, suite: str) -> Path:
+    """A fresh folder `<out>/<UTC timestamp>-<suite>` (suffixed when taken), created."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, 1000):
+        path = out / (f"{stamp}-{suite}" + (f"-{attempt}" if attempt > 1 else ""))
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"cannot create a run folder under {out}")
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """Where and how the figures were taken: software versions, hardware, commit and command line."""
+    import torchvision
+
+    cuda = device.type == "cuda"
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "device_name": torch.cuda.get_device_name(device) if cuda else cpu_model(),
+        "cpu": cpu_model(),
+        "cpu_threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda if cuda else None,
+        "hostname": socket.gethostname(),
+        "git_commit": git_commit(),
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str | None:
+    """HEAD of the archbench checkout, with "-dirty" when it has uncommitted changes; None outside git."""
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(
+                ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True, timeout=10
+            ).stdout.strip()
+
+        commit = git("rev-parse", "HEAD")
+        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
+    (run_dir / RUN_INFO).write_text(json.dumps(_jsonable(info), indent=2) + "\n")
+
+
+def append_record(run_dir: Path, record: dict[str, Any]) -> None:
+    """Append one record as a JSON line and flush it to disk, so an interrupted run keeps it."""
+    with open(run_dir / RECORDS, "a") as f:
+        f.write(json.dumps(_jsonable(record)) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def records_path(run: str | Path | None, out: Path) -> Path:
+    """The records file of `run` (a run folder, a records file or a run id under `out`), or of the newest run."""
+    if run is None:
+        runs = sorted(p for p in out.glob(f"*/{RECORDS}")) if out.is_dir() else []
+        if not runs:
+            raise UserError(f"no runs under {out}; start one with `archbench run`")
+        return max(runs, key=lambda p: p.stat().st_mtime)
+    path = Path(run)
+    for candidate in (path, path / RECORDS, out / str(run) / RECORDS):
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"no run records at {run} (looked for {path / RECORDS} and {out / str(run) / RECORDS})")
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Every record of a records file; a corrupt line is a UserError naming file and line."""
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path}:{number}: corrupt record: {error.msg}") from None
+    return records
+
+
+def read_run_info(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / RUN_INFO
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON-safe copy: paths and tuples become strings and lists, NaN and infinities become None."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,0 +1,96 @@
+"""What every task loop shares: its settings, the run context, optimizers and schedules, divergence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+from ..measure import MeasureSettings
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Training budget and optimizer of one task, read from the suite's table for that task."""
+
+    epochs: int = 10
+    batch_size: int = 100
+    optimizer: str = "sgd"
+    lr: float = 0.001
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+
+    def problems(self) -> list[str]:
+        """Human-readable reasons these settings are impossible; empty when they are fine."""
+        found = []
+        if self.epochs < 1:
+            found.append(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            found.append(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.lr <= 0:
+            found.append(f"lr must be positive, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            found.append(f"unknown optimizer {self.optimizer!r} (valid: {', '.join(OPTIMIZERS)})")
+        if self.schedule not in SCHEDULES:
+            found.append(f"unknown schedule {self.schedule!r} (valid: {', '.join(SCHEDULES)})")
+        return found
+
+
+class Diverged(RuntimeError):
+    """Training produced a non-finite loss (or another sign of collapse) at `step`."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
+class Progress:
+    """The interface of a progress bar (tqdm's subset the tasks use); this one shows nothing."""
+
+    def update(self, n: int = 1) -> None: ...
+
+    def set_postfix_str(self, text: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class RunContext:
+    """Everything a task loop needs besides the model, the data and its settings."""
+
+    device: torch.device
+    seed: int
+    measure: MeasureSettings
+    run_dir: Path
+    progress: Callable[[int, str], Progress] = lambda total, description: Progress()
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], settings: TrainingSettings) -> torch.optim.Optimizer:
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+        )
+    cls = torch.optim.Adam if settings.optimizer == "adam" else torch.optim.AdamW
+    return cls(params, lr=settings.lr, betas=tuple(settings.betas), weight_decay=settings.weight_decay)
+
+
+def make_schedule(
+    optimizer: torch.optim.Optimizer, settings: TrainingSettings, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-step learning-rate schedule, or None for a constant rate."""
+    if settings.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    return None
+
+
+def first_non_finite(values: torch.Tensor) -> int | None:
+    """Index of the first NaN or infinite entry of a 1-d tensor, or None when all are finite."""
+    bad = torch.nonzero(~torch.isfinite(values))
+    return int(bad[0, 0]) if len(bad) else None

@@ -1,0 +1,159 @@
+"""Classification: train with the suite's optimizer and schedule, evaluate every epoch, measure the costs."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import measure
+from ..data import ImageData, batches
+from .base import Diverged, Progress, RunContext, TrainingSettings, first_non_finite, make_optimizer, make_schedule
+
+
+@dataclass(frozen=True)
+class Settings(TrainingSettings):
+    """The suite's `[classify]` table. Defaults are the reference setup: SGD lr 0.001 momentum 0.9, batch 100."""
+
+    target_accuracy: float | None = None
+    eval_batch_size: int = 1000
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
+            found.append(f"target_accuracy must be in (0, 1], got {self.target_accuracy}")
+        if self.eval_batch_size < 1:
+            found.append(f"eval_batch_size must be at least 1, got {self.eval_batch_size}")
+        return found
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One optimizer step on cross-entropy; returns the detached loss without synchronizing the device."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
+    progress: Progress = Progress(),
+) -> torch.Tensor:
+    """One pass over (x, y) in the generator's order; returns every step's loss, kept on the device."""
+    model.train()
+    losses = torch.empty(math.ceil(len(x) / batch_size), device=x.device)
+    for step, (xb, yb) in enumerate(batches(x, y, batch_size, generator)):
+        losses[step] = train_step(model, optimizer, xb, yb)
+        if schedule is not None:
+            schedule.step()
+        progress.update()
+    return losses
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of `model` in eval mode over all of (x, y)."""
+    model.eval()
+    correct = torch.zeros((), device=x.device)
+    loss = torch.zeros((), device=x.device)
+    for xb, yb in batches(x, y, batch_size):
+        logits = model(xb)
+        loss += F.cross_entropy(logits, yb, reduction="sum")
+        correct += (logits.argmax(1) == yb).sum()
+    return correct.item() / len(x), loss.item() / len(x)
+
+
+def run(model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict) -> None:
+    """Measure `model`'s training costs, train and evaluate it, then measure inference; fills `record` as it goes."""
+    data = data.standardized
+    record.update(training_costs(model, data, settings, context))
+    torch.manual_seed(context.seed)
+    fit(model, data, settings, context, record)
+    record.update(inference_costs(model, data, settings, context))
+
+
+def training_costs(model: nn.Module, data: ImageData, settings: Settings, context: RunContext) -> dict:
+    """Parameters, FLOPs per sample, training-step throughput and peak memory, on copies of `model`."""
+    x, y = data.train_x[: settings.batch_size], data.train_y[: settings.batch_size]
+    total, trainable = measure.parameter_counts(model)
+    model.eval()
+    with torch.inference_mode():
+        flops = measure.flops(lambda: model(x[:1]))
+
+    def make_step():
+        trainee = copy.deepcopy(model).train()
+        optimizer = make_optimizer(trainee.parameters(), settings)
+        return lambda: train_step(trainee, optimizer, x, y)
+
+    costs = measure.training_costs(make_step, len(x), context.device, context.measure)
+    return {"params": total, "trainable_params": trainable, "flops_per_sample": flops, **costs}
+
+
+def inference_costs(model: nn.Module, data: ImageData, settings: Settings, context: RunContext) -> dict:
+    """Inference throughput at the suite's batch size and batch-1 latency percentiles, in eval mode."""
+    x = data.test_x[: settings.batch_size]
+    model.eval()
+    return measure.inference_costs(lambda: model(x), lambda: model(x[:1]), len(x), context.device, context.measure)
+
+
+def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict) -> None:
+    """Train for `settings.epochs`, evaluating after each; per-epoch curves and final metrics go into `record`.
+
+    Training accuracy is measured like test accuracy (eval mode) on the first len(test) training samples,
+    so that the generalization gap compares like with like. Raises Diverged on a non-finite loss.
+    """
+    device = context.device
+    generator = torch.Generator().manual_seed(context.seed)
+    optimizer = make_optimizer(model.parameters(), settings)
+    steps_per_epoch = math.ceil(len(data.train_x) / settings.batch_size)
+    schedule = make_schedule(optimizer, settings, settings.epochs * steps_per_epoch)
+    train_probe = data.train_x[: len(data.test_x)], data.train_y[: len(data.test_x)]
+    curves = {key: [] for key in ("train_loss", "test_accuracy", "test_loss", "train_accuracy", "train_time_s")}
+    record.update({f"curve_{key}": values for key, values in curves.items()})
+    record.update(train_time_s=0.0, epochs_to_target=None, time_to_target_s=None)
+    progress = context.progress(settings.epochs * steps_per_epoch, "train")
+    try:
+        for epoch in range(settings.epochs):
+            measure.synchronize(device)
+            started = time.perf_counter()
+            losses = train_epoch(
+                model, optimizer, data.train_x, data.train_y, settings.batch_size, generator, schedule, progress
+            )
+            measure.synchronize(device)
+            record["train_time_s"] += time.perf_counter() - started
+            bad = first_non_finite(losses)
+            if bad is not None:
+                step = epoch * steps_per_epoch + bad + 1
+                raise Diverged(f"non-finite training loss at step {step} (epoch {epoch + 1})", step)
+            test_accuracy, test_loss = evaluate(model, data.test_x, data.test_y, settings.eval_batch_size)
+            train_accuracy, _ = evaluate(model, *train_probe, settings.eval_batch_size)
+            curves["train_loss"].append(losses.mean().item())
+            curves["test_accuracy"].append(test_accuracy)
+            curves["test_loss"].append(test_loss)
+            curves["train_accuracy"].append(train_accuracy)
+            curves["train_time_s"].append(record["train_time_s"])
+            progress.set_postfix_str(f"test acc {test_accuracy:.3f}")
+            target = settings.target_accuracy
+            if target is not None and record["epochs_to_target"] is None and test_accuracy >= target:
+                record.update(epochs_to_target=epoch + 1, time_to_target_s=record["train_time_s"])
+    finally:
+        progress.close()
+    record.update(
+        test_accuracy=test_accuracy,
+        test_loss=test_loss,
+        train_accuracy=train_accuracy,
+        train_loss=curves["train_loss"][-1],
+        generalization_gap=train_accuracy - test_accuracy,
+    )
