@@ -139,9 +139,11 @@ def _import_arch_modules(names: list[str]) -> None:
     for name in names:
         try:
             if name.endswith(".py"):
-                path = Path(name)
+                path = Path(name).resolve()
                 if not path.is_file():
                     raise FileNotFoundError(f"no such file {path}")
+                if getattr(sys.modules.get(path.stem), "__file__", None) == str(path):
+                    continue
                 spec = importlib.util.spec_from_file_location(path.stem, path)
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[path.stem] = module

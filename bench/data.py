@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -94,10 +94,10 @@ def load(
     )
 
 
+@cache
 def _synthetic(root: Path, download: bool) -> ImageData:
-    x, y = synthetic.shapes(SYNTHETIC_TRAIN + SYNTHETIC_TEST, size=32, seed=0)
-    n = SYNTHETIC_TRAIN
-    return ImageData("synthetic", x[:n], y[:n], x[n:], y[n:], len(synthetic.CLASSES))
+    train, test = synthetic.shapes(SYNTHETIC_TRAIN, seed=0), synthetic.shapes(SYNTHETIC_TEST, seed=1)
+    return ImageData("synthetic", *train, *test, len(synthetic.CLASSES))
 
 
 def _torchvision(dataset_class: str, name: str, how_to_get: str) -> Callable[[Path, bool], ImageData]:

@@ -1,0 +1,57 @@
+"""Harness overhead: the harness's training epoch against a minimal hand-written PyTorch loop.
+
+Same model (cnn-baseline), optimizer (SGD lr 0.001 momentum 0.9), batch (100) and data, in one process,
+so the ratio of the two medians is the harness's overhead. Measure with:
+
+    pytest tests/benchmarks --benchmark-enable --benchmark-group-by=group
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import architectures
+from bench import data
+from bench.tasks import classify
+
+BATCH, STEPS = 100, 10
+GROUP = f"train epoch: cnn-baseline, batch {BATCH}, {STEPS} steps"
+
+
+@pytest.fixture(scope="module")
+def samples():
+    d = data.load("synthetic", limit_train=BATCH * STEPS).standardized
+    return d.train_x, d.train_y
+
+
+def model_and_optimizer():
+    torch.manual_seed(0)
+    model = architectures.create("cnn-baseline", (3, 32, 32), 10).train()
+    return model, torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+
+
+@pytest.mark.benchmark(group=GROUP)
+def test_minimal_loop(benchmark, samples):
+    x, y = samples
+    model, optimizer = model_and_optimizer()
+
+    def epoch():
+        for start in range(0, len(x), BATCH):
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x[start : start + BATCH]), y[start : start + BATCH])
+            loss.backward()
+            optimizer.step()
+        return loss
+
+    assert torch.isfinite(benchmark.pedantic(epoch, rounds=7, warmup_rounds=1))
+
+
+@pytest.mark.benchmark(group=GROUP)
+def test_harness_epoch(benchmark, samples):
+    x, y = samples
+    model, optimizer = model_and_optimizer()
+    generator = torch.Generator().manual_seed(0)
+    losses = benchmark.pedantic(
+        lambda: classify.train_epoch(model, optimizer, x, y, BATCH, generator), rounds=7, warmup_rounds=1
+    )
+    assert losses.shape == (STEPS,) and torch.isfinite(losses).all()

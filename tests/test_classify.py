@@ -1,0 +1,86 @@
+import pytest
+import torch
+from torch import nn
+
+import architectures
+from bench import data
+from bench.tasks import classify
+from bench.tasks.base import Diverged, RunContext
+from conftest import FAST_MEASURE
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return data.load("synthetic", limit_train=128, limit_test=64)
+
+
+def run(name, tiny, tmp_path, seed=0, **settings):
+    settings = classify.Settings(**{"epochs": 2, "batch_size": 32, "optimizer": "adam", "lr": 1e-3, **settings})
+    torch.manual_seed(seed)
+    model = architectures.create(name, tiny.input_shape, tiny.num_classes)
+    record = {}
+    classify.run(model, tiny, settings, RunContext(CPU, seed, FAST_MEASURE, tmp_path), record)
+    return record
+
+
+def test_a_run_records_quality_curves_and_costs(tiny, tmp_path):
+    record = run("cnn-bn", tiny, tmp_path, target_accuracy=0.01)
+    assert 0 <= record["test_accuracy"] <= 1 and record["test_loss"] > 0
+    assert record["generalization_gap"] == pytest.approx(record["train_accuracy"] - record["test_accuracy"])
+    assert len(record["curve_test_accuracy"]) == len(record["curve_train_accuracy"]) == 2
+    assert record["curve_train_time_s"][-1] == pytest.approx(record["train_time_s"])
+    assert record["epochs_to_target"] == 1 and 0 < record["time_to_target_s"] <= record["train_time_s"]
+    assert record["params"] == sum(p.numel() for p in architectures.create("cnn-bn", (3, 32, 32)).parameters())
+    assert record["flops_per_sample"] > 2 * record["params"] * 0.9  # every weight is used at least once per sample
+    for key in ("train_throughput", "infer_throughput"):
+        assert record[key] > 0 and len(record[f"{key}_repeats"]) == 5
+    assert 0 < record["latency_p50_ms"] <= record["latency_p95_ms"]
+    assert record["peak_memory_mb"] > 0 and record["peak_memory_method"]
+
+
+def test_same_seed_gives_identical_metrics_on_cpu(tiny, tmp_path):
+    first, second = run("cnn-baseline", tiny, tmp_path), run("cnn-baseline", tiny, tmp_path)
+    keys = ("test_accuracy", "test_loss", "train_accuracy", "curve_train_loss", "curve_test_loss")
+    assert {k: first[k] for k in keys} == {k: second[k] for k in keys}
+    other = run("cnn-baseline", tiny, tmp_path, seed=1)
+    assert other["curve_train_loss"] != first["curve_train_loss"]
+
+
+def test_training_lowers_the_loss(tiny, tmp_path):
+    record = run("cnn-bn", tiny, tmp_path, epochs=4)
+    assert record["curve_train_loss"][-1] < record["curve_train_loss"][0]
+
+
+def test_target_not_reached_is_recorded_as_missing(tiny, tmp_path):
+    record = run("cnn-baseline", tiny, tmp_path, epochs=1, target_accuracy=1.0)
+    assert record["epochs_to_target"] is None and record["time_to_target_s"] is None
+
+
+def test_a_nan_loss_raises_diverged_with_its_step(tiny, tmp_path):
+    @architectures.register("nan-after-3", task="classify", family="test")
+    def build(input_shape, num_classes):
+        class NanAfter(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.linear, self.calls = nn.Linear(3 * 32 * 32, num_classes), 0
+
+            def forward(self, x):
+                self.calls += self.training
+                out = self.linear(x.flatten(1))
+                return out * float("nan") if self.training and self.calls > 3 else out
+
+        return NanAfter()
+
+    with pytest.raises(Diverged, match="step 4 ") as error:
+        settings = classify.Settings(epochs=2, batch_size=32)
+        model = architectures.create("nan-after-3", tiny.input_shape, 10)
+        classify.fit(model, tiny.standardized, settings, RunContext(CPU, 0, FAST_MEASURE, tmp_path), {})
+    assert error.value.step == 4
+
+
+def test_settings_reject_impossible_values():
+    assert classify.Settings(epochs=0).problems() == ["epochs must be at least 1, got 0"]
+    assert "unknown optimizer 'lion'" in classify.Settings(optimizer="lion").problems()[0]
+    assert "target_accuracy" in classify.Settings(target_accuracy=1.5).problems()[0]

@@ -1,0 +1,54 @@
+import pytest
+import torch
+from torch import nn
+
+from bench import measure
+from conftest import FAST_MEASURE
+
+CPU = torch.device("cpu")
+
+
+def test_parameter_counts_split_trainable():
+    model = nn.Sequential(nn.Linear(10, 20), nn.Linear(20, 3))
+    model[0].weight.requires_grad_(False)
+    assert measure.parameter_counts(model) == (10 * 20 + 20 + 20 * 3 + 3, 20 + 20 * 3 + 3)
+
+
+def test_flops_count_a_multiply_add_as_two():
+    layer = nn.Linear(10, 20, bias=False)
+    assert measure.flops(lambda: layer(torch.randn(1, 10))) == 2 * 10 * 20
+    conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    assert measure.flops(lambda: conv(torch.randn(1, 3, 16, 16))) == 2 * 16 * 16 * 8 * 3 * 9
+
+
+def test_time_repeats_calibrates_calls_per_repeat():
+    calls = []
+    seconds = measure.time_repeats(lambda: calls.append(1), CPU, measure.MeasureSettings(repeats=6, warmup_time=0, min_repeat_time=0.001))
+    assert len(seconds) == 6 and all(s > 0 for s in seconds)
+    assert len(calls) > 2 + 6  # fast calls are batched so a repeat fills min_repeat_time
+
+
+def test_rates_and_percentiles_are_summarized_from_every_repeat():
+    rates = measure.summarize_rates([1.0, 0.5, 0.25, 2.0, 1.0], items_per_call=10)
+    assert rates["repeats"] == [10, 20, 40, 5, 10] and rates["median"] == 10 and rates["iqr"] == 10
+    assert measure.percentiles_ms([0.001 * i for i in range(1, 102)]) == pytest.approx({"p50": 51.0, "p95": 96.0})
+
+
+def test_peak_memory_sees_a_real_allocation():
+    with measure.peak_memory(CPU) as memory:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        del block
+    assert memory.mb >= 60, memory
+    assert "RSS" in memory.method
+
+
+def test_training_costs_measure_a_fresh_copy_each_time():
+    made = []
+
+    def make_step():
+        made.append(1)
+        return lambda: torch.randn(100, 100) @ torch.randn(100, 100)
+
+    costs = measure.training_costs(make_step, 32, CPU, FAST_MEASURE)
+    assert len(made) == 2 and len(costs["train_throughput_repeats"]) == 5
+    assert costs["train_throughput"] > 0 and costs["peak_memory_mb"] is not None
