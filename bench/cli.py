@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import shlex
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -67,15 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", default=None, help="no progress bars or per-run lines")
     run.set_defaults(handler=_run)
 
-    show = commands.add_parser("report", help="print the tables of a run and write its CSV")
-    show.add_argument("run", nargs="?", help="run folder, records file or run id (default: the newest run)")
+    show = commands.add_parser("report", help="print the tables of runs and write REPORT.md, plots and a CSV")
+    show.add_argument("runs", nargs="*", metavar="RUN", help="run folders, records files or run ids (default: the newest run)")
     show.add_argument("--out", type=Path, default=configs.DEFAULT_OUT, metavar="DIR", help="where run folders are")
+    show.add_argument("--output", type=Path, metavar="DIR", help="where the report goes (default: the last run's folder)")
+    show.add_argument("--html", action="store_true", help="write one self-contained REPORT.html instead of REPORT.md")
     show.set_defaults(handler=_report)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["archbench", *argv])
     try:
         _import_arch_modules(getattr(args, "arch_module", []))
         return args.handler(args)
@@ -113,11 +118,10 @@ def _run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
     )
     echo = (lambda line: None) if config.quiet else print
-    run_dir = runner.run_suite(config, echo=echo)
+    run_dir = runner.run_suite(config, echo=echo, command=args.command_line)
     records = store.read_records(run_dir / store.RECORDS)
     print(f"\n{report.tables(records)}\n")
-    csv = report.write_csv(records, run_dir / "records.csv")
-    print(f"records: {run_dir / store.RECORDS}\ncsv: {csv}")
+    print(f"records: {run_dir / store.RECORDS}\nreport: {report.write_report(records, run_dir)}")
     failed = [r["architecture"] for r in records if r["status"] != "ok"]
     if failed:
         print(f"{len(failed)} run(s) did not finish: {', '.join(failed)}", file=sys.stderr)
@@ -125,12 +129,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    path = store.records_path(args.run, args.out)
-    records = store.read_records(path)
+    paths = [store.records_path(run, args.out) for run in args.runs or [None]]
+    records = [record for path in paths for record in store.read_records(path)]
     if not records:
-        raise UserError(f"{path} holds no records")
+        raise UserError(f"{', '.join(map(str, paths))}: no records")
     print(report.tables(records))
-    print(f"\ncsv: {report.write_csv(records, path.with_suffix('.csv'))}")
+    print(f"\nreport: {report.write_report(records, args.output or paths[-1].parent, html_page=args.html)}")
     return 0
 
 

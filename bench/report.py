@@ -1,84 +1,193 @@
-"""Tables from records: one markdown table per task, and a flat CSV of every record for pandas users."""
+"""Reports from records: per-task tables aggregated over seeds, Pareto fronts, plots, REPORT.md or HTML, CSV.
+
+Reports read records only, never models. Records of one configuration (same architecture and
+`config_id`: task, data, device and settings) from any number of seeds or runs become one row with
+mean ± standard deviation and the number of seeds.
+"""
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 import math
+import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 from tabulate import tabulate
 
-Column = tuple[str, str, Callable[[Any], Any]]
 
+@dataclass(frozen=True)
+class Number:
+    """How a figure is shown: scaled, then to fixed `decimals` or to `significant` figures; std alike."""
 
-def _sig(digits: int, scale: float = 1.0) -> Callable[[Any], Any]:
-    """Formatter to `digits` significant figures after multiplying by `scale`; blank for missing values."""
+    scale: float = 1.0
+    decimals: int | None = None
+    significant: int = 3
 
-    def fmt(value: Any) -> Any:
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+    def __call__(self, mean: Any, std: Any = None) -> str:
+        if not _finite(mean):
             return ""
-        value *= scale
-        if value == 0:
-            return "0"
-        decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
-        return f"{value:.{decimals}f}"
-
-    return fmt
-
-
-def _fixed(decimals: int, scale: float = 1.0) -> Callable[[Any], Any]:
-    def fmt(value: Any) -> Any:
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            return ""
-        return f"{value * scale:.{decimals}f}"
-
-    return fmt
+        value = mean * self.scale
+        decimals = self.decimals
+        if decimals is None:
+            magnitude = math.floor(math.log10(abs(value))) if value else 0
+            decimals = max(0, self.significant - 1 - magnitude)
+        text = f"{value:.{decimals}f}"
+        if _finite(std):
+            text += f" ± {std * self.scale:.{decimals}f}"
+        return text
 
 
-def _text(value: Any) -> Any:
-    return "" if value is None else value
+@dataclass(frozen=True)
+class Column:
+    key: str
+    header: str
+    number: Number
 
 
-CLASSIFY_COLUMNS: list[Column] = [
-    ("architecture", "architecture", _text),
-    ("seed", "seed", _text),
-    ("status", "status", _text),
-    ("test_accuracy", "test acc (%)", _fixed(1, 100)),
-    ("generalization_gap", "gap (pts)", _fixed(1, 100)),
-    ("params", "params (M)", _fixed(2, 1e-6)),
-    ("flops_per_sample", "FLOPs/sample (M)", _sig(3, 1e-6)),
-    ("train_throughput", "train (samples/s)", _sig(3)),
-    ("infer_throughput", "infer (samples/s)", _sig(3)),
-    ("latency_p50_ms", "latency p50 (ms)", _sig(3)),
-    ("latency_p95_ms", "latency p95 (ms)", _sig(3)),
-    ("peak_memory_mb", "train peak mem (MB)", _sig(3)),
-    ("train_time_s", "train time (s)", _sig(3)),
-    ("time_to_target_s", "time to target (s)", _sig(3)),
+@dataclass(frozen=True)
+class TaskView:
+    """What a task's table shows and which figure is its quality (for Pareto fronts and plots)."""
+
+    title: str
+    quality: str
+    quality_label: str
+    higher_is_better: bool
+    columns: list[Column]
+    curve: str | None = None
+    curve_label: str = ""
+    quality_scale: float = 1.0
+
+
+PERCENT, POINTS = Number(100, decimals=1), Number(100, decimals=1)
+MILLIONS, SIG3 = Number(1e-6, decimals=2), Number()
+
+COST_COLUMNS = [
+    Column("train_throughput", "train (samples/s)", SIG3),
+    Column("infer_throughput", "infer (samples/s)", SIG3),
+    Column("latency_p50_ms", "latency p50 (ms)", SIG3),
+    Column("latency_p95_ms", "latency p95 (ms)", SIG3),
+    Column("peak_memory_mb", "train peak mem (MB)", SIG3),
+    Column("train_time_s", "train time (s)", SIG3),
 ]
 
-TASK_COLUMNS: dict[str, list[Column]] = {"classify": CLASSIFY_COLUMNS}
+VIEWS: dict[str, TaskView] = {
+    "classify": TaskView(
+        title="Classifiers",
+        quality="test_accuracy",
+        quality_label="test accuracy (%)",
+        quality_scale=100,
+        higher_is_better=True,
+        columns=[
+            Column("test_accuracy", "test acc (%)", PERCENT),
+            Column("generalization_gap", "gap (pts)", POINTS),
+            Column("params", "params (M)", MILLIONS),
+            Column("flops_per_sample", "FLOPs/sample (M)", Number(1e-6)),
+            *COST_COLUMNS,
+            Column("time_to_target_s", "time to target (s)", SIG3),
+        ],
+        curve="curve_test_accuracy",
+        curve_label="test accuracy (%)",
+    ),
+}
+
+COST_KEY, COST_LABEL = "train_throughput", "training throughput (samples/s)"
 
 
-def task_table(records: list[dict[str, Any]], task: str) -> str:
-    """A markdown table of the records of `task`, one row per record, failures with their error."""
-    columns = TASK_COLUMNS.get(task, CLASSIFY_COLUMNS[:3])
-    rows = []
-    for record in (r for r in records if r.get("task") == task):
-        row = [fmt(record.get(key)) for key, _, fmt in columns]
-        if record.get("status") != "ok":
-            row[2] = f"{record.get('status')}: {_short(record.get('error'))}"
-        rows.append(row)
-    return tabulate(rows, headers=[header for _, header, _ in columns], tablefmt="github", disable_numparse=True)
+@dataclass
+class Row:
+    """One configuration of one architecture, aggregated over its records."""
+
+    task: str
+    dataset: str
+    architecture: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+    pareto: bool = False
+
+    @property
+    def ok(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("status") == "ok"]
+
+    @property
+    def seeds(self) -> int:
+        return len(self.ok)
+
+    def mean(self, key: str) -> float | None:
+        values = self._values(key)
+        return statistics.fmean(values) if values else None
+
+    def std(self, key: str) -> float | None:
+        """Sample standard deviation over seeds; None with fewer than two."""
+        values = self._values(key)
+        return statistics.stdev(values) if len(values) >= 2 else None
+
+    def status(self) -> str:
+        if self.seeds == len(self.records):
+            return "ok"
+        failures = [r for r in self.records if r.get("status") != "ok"]
+        first = failures[0]
+        what = f"{first.get('status')}: {_first_line(first.get('error'))}"
+        return what if not self.ok else f"{self.seeds}/{len(self.records)} ok; {what}"
+
+    def _values(self, key: str) -> list[float]:
+        return [r[key] for r in self.ok if _finite(r.get(key))]
+
+
+def aggregate(records: list[dict[str, Any]]) -> list[Row]:
+    """Records grouped by (task, dataset, architecture, config_id), in the order first seen."""
+    rows: dict[tuple, Row] = {}
+    for record in records:
+        key = (record.get("task"), record.get("dataset"), record.get("architecture"), record.get("config_id"))
+        if key not in rows:
+            rows[key] = Row(str(key[0]), str(key[1]), str(key[2]))
+        rows[key].records.append(record)
+    result = list(rows.values())
+    for group in _task_groups(result).values():
+        view = VIEWS.get(group[0].task)
+        if view:
+            mark_pareto(group, view.quality, view.higher_is_better)
+    return result
+
+
+def mark_pareto(rows: list[Row], quality: str, higher_is_better: bool, cost: str = COST_KEY) -> None:
+    """Set `row.pareto` for rows no other row beats on both quality and `cost` (higher cost key = cheaper)."""
+    sign = 1 if higher_is_better else -1
+    points = [(row, row.mean(quality), row.mean(cost)) for row in rows]
+    candidates = [(row, sign * q, c) for row, q, c in points if _finite(q) and _finite(c)]
+    for row, q, c in candidates:
+        row.pareto = not any(
+            q2 >= q and c2 >= c and (q2 > q or c2 > c) for other, q2, c2 in candidates if other is not row
+        )
+
+
+def task_table(rows: list[Row], fmt: str = "github") -> str:
+    """The table of one task's rows: ★ marks the Pareto front, mean ± std over `seeds`."""
+    headers, body = table_cells(rows)
+    return tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
+
+
+def table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+    view = VIEWS.get(rows[0].task) if rows else None
+    columns = view.columns if view else []
+    headers = ["architecture", "seeds", "status", *(c.header for c in columns)]
+    body = []
+    for row in rows:
+        name = f"★ {row.architecture}" if row.pareto else row.architecture
+        figures = [c.number(row.mean(c.key), row.std(c.key)) for c in columns]
+        body.append([name, str(row.seeds), row.status(), *figures])
+    return headers, body
 
 
 def tables(records: list[dict[str, Any]]) -> str:
-    """Every task's table under a heading naming the task and dataset."""
+    """Every task's table under a heading naming the task and dataset, for the terminal."""
     parts = []
-    for task in dict.fromkeys(r.get("task") for r in records):
-        datasets = ", ".join(dict.fromkeys(str(r.get("dataset")) for r in records if r.get("task") == task))
-        parts.append(f"### {task} on {datasets}\n\n{task_table(records, task)}")
+    for (task, dataset), rows in _task_groups(aggregate(records)).items():
+        title = VIEWS[task].title if task in VIEWS else task
+        parts.append(f"### {title} on {dataset}\n\n{task_table(rows)}")
     return "\n\n".join(parts)
 
 
@@ -93,6 +202,137 @@ def write_csv(records: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def _short(text: Any, limit: int = 60) -> str:
+def write_report(records: list[dict[str, Any]], folder: Path, html_page: bool = False) -> Path:
+    """Write REPORT.md (or REPORT.html, self-contained), its plots under plots/, and records.csv into `folder`."""
+    from . import plots
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = aggregate(records)
+    blocks: list[tuple] = [("h1", "archbench report"), *_environment_blocks(records)]
+    for (task, dataset), group in _task_groups(rows).items():
+        view = VIEWS.get(task)
+        title = view.title if view else task
+        blocks.append(("h2", f"{title} on {dataset}"))
+        headers, body = table_cells(group)
+        blocks.append(("table", headers, body))
+        if not view:
+            continue
+        blocks.append(("p", _legend(view, group)))
+        stem = f"{task}-{dataset}"
+        for path, alt in plots.task_figures(group, view, folder / "plots", stem):
+            blocks.append(("img", path, alt))
+    write_csv(records, folder / "records.csv")
+    blocks.append(("p", "Every record, flattened: [records.csv](records.csv)."))
+    if html_page:
+        path = folder / "REPORT.html"
+        path.write_text(_render_html(blocks))
+    else:
+        path = folder / "REPORT.md"
+        path.write_text(_render_markdown(blocks, folder))
+    return path
+
+
+def _legend(view: TaskView, rows: list[Row]) -> str:
+    front = [r.architecture for r in rows if r.pareto]
+    best = max(
+        (r for r in rows if _finite(r.mean(view.quality))),
+        key=lambda r: (r.mean(view.quality) if view.higher_is_better else -r.mean(view.quality)),
+        default=None,
+    )
+    cheapest = max((r for r in rows if _finite(r.mean(COST_KEY))), key=lambda r: r.mean(COST_KEY), default=None)
+    parts = []
+    if best:
+        parts.append(f"Best {view.quality_label.split(' (')[0]}: **{best.architecture}**.")
+    if cheapest:
+        parts.append(f"Fastest to train: **{cheapest.architecture}**.")
+    if front:
+        parts.append(
+            f"★ Pareto front ({', '.join(front)}): no other architecture is both better in "
+            f"{view.quality_label.split(' (')[0]} and faster to train."
+        )
+    parts.append("Figures are mean ± standard deviation over `seeds` seeds where there is more than one.")
+    return " ".join(parts)
+
+
+def _environment_blocks(records: list[dict[str, Any]]) -> list[tuple]:
+    runs: dict[str, dict[str, Any]] = {}
+    for record in records:
+        runs.setdefault(str(record.get("run_id")), record)
+    headers = ["run", "suite", "device", "device name", "CPU threads", "torch", "git commit", "records"]
+    body = []
+    for run_id, first in runs.items():
+        count = sum(1 for r in records if str(r.get("run_id")) == run_id)
+        body.append(
+            [
+                run_id,
+                str(first.get("suite", "")),
+                str(first.get("device", "")),
+                str(first.get("device_name", "")),
+                str(first.get("cpu_threads", "")),
+                str(first.get("torch", "")),
+                str(first.get("git_commit") or "")[:12],
+                str(count),
+            ]
+        )
+    commands = [("code", f"{run_id}: {first.get('command', '')}") for run_id, first in runs.items()]
+    return [("table", headers, body), ("p", "Produced by:"), *commands]
+
+
+def _render_markdown(blocks: list[tuple], folder: Path) -> str:
+    out = []
+    for block in blocks:
+        kind = block[0]
+        if kind == "h1":
+            out.append(f"# {block[1]}")
+        elif kind == "h2":
+            out.append(f"## {block[1]}")
+        elif kind == "p":
+            out.append(block[1])
+        elif kind == "code":
+            out.append(f"```\n{block[1]}\n```")
+        elif kind == "table":
+            out.append(tabulate(block[2], headers=block[1], tablefmt="github", disable_numparse=True))
+        elif kind == "img":
+            out.append(f"![{block[2]}]({Path(block[1]).relative_to(folder).as_posix()})")
+    return "\n\n".join(out) + "\n"
+
+
+def _render_html(blocks: list[tuple]) -> str:
+    out = []
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2"):
+            out.append(f"<{kind}>{html.escape(block[1])}</{kind}>")
+        elif kind == "p":
+            text = html.escape(block[1]).replace("**", "")
+            out.append(f"<p>{text}</p>")
+        elif kind == "code":
+            out.append(f"<pre>{html.escape(block[1])}</pre>")
+        elif kind == "table":
+            out.append(tabulate(block[2], headers=block[1], tablefmt="html", disable_numparse=True))
+        elif kind == "img":
+            data = base64.b64encode(Path(block[1]).read_bytes()).decode()
+            out.append(f'<img alt="{html.escape(block[2])}" src="data:image/png;base64,{data}">')
+    style = (
+        "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}img{max-width:100%;display:block;margin:1em 0}"
+    )
+    body = "\n".join(out)
+    return f"<!doctype html>\n<html><head><meta charset='utf-8'><title>archbench report</title><style>{style}</style></head>\n<body>\n{body}\n</body></html>\n"
+
+
+def _task_groups(rows: list[Row]) -> dict[tuple[str, str], list[Row]]:
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.task, row.dataset), []).append(row)
+    return groups
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _first_line(text: Any, limit: int = 60) -> str:
     line = str(text or "").splitlines()[0] if text else ""
     return line if len(line) <= limit else line[: limit - 1] + "…"

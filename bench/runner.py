@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import hashlib
+import json
 import sys
 import time
 import traceback
@@ -28,6 +30,9 @@ from .tasks import TASKS
 from .tasks.base import Diverged, RunContext
 
 
+CONFIG_FIELDS = ("task", "dataset", "input_shape", "train_samples", "test_samples", "device", "dtype", "world_size")
+
+
 def resolve_device(name: str) -> torch.device:
     """`auto` is CUDA, else MPS, else CPU; asking for a device this machine lacks is a UserError."""
     cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
@@ -40,8 +45,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def run_suite(config: RunConfig, echo: Callable[[str], None] = print) -> Path:
-    """Run every selected architecture for every seed of `config`; return the run folder holding the records."""
+def run_suite(config: RunConfig, echo: Callable[[str], None] = print, command: str | None = None) -> Path:
+    """Run every selected architecture for every seed of `config`; return the run folder holding the records.
+
+    `command` is the command line recorded with every record (default: this process's).
+    """
     try:
         names = architectures.resolve(config.architectures)
     except architectures.UnknownArchitecture as error:
@@ -50,7 +58,7 @@ def run_suite(config: RunConfig, echo: Callable[[str], None] = print) -> Path:
     data = datasets.load(config.dataset, config.data_root, config.download, config.limit_train, config.limit_test)
     data = data.to(device)
     run_dir = store.new_run_dir(Path(config.out), config.suite)
-    environment = store.environment(device)
+    environment = store.environment(device, command)
     store.write_run_info(run_dir, {"config": dataclasses.asdict(config), "environment": environment})
     quiet = config.quiet or not sys.stderr.isatty()
     echo(f"run {run_dir.name}: {len(names)} architecture(s) x {len(config.seeds)} seed(s) on {data.name}, {device}")
@@ -105,11 +113,23 @@ def run_one(
         record.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
     finally:
         record["wall_time_s"] = time.perf_counter() - started
+        record["config_id"] = config_id(record, settings)
         del model
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return record
+
+
+def config_id(record: dict[str, Any], settings: Any) -> str:
+    """A short hash of everything that makes two records comparable: task, data, device and settings.
+
+    Records of different seeds or runs with the same configuration share it; reports aggregate and
+    the regression gate matches records by (architecture, config_id).
+    """
+    fields = [*CONFIG_FIELDS, *(f.name for f in dataclasses.fields(settings))] if settings else CONFIG_FIELDS
+    described = {key: record.get(key) for key in fields}
+    return hashlib.sha1(json.dumps(described, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def _progress_factory(name: str, seed: int, quiet: bool):

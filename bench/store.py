@@ -41,8 +41,11 @@ def new_run_dir(out: Path, suite: str) -> Path:
     raise RuntimeError(f"cannot create a run folder under {out}")
 
 
-def environment(device: torch.device) -> dict[str, Any]:
-    """Where and how the figures were taken: software versions, hardware, commit and command line."""
+def environment(device: torch.device, command: str | None = None) -> dict[str, Any]:
+    """Where and how the figures were taken: software versions, hardware, commit and command line.
+
+    `command` defaults to this process's own command line.
+    """
     import torchvision
 
     cuda = device.type == "cuda"
@@ -56,7 +59,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cuda": torch.version.cuda if cuda else None,
         "hostname": socket.gethostname(),
         "git_commit": git_commit(),
-        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
 
 

@@ -50,8 +50,10 @@ def test_run_writes_one_record_per_architecture_and_prints_the_table(tiny_suite,
     assert [(r["architecture"], r["status"]) for r in got] == [("cnn-baseline", "ok"), ("cnn-bn", "ok")]
     for key in ("python", "torch", "torchvision", "device_name", "cpu", "git_commit", "command", "run_id"):
         assert key in got[0]
-    assert "| cnn-baseline" in out and "| cnn-bn" in out and "test acc (%)" in out
-    assert (tmp_path / "runs" / got[0]["run_id"] / "records.csv").is_file()
+    assert " cnn-baseline " in out and " cnn-bn " in out and "test acc (%)" in out
+    run_dir = tmp_path / "runs" / got[0]["run_id"]
+    assert (run_dir / "records.csv").is_file() and (run_dir / "REPORT.md").is_file()
+    assert f"report: {run_dir / 'REPORT.md'}" in out
 
 
 def test_flags_override_the_suite(tiny_suite, tmp_path, capsys):
@@ -113,7 +115,7 @@ def test_list_filters_by_pattern_and_task(capsys):
 def test_report_prints_the_newest_run_and_writes_a_csv(tiny_suite, tmp_path, capsys):
     assert run_cli(capsys, "run", "--suite", tiny_suite("cnn-baseline"), "--out", tmp_path, "--quiet")[0] == 0
     code, out, _ = run_cli(capsys, "report", "--out", tmp_path)
-    assert code == 0 and "| cnn-baseline" in out
+    assert code == 0 and " cnn-baseline " in out
     (csv,) = tmp_path.glob("*/records.csv")
     assert csv.read_text().startswith("run_id,")
 

@@ -1,0 +1,141 @@
+"""Report figures (matplotlib, PNG): quality against cost with the Pareto front, curves, cost bars.
+
+Every function takes aggregated report rows (bench.report.Row) and writes one PNG, returning its path.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
+
+if TYPE_CHECKING:
+    from .report import Row, TaskView
+
+DPI = 110
+
+
+def task_figures(rows: list[Row], view: TaskView, folder: Path, stem: str) -> list[tuple[Path, str]]:
+    """Every figure for one task's rows: (path, alt text) pairs, skipping figures with nothing to show."""
+    from .report import COST_KEY, COST_LABEL
+
+    folder.mkdir(parents=True, exist_ok=True)
+    made = []
+    for key, label, scale, name, front in (
+        (COST_KEY, COST_LABEL, 1.0, "quality-vs-throughput", True),
+        ("params", "parameters (millions)", 1e-6, "quality-vs-params", False),
+    ):
+        path = folder / f"{stem}-{name}.png"
+        if quality_vs_cost(rows, view, key, label, path, front, scale):
+            made.append((path, f"{view.quality_label} against {label}"))
+    if view.curve:
+        path = folder / f"{stem}-curves.png"
+        if curves(rows, view.curve, view.curve_label, view.quality_scale, path):
+            made.append((path, f"{view.curve_label} per epoch"))
+    path = folder / f"{stem}-costs.png"
+    if cost_bars(rows, path):
+        made.append((path, "peak training memory and throughput"))
+    return made
+
+
+def quality_vs_cost(
+    rows: list[Row], view: TaskView, cost: str, cost_label: str, path: Path, draw_front: bool, scale: float = 1.0
+) -> Path | None:
+    """Scatter of each row's quality against `cost` x `scale` (log when it spans a decade), labelled by name."""
+    points = [(r, r.mean(cost), r.mean(view.quality)) for r in rows]
+    points = [(r, x * scale, y * view.quality_scale) for r, x, y in points if _finite(x) and _finite(y)]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row, x, y in points:
+        std = row.std(view.quality)
+        ax.errorbar(
+            x, y, yerr=std * view.quality_scale if _finite(std) else None, fmt="o",
+            color="tab:red" if row.pareto and draw_front else "tab:blue", capsize=3,
+        )
+        ax.annotate(row.architecture, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    if draw_front:
+        front = sorted((x, y) for r, x, y in points if r.pareto)
+        if len(front) > 1:
+            ax.plot(*zip(*front), "--", color="tab:red", label="Pareto front (better and cheaper than the rest)")
+            ax.legend(loc="best", fontsize=8, framealpha=0.8)
+    _log_if_wide(ax, [x for _, x, _ in points], "x")
+    ax.set_xlabel(cost_label)
+    ax.set_ylabel(view.quality_label + ("  (higher is better)" if view.higher_is_better else "  (lower is better)"))
+    ax.set_title(f"{view.title}: {view.quality_label.split(' (')[0]} against {cost_label.split(' (')[0]}")
+    ax.grid(True, alpha=0.3, which="both")
+    return _save(fig, path)
+
+
+def curves(rows: list[Row], key: str, label: str, scale: float, path: Path) -> Path | None:
+    """One line per architecture: `key` per epoch, the mean over its seeds."""
+    lines = []
+    for row in rows:
+        series = [r[key] for r in row.ok if isinstance(r.get(key), list) and r[key]]
+        if series:
+            length = min(len(s) for s in series)
+            lines.append((row.architecture, [statistics.fmean(s[i] for s in series) * scale for i in range(length)]))
+    if not lines:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, values in lines:
+        ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(label)
+    ax.set_title(f"{label} per epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    return _save(fig, path)
+
+
+def cost_bars(rows: list[Row], path: Path) -> Path | None:
+    """Side-by-side bars of peak training memory and training/inference throughput per architecture."""
+    named = [r for r in rows if _finite(r.mean("train_throughput"))]
+    if not named:
+        return None
+    names = [r.architecture for r in named]
+    fig, (memory, speed) = plt.subplots(1, 2, figsize=(11, 0.45 * len(names) + 1.8))
+    positions = range(len(names))
+    memory.barh(positions, [r.mean("peak_memory_mb") or 0 for r in named], color="tab:purple")
+    memory.set_xlabel("peak training memory (MB)")
+    height = 0.4
+    speed.barh([p - height / 2 for p in positions], [r.mean("train_throughput") for r in named], height, label="train")
+    infer = [r.mean("infer_throughput") or 0 for r in named]
+    speed.barh([p + height / 2 for p in positions], infer, height, label="inference")
+    speed.set_xlabel("throughput (samples/s)")
+    _log_if_wide(speed, [v for r in named for v in (r.mean("train_throughput"), r.mean("infer_throughput")) if v], "x")
+    speed.legend(loc="lower right", fontsize=8)
+    for ax in (memory, speed):
+        ax.set_yticks(list(positions), names, fontsize=8)
+        ax.invert_yaxis()
+        ax.grid(True, axis="x", alpha=0.3, which="both")
+    speed.set_yticklabels([])
+    return _save(fig, path)
+
+
+def _log_if_wide(ax, values: list[float], axis: str) -> None:
+    positive = [v for v in values if _finite(v) and v > 0]
+    if positive and max(positive) / min(positive) >= 10:
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+        scale = ax.xaxis if axis == "x" else ax.yaxis
+        scale.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        scale.set_minor_formatter(ticker.NullFormatter())
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

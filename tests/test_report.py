@@ -1,0 +1,93 @@
+"""Reports: aggregation over seeds, Pareto fronts, and real plots and pages from a small real run."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from bench import report
+from bench.cli import main
+
+
+def record(arch, seed, accuracy, throughput, status="ok", config="c1", **extra):
+    return {
+        "run_id": "r1", "suite": "s", "task": "classify", "dataset": "synthetic", "architecture": arch,
+        "config_id": config, "seed": seed, "status": status, "error": None if status == "ok" else "boom",
+        "test_accuracy": accuracy, "train_throughput": throughput, "params": 1000, **extra,
+    }
+
+
+def test_seeds_of_one_configuration_aggregate_to_mean_and_std():
+    rows = report.aggregate([record("a", 0, 0.80, 100), record("a", 1, 0.84, 120), record("a", 2, 0.82, 110)])
+    (row,) = rows
+    assert row.seeds == 3 and row.mean("test_accuracy") == pytest.approx(0.82)
+    assert row.std("test_accuracy") == pytest.approx(0.02)  # sample std of 0.80, 0.82, 0.84
+    headers, body = report.table_cells(rows)
+    cells = dict(zip(headers, body[0]))
+    assert cells["seeds"] == "3" and cells["test acc (%)"] == "82.0 ± 2.0" and cells["train (samples/s)"] == "110 ± 10"
+
+
+def test_different_configurations_and_failures_stay_apart():
+    rows = report.aggregate(
+        [record("a", 0, 0.8, 100), record("a", 0, 0.9, 100, config="c2"), record("a", 1, None, None, status="failed")]
+    )
+    assert [(r.seeds, len(r.records)) for r in rows] == [(1, 2), (1, 1)]
+    assert rows[0].status() == "1/2 ok; failed: boom" and rows[0].std("test_accuracy") is None
+
+
+def test_pareto_front_holds_the_architectures_no_other_beats_on_both():
+    rows = report.aggregate(
+        [
+            record("accurate", 0, 0.9, 10),
+            record("fast", 0, 0.5, 1000),
+            record("balanced", 0, 0.8, 500),
+            record("dominated", 0, 0.7, 400),  # balanced is more accurate and faster
+            record("tied-but-slower", 0, 0.9, 5),
+        ]
+    )
+    assert {r.architecture for r in rows if r.pareto} == {"accurate", "fast", "balanced"}
+    assert report.task_table(rows).count("★") == 3
+
+
+def test_lower_is_better_quality_flips_the_front():
+    rows = report.aggregate([record("a", 0, 0.9, 10), record("b", 0, 0.5, 10)])
+    report.mark_pareto(rows, "test_accuracy", higher_is_better=False)
+    assert [r.architecture for r in rows if r.pareto] == ["b"]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    suite = out / "suite.toml"
+    suite.write_text(
+        'dataset = "synthetic"\narchitectures = ["cnn-baseline", "cnn-bn"]\nseeds = [0, 1]\nlimit_train = 64\n'
+        'limit_test = 32\n[classify]\nepochs = 2\nbatch_size = 16\noptimizer = "adam"\n'
+        "[measure]\nwarmup_time = 0.0\nmin_repeat_time = 0.0\nlatency_time = 0.0\nlatency_min_calls = 3\n"
+    )
+    assert main(["run", "--suite", str(suite), "--out", str(out), "--quiet"]) == 0
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return run_dir
+
+
+def test_a_run_ends_with_a_report_with_valid_plots(small_run):
+    text = (small_run / "REPORT.md").read_text()
+    assert "## Classifiers on synthetic" in text and "archbench run --suite" in text
+    assert "| cnn-baseline" in text or "| ★ cnn-baseline" in text
+    images = [line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
+    assert len(images) == 4
+    for name in images:
+        with Image.open(small_run / name) as image:
+            assert image.format == "PNG" and image.width > 300 and image.height > 150
+            image.verify()
+    assert (small_run / "records.csv").read_text().count("\n") == 1 + 4  # header + 2 archs x 2 seeds
+
+
+def test_report_of_several_runs_and_html_page(small_run, tmp_path, capsys):
+    records_file = small_run / "records.jsonl"
+    assert main(["report", str(small_run), str(records_file), "--output", str(tmp_path), "--html"]) == 0
+    page = (tmp_path / "REPORT.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and "<table>" in page
+    out = capsys.readouterr().out
+    seeds = {json.loads(line)["seed"] for line in records_file.read_text().splitlines()}
+    assert seeds == {0, 1}
+    assert "| 4       |" in out  # the same two seeds read twice: four records per configuration
