@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import importlib.util
 import shlex
@@ -12,6 +13,8 @@ from typing import Sequence
 
 import architectures
 
+from . import baseline as gate_baseline
+from . import compare as gate
 from . import config as configs
 from . import report, runner, store
 from .data import LOADERS
@@ -74,6 +77,23 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--output", type=Path, metavar="DIR", help="where the report goes (default: the last run's folder)")
     show.add_argument("--html", action="store_true", help="write one self-contained REPORT.html instead of REPORT.md")
     show.set_defaults(handler=_report)
+    comparing = commands.add_parser("compare", help="the regression gate: compare a candidate run with a baseline")
+    comparing.add_argument("baseline", help="baseline run folder or records file (e.g. results/baseline)")
+    comparing.add_argument("candidate", help="candidate run folder or records file")
+    comparing.add_argument("--tolerances", type=Path, metavar="FILE", help="TOML overriding bench/tolerances.toml")
+    comparing.add_argument("--reference", metavar="ARCH", help="architecture that speed figures are divided by")
+    comparing.add_argument("--accept", nargs="+", action="extend", default=[], metavar="ARCH",
+                      help="architectures whose parameter and FLOP changes are intended")
+    comparing.add_argument("--out", type=Path, default=configs.DEFAULT_OUT, metavar="DIR", help="where run folders are")
+    comparing.set_defaults(handler=_compare)
+
+    baselines = commands.add_parser("baseline", help="manage the committed baseline of the regression gate")
+    baseline_commands = baselines.add_subparsers(dest="baseline_command", required=True, parser_class=_Parser)
+    update = baseline_commands.add_parser("update", help="copy a run into the baseline folder")
+    update.add_argument("run", help="run folder, records file or run id")
+    update.add_argument("--to", type=Path, default=gate_baseline.DEFAULT_DIR, metavar="DIR", help="default: %(default)s")
+    update.add_argument("--out", type=Path, default=configs.DEFAULT_OUT, metavar="DIR", help="where run folders are")
+    update.set_defaults(handler=_baseline_update)
     return parser
 
 
@@ -135,6 +155,28 @@ def _report(args: argparse.Namespace) -> int:
         raise UserError(f"{', '.join(map(str, paths))}: no records")
     print(report.tables(records))
     print(f"\nreport: {report.write_report(records, args.output or paths[-1].parent, html_page=args.html)}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    baseline = store.read_records(store.records_path(args.baseline, args.out))
+    candidate = store.read_records(store.records_path(args.candidate, args.out))
+    tolerances = gate.load_tolerances(args.tolerances)
+    if args.reference:
+        tolerances = dataclasses.replace(tolerances, reference=args.reference)
+    comparison = gate.compare(baseline, candidate, tolerances, tuple(args.accept))
+    print(gate.render(comparison))
+    regressions = comparison.regressions
+    if regressions:
+        named = ", ".join(f"{line.architecture} {line.figure}" for line in regressions)
+        print(f"archbench compare: {len(regressions)} regression(s): {named}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _baseline_update(args: argparse.Namespace) -> int:
+    path = gate_baseline.update(store.records_path(args.run, args.out), args.to)
+    print(f"baseline: {path}")
     return 0
 
 

@@ -125,17 +125,22 @@ def inference_costs(
 ) -> dict[str, object]:
     """Throughput of `forward_batch()` and latency percentiles of `forward_one()` (a batch of one).
 
-    The caller puts the model in eval mode; both run under torch.inference_mode.
+    Besides p50 and p95 over all calls, `latency_p50_ms_repeats` holds the p50 of each of `repeats`
+    interleaved blocks of calls, the spread the regression gate needs. The caller puts the model in
+    eval mode; both run under torch.inference_mode.
     """
     with torch.inference_mode():
         rates = summarize_rates(time_repeats(forward_batch, device, settings), items_per_batch)
-        latency = percentiles_ms(time_each_call(forward_one, device, settings))
+        calls = time_each_call(forward_one, device, settings)
+    latency = percentiles_ms(calls)
+    blocks = [calls[i :: settings.repeats] for i in range(settings.repeats)]
     return {
         f"{prefix}_throughput": rates["median"],
         f"{prefix}_throughput_iqr": rates["iqr"],
         f"{prefix}_throughput_repeats": rates["repeats"],
         "latency_p50_ms": latency["p50"],
         "latency_p95_ms": latency["p95"],
+        "latency_p50_ms_repeats": [percentiles_ms(block)["p50"] for block in blocks if block],
     }
 
 

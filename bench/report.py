@@ -117,12 +117,12 @@ class Row:
         return len(self.ok)
 
     def mean(self, key: str) -> float | None:
-        values = self._values(key)
+        values = self.values(key)
         return statistics.fmean(values) if values else None
 
     def std(self, key: str) -> float | None:
         """Sample standard deviation over seeds; None with fewer than two."""
-        values = self._values(key)
+        values = self.values(key)
         return statistics.stdev(values) if len(values) >= 2 else None
 
     def status(self) -> str:
@@ -133,7 +133,7 @@ class Row:
         what = f"{first.get('status')}: {_first_line(first.get('error'))}"
         return what if not self.ok else f"{self.seeds}/{len(self.records)} ok; {what}"
 
-    def _values(self, key: str) -> list[float]:
+    def values(self, key: str) -> list[float]:
         return [r[key] for r in self.ok if _finite(r.get(key))]
 
 

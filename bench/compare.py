@@ -1,0 +1,245 @@
+"""The regression gate: a candidate run against a baseline run, figure by figure, without false alarms.
+
+Records are matched by architecture and configuration (the rows of `report.aggregate`). Quality is
+compared with absolute tolerances, costs with relative ones, parameters and FLOPs exactly. Throughput
+and latency are first divided by a reference architecture's figures from the same run, so a slower or
+busier machine is not a regression (the reference's own speed is shown raw, verdict "reference", not
+judged: it measures the machine as much as the code); and a change beyond its tolerance counts only when it is outside
+the measured spread of both runs (and significant by a Mann-Whitney U test where both have 5 or more
+repeats). Otherwise it is "noise".
+"""
+
+from __future__ import annotations
+
+import statistics
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scipy.stats import mannwhitneyu
+from tabulate import tabulate
+
+from .errors import UserError
+from .report import Number, Row, aggregate
+
+DEFAULT_TOLERANCES = Path(__file__).parent / "tolerances.toml"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A compared figure: `quality` (absolute tolerance in `unit` after `scale`), `cost` (relative), `structure` (exact).
+
+    `repeats` names the record key holding every repeat (the spread); `speed` figures are divided by the
+    reference architecture's from the same run.
+    """
+
+    key: str
+    kind: str
+    higher_is_better: bool = True
+    scale: float = 1.0
+    unit: str = ""
+    repeats: str | None = None
+    speed: bool = False
+    floor: str | None = None  # tolerance key of an absolute change below which a cost change is "ok"
+
+
+FIGURES = (
+    Figure("test_accuracy", "quality", True, 100, " pts"),
+    Figure("train_throughput", "cost", True, repeats="train_throughput_repeats", speed=True),
+    Figure("infer_throughput", "cost", True, repeats="infer_throughput_repeats", speed=True),
+    Figure("latency_p50_ms", "cost", False, repeats="latency_p50_ms_repeats", speed=True),
+    Figure("peak_memory_mb", "cost", False, floor="peak_memory_min_mb"),
+    Figure("params", "structure"),
+    Figure("flops_per_sample", "structure"),
+)
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    reference: str
+    alpha: float
+    default: dict[str, float]
+    architectures: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def of(self, architecture: str, key: str) -> float | None:
+        return self.architectures.get(architecture, {}).get(key, self.default.get(key))
+
+
+@dataclass(frozen=True)
+class Line:
+    architecture: str
+    figure: str
+    baseline: str
+    candidate: str
+    change: str
+    verdict: str
+
+
+@dataclass
+class Comparison:
+    lines: list[Line]
+    only_in_baseline: list[str]
+    only_in_candidate: list[str]
+    reference: str
+
+    @property
+    def regressions(self) -> list[Line]:
+        return [line for line in self.lines if line.verdict == "regressed"]
+
+
+def load_tolerances(path: Path | None = None) -> Tolerances:
+    """The default tolerances, with those of `path` (a TOML file of the same shape) on top."""
+    table = _read_toml(DEFAULT_TOLERANCES)
+    if path is not None:
+        override = _read_toml(path)
+        unknown = set(override) - {"reference", "alpha", "default", "architecture"}
+        if unknown:
+            raise UserError(f"{path}: unknown key {sorted(unknown)[0]!r} (valid: reference, alpha, [default], [architecture.NAME])")
+        table["default"] = {**table["default"], **override.get("default", {})}
+        table["architecture"] = {**table.get("architecture", {}), **override.get("architecture", {})}
+        table.update({k: override[k] for k in ("reference", "alpha") if k in override})
+    values = [*table["default"].values(), *(v for t in table.get("architecture", {}).values() for v in t.values())]
+    if not all(isinstance(v, (int, float)) and v >= 0 for v in values):
+        raise UserError(f"{path or DEFAULT_TOLERANCES}: tolerances must be non-negative numbers")
+    return Tolerances(str(table["reference"]), float(table["alpha"]), table["default"], table.get("architecture", {}))
+
+
+def compare(
+    baseline: list[dict[str, Any]], candidate: list[dict[str, Any]], tolerances: Tolerances, accept: tuple[str, ...] = ()
+) -> Comparison:
+    """Every figure of every configuration present in both runs, judged; raises UserError when none is."""
+    base_rows, cand_rows = _by_key(aggregate(baseline)), _by_key(aggregate(candidate))
+    common = [key for key in base_rows if key in cand_rows]
+    if not common:
+        raise UserError("the two runs have no architecture and configuration in common")
+    comparison = Comparison(
+        [],
+        sorted({k[2] for k in base_rows if k not in cand_rows}),
+        sorted({k[2] for k in cand_rows if k not in base_rows}),
+        tolerances.reference,
+    )
+    base_ref, cand_ref = _reference(base_rows, tolerances.reference), _reference(cand_rows, tolerances.reference)
+    for key in common:
+        base, cand = base_rows[key], cand_rows[key]
+        status = _status_line(base, cand)
+        if status:
+            comparison.lines.append(status)
+            continue
+        for figure in FIGURES:
+            line = _judge(figure, base, cand, base_ref.get(key[:2]), cand_ref.get(key[:2]), tolerances, accept)
+            if line:
+                comparison.lines.append(line)
+    return comparison
+
+
+def render(comparison: Comparison) -> str:
+    """The comparison as a markdown table, the architectures on one side only, and a one-line summary."""
+    rows = [[l.architecture, l.figure, l.baseline, l.candidate, l.change, l.verdict] for l in comparison.lines]
+    headers = ["architecture", "figure", "baseline", "candidate", "change", "verdict"]
+    parts = [tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)]
+    if comparison.only_in_baseline:
+        parts.append(f"Only in the baseline (not compared): {', '.join(comparison.only_in_baseline)}")
+    if comparison.only_in_candidate:
+        parts.append(f"Only in the candidate (not compared): {', '.join(comparison.only_in_candidate)}")
+    verdicts = ("regressed", "improved", "noise", "ok", "accepted", "reference")
+    counts = {v: sum(1 for l in comparison.lines if l.verdict == v) for v in verdicts}
+    summary = ", ".join(f"{n} {verdict}" for verdict, n in counts.items() if n)
+    parts.append(f"Speed figures are divided by {comparison.reference}'s from the same run. {summary}.")
+    return "\n\n".join(parts)
+
+
+def _judge(
+    figure: Figure, base: Row, cand: Row, base_ref: Row | None, cand_ref: Row | None, tolerances: Tolerances,
+    accept: tuple[str, ...],
+) -> Line | None:
+    b_center, c_center = base.mean(figure.key), cand.mean(figure.key)
+    if b_center is None or c_center is None:
+        return None
+    name = base.architecture
+    shown = Number(figure.scale) if figure.kind == "quality" else Number()
+    texts = (shown(b_center), shown(c_center))
+    if figure.kind == "structure":
+        if b_center == c_center:
+            return Line(name, figure.key, *texts, "same", "ok")
+        return Line(name, figure.key, *texts, f"{c_center - b_center:+,.0f}", "accepted" if name in accept else "regressed")
+    if figure.kind == "quality":
+        b_values, c_values = base.values(figure.key), cand.values(figure.key)
+        change = (c_center - b_center) * figure.scale
+        tolerance = tolerances.of(name, figure.key)
+        change_text = f"{change:+.2f}{figure.unit}"
+        label = figure.key
+    else:
+        b_values, c_values = _samples(base, figure), _samples(cand, figure)
+        b_center, c_center = _center(b_values, b_center), _center(c_values, c_center)
+        label, tolerance = figure.key, tolerances.of(name, figure.key)
+        if figure.speed and name == tolerances.reference:
+            change = c_center / b_center - 1 if b_center else 0.0
+            return Line(name, f"{figure.key} (raw)", *texts, f"{change * 100:+.1f}%", "reference")
+        if figure.speed and base_ref and cand_ref:
+            b_norm, c_norm = _center(_samples(base_ref, figure), None), _center(_samples(cand_ref, figure), None)
+            if b_norm and c_norm:
+                b_values, c_values = [v / b_norm for v in b_values], [v / c_norm for v in c_values]
+                b_center, c_center = b_center / b_norm, c_center / c_norm
+                label = f"{figure.key} ÷ {tolerances.reference}"
+        change = c_center / b_center - 1 if b_center else 0.0
+        change_text = f"{change * 100:+.1f}%"
+    floor = tolerances.of(name, figure.floor) if figure.floor else None
+    if tolerance is None or abs(change) <= tolerance or (floor is not None and abs(c_center - b_center) < floor):
+        return Line(name, label, *texts, change_text, "ok")
+    worse = change < 0 if figure.higher_is_better else change > 0
+    verdict = "regressed" if worse else "improved"
+    if not _significant(b_values, c_values, tolerances.alpha):
+        verdict = "noise"
+    return Line(name, label, *texts, change_text, verdict)
+
+
+def _significant(base: list[float], cand: list[float], alpha: float) -> bool:
+    """True without repeats to judge by; else outside both spreads and, with 5+ repeats each, Mann-Whitney p < alpha."""
+    if len(base) < 2 or len(cand) < 2:
+        return True
+    b_mid, c_mid = statistics.median(base), statistics.median(cand)
+    outside = not (min(base) <= c_mid <= max(base)) and not (min(cand) <= b_mid <= max(cand))
+    if outside and len(base) >= 5 and len(cand) >= 5:
+        return bool(mannwhitneyu(base, cand, alternative="two-sided").pvalue < alpha)
+    return outside
+
+
+def _samples(row: Row, figure: Figure) -> list[float]:
+    """Every repeat of every ok record of `row` for `figure`, or the per-record figures when none were kept."""
+    pooled = [v for r in row.ok for v in (r.get(figure.repeats) or [])] if figure.repeats else []
+    return pooled or row.values(figure.key)
+
+
+def _center(values: list[float], fallback: float | None) -> float | None:
+    return statistics.median(values) if values else fallback
+
+
+def _status_line(base: Row, cand: Row) -> Line | None:
+    if base.ok and not cand.ok:
+        return Line(base.architecture, "status", "ok", cand.status(), "", "regressed")
+    if not base.ok and cand.ok:
+        return Line(base.architecture, "status", base.status(), "ok", "", "improved")
+    if not base.ok and not cand.ok:
+        return Line(base.architecture, "status", base.status(), cand.status(), "", "ok")
+    return None
+
+
+def _by_key(rows: list[Row]) -> dict[tuple, Row]:
+    return {(row.task, row.dataset, row.architecture, row.records[0].get("config_id")): row for row in rows}
+
+
+def _reference(rows: dict[tuple, Row], name: str) -> dict[tuple, Row]:
+    """The reference architecture's row of each (task, dataset), or of the dataset for other tasks."""
+    found = {key[:2]: row for key, row in rows.items() if key[2] == name and row.ok}
+    by_dataset = {key[1]: row for key, row in found.items()}
+    return {key[:2]: found.get(key[:2], by_dataset.get(key[1])) for key in rows}
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"tolerances file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"{path}: invalid TOML: {error}") from None
