@@ -4,9 +4,9 @@ Records are matched by architecture and configuration (the rows of `report.aggre
 compared with absolute tolerances, costs with relative ones, parameters and FLOPs exactly. Throughput
 and latency are first divided by a reference architecture's figures from the same run, so a slower or
 busier machine is not a regression (the reference's own speed is shown raw, verdict "reference", not
-judged: it measures the machine as much as the code); and a change beyond its tolerance counts only when it is outside
-the measured spread of both runs (and significant by a Mann-Whitney U test where both have 5 or more
-repeats). Otherwise it is "noise".
+judged: it measures the machine as much as the code); and a change beyond its tolerance counts only
+when it is outside the measured spread (interquartile range) of both runs and, where both have 5 or
+more repeats, significant by a Mann-Whitney U test. Otherwise it is "noise".
 """
 
 from __future__ import annotations
@@ -195,14 +195,24 @@ def _judge(
 
 
 def _significant(base: list[float], cand: list[float], alpha: float) -> bool:
-    """True without repeats to judge by; else outside both spreads and, with 5+ repeats each, Mann-Whitney p < alpha."""
+    """Whether two samples of one figure differ beyond their noise.
+
+    True without repeats to judge by. Otherwise each median must lie outside the other sample's
+    interquartile range (its measured spread, robust to one hiccup among the repeats), and with 5 or
+    more repeats on each side a two-sided Mann-Whitney U test must reject equality at `alpha`.
+    """
     if len(base) < 2 or len(cand) < 2:
         return True
     b_mid, c_mid = statistics.median(base), statistics.median(cand)
-    outside = not (min(base) <= c_mid <= max(base)) and not (min(cand) <= b_mid <= max(cand))
+    outside = not _within(c_mid, base) and not _within(b_mid, cand)
     if outside and len(base) >= 5 and len(cand) >= 5:
         return bool(mannwhitneyu(base, cand, alternative="two-sided").pvalue < alpha)
     return outside
+
+
+def _within(value: float, sample: list[float]) -> bool:
+    low, _, high = statistics.quantiles(sample, n=4, method="inclusive")
+    return low <= value <= high
 
 
 def _samples(row: Row, figure: Figure) -> list[float]:

