@@ -60,12 +60,23 @@ CLASSIFY_COLUMNS: list[Column] = [
 
 TASK_COLUMNS: dict[str, list[Column]] = {"classify": CLASSIFY_COLUMNS}
 
+# Added after the task's columns when a record of the table is a data-parallel one (has a world size).
+DISTRIBUTED_COLUMNS: list[Column] = [
+    ("world_size", "ranks", _text),
+    ("per_rank_throughput", "per rank (samples/s)", _sig(3)),
+    ("scaling_efficiency", "scaling eff (%)", _fixed(0, 100)),
+    ("allreduce_wait_share", "all-reduce wait (%)", _fixed(0, 100)),
+]
+
 
 def task_table(records: list[dict[str, Any]], task: str) -> str:
     """A markdown table of the records of `task`, one row per record, failures with their error."""
     columns = TASK_COLUMNS.get(task, CLASSIFY_COLUMNS[:3])
+    selected = [r for r in records if r.get("task") == task]
+    if any("world_size" in r for r in selected):
+        columns = columns + DISTRIBUTED_COLUMNS
     rows = []
-    for record in (r for r in records if r.get("task") == task):
+    for record in selected:
         row = [fmt(record.get(key)) for key, _, fmt in columns]
         if record.get("status") != "ok":
             row[2] = f"{record.get('status')}: {_short(record.get('error'))}"
