@@ -16,7 +16,7 @@ import architectures
 from . import baseline as gate_baseline
 from . import compare as gate
 from . import config as configs
-from . import report, runner, store
+from . import distributed, report, runner, store
 from .data import LOADERS
 from .errors import UserError
 
@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, metavar="DIR", help=f"where run folders go (default: {configs.DEFAULT_OUT})")
     run.add_argument("--strict", action="store_true", default=None, help="exit 1 if any architecture failed")
     run.add_argument("--quiet", action="store_true", default=None, help="no progress bars or per-run lines")
+    run.add_argument("--nproc", type=_positive_int, metavar="N", help="data-parallel on N local processes (torchrun)")
+    run.add_argument("--backend", choices=("auto", "gloo", "nccl"), help="collectives (default auto: nccl on CUDA, else gloo)")
+    run.add_argument("--scaling", action="store_true", help="also time one process alone, for the scaling efficiency")
+    run.add_argument("--dist-timeout", type=_positive_int, metavar="S", help="seconds a rank waits for the group (default 300)")
     run.set_defaults(handler=_run)
 
     show = commands.add_parser("report", help="print the tables of runs and write REPORT.md, plots and a CSV")
@@ -102,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.command_line = shlex.join(["archbench", *argv])
     try:
-        _import_arch_modules(getattr(args, "arch_module", []))
+        import_arch_modules(getattr(args, "arch_module", []))
         return args.handler(args)
     except (UserError, architectures.UnknownArchitecture, architectures.PluginError) as error:
         print(f"archbench: error: {error}", file=sys.stderr)
@@ -138,7 +142,13 @@ def _run(args: argparse.Namespace) -> int:
         quiet=args.quiet,
     )
     echo = (lambda line: None) if config.quiet else print
-    run_dir = runner.run_suite(config, echo=echo, command=args.command_line)
+    launch = distributed.from_flags(args.nproc, args.backend, args.scaling, args.dist_timeout)
+    if launch is None:
+        run_dir = runner.run_suite(config, echo=echo, command=args.command_line)
+    else:
+        run_dir = distributed.run_suite(config, launch, args.arch_module, echo, args.command_line)
+        if run_dir is None:  # a rank other than 0 under torchrun; rank 0 prints the tables
+            return 0
     records = store.read_records(run_dir / store.RECORDS)
     print(f"\n{report.tables(records)}\n")
     print(f"records: {run_dir / store.RECORDS}\nreport: {report.write_report(records, run_dir)}")
@@ -180,7 +190,7 @@ def _baseline_update(args: argparse.Namespace) -> int:
     return 0
 
 
-def _import_arch_modules(names: list[str]) -> None:
+def import_arch_modules(names: list[str]) -> None:
     """Import each --arch-module (a dotted name on sys.path or the current folder, or a .py file)."""
     for name in names:
         try:

@@ -7,6 +7,7 @@ tensors already on the device: no per-sample Python, no DataLoader workers on th
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, replace
 from functools import cache, cached_property
@@ -51,21 +52,35 @@ class ImageData:
 
 
 def batches(
-    x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator | None = None
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator | None = None,
+    rank: int = 0, world_size: int = 1,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Mini-batches covering (x, y) once; in a random order drawn from `generator` when one is given.
 
     The last batch may be smaller. With a generator, batches are gathered by an index tensor on x's device.
+    With `world_size` > 1 (data-parallel training; a generator is required) the order, drawn alike on every
+    rank, is cut to a multiple of `world_size` and rank `rank` takes every `world_size`-th index of it from
+    position `rank`: the ranks' shards never overlap, and their k-th batches together hold exactly the
+    samples of the k-th batch of `batch_size * world_size` that one process would draw in that order.
     """
     n = len(x)
     if generator is None:
+        if world_size > 1:
+            raise ValueError("sharding batches over ranks needs a generator for the shared order")
         for start in range(0, n, batch_size):
             yield x[start : start + batch_size], y[start : start + batch_size]
         return
     order = torch.randperm(n, generator=generator).to(x.device)
-    for start in range(0, n, batch_size):
+    if world_size > 1:
+        order = order[: n - n % world_size][rank::world_size]
+    for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
         yield x[index], y[index]
+
+
+def batch_count(n: int, batch_size: int, world_size: int = 1) -> int:
+    """Batches `batches` draws from `n` samples on each of `world_size` ranks."""
+    return math.ceil(n // world_size / batch_size)
 
 
 def load(

@@ -95,6 +95,14 @@ VIEWS: dict[str, TaskView] = {
     ),
 }
 
+# Shown after a task's columns when its table holds a data-parallel record (world size above 1).
+DISTRIBUTED_COLUMNS = [
+    Column("world_size", "ranks", Number(decimals=0)),
+    Column("per_rank_throughput", "per rank (samples/s)", SIG3),
+    Column("scaling_efficiency", "scaling eff (%)", Number(100, decimals=0)),
+    Column("allreduce_wait_share", "all-reduce wait (%)", Number(100, decimals=0)),
+]
+
 COST_KEY, COST_LABEL = "train_throughput", "training throughput (samples/s)"
 
 
@@ -173,6 +181,8 @@ def task_table(rows: list[Row], fmt: str = "github") -> str:
 def table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     view = VIEWS.get(rows[0].task) if rows else None
     columns = view.columns if view else []
+    if any((r.get("world_size") or 1) > 1 for row in rows for r in row.records):
+        columns = columns + DISTRIBUTED_COLUMNS
     headers = ["architecture", "seeds", "status", *(c.header for c in columns)]
     body = []
     for row in rows:

@@ -67,7 +67,7 @@ def run_suite(config: RunConfig, echo: Callable[[str], None] = print, command: s
             record = run_one(name, seed, data, config, device, run_dir, quiet)
             record.update(environment)
             store.append_record(run_dir, record)
-            echo(_summary(record))
+            echo(summary(record))
     return run_dir
 
 
@@ -78,7 +78,43 @@ def run_one(
     spec = architectures.get_spec(name)
     task = TASKS.get(spec.task)
     settings = config.tasks.get(spec.task)
-    record: dict[str, Any] = {
+    record = new_record(name, seed, data, config, device, run_dir)
+    started = time.perf_counter()
+    model = None
+    try:
+        if task is None:
+            raise RuntimeError(f"no task loop for task {spec.task!r} (known: {', '.join(TASKS)})")
+        torch.manual_seed(seed)
+        model = architectures.create(name, data.input_shape, data.num_classes).to(device)
+        context = RunContext(device, seed, config.measure, run_dir, progress_factory(name, seed, quiet))
+        task.run(model, data, settings, context, record)
+        record["status"] = "ok"
+    except Diverged as error:
+        record.update(status="diverged", error=str(error), diverged_step=error.step)
+    except Exception as error:  # an architecture's failure is recorded, never fatal to the suite
+        record.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
+    finally:
+        record["wall_time_s"] = time.perf_counter() - started
+        del model
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return record
+
+
+def new_record(
+    name: str, seed: int, data: datasets.ImageData, config: RunConfig, device: torch.device, run_dir: Path,
+    world_size: int = 1,
+) -> dict[str, Any]:
+    """The fields every record of `name` at `seed` starts with; its status is `failed` until a run says otherwise.
+
+    `config_id` is a short hash of everything that makes two records comparable (task, data, device,
+    world size and the task's settings): records of other seeds or runs with the same configuration
+    share it; reports aggregate and the regression gate matches records by (architecture, config_id).
+    """
+    spec = architectures.get_spec(name)
+    settings = config.tasks.get(spec.task)
+    record = {
         "run_id": run_dir.name,
         "suite": config.suite,
         "architecture": name,
@@ -91,55 +127,27 @@ def run_one(
         "device": device.type,
         "dtype": str(data.train_x.dtype).removeprefix("torch."),
         "seed": seed,
+        "world_size": world_size,
         **(dataclasses.asdict(settings) if settings else {}),
         **{f"measure_{k}": v for k, v in dataclasses.asdict(config.measure).items()},
         "status": "failed",
         "error": None,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    started = time.perf_counter()
-    model = None
-    try:
-        if task is None:
-            raise RuntimeError(f"no task loop for task {spec.task!r} (known: {', '.join(TASKS)})")
-        torch.manual_seed(seed)
-        model = architectures.create(name, data.input_shape, data.num_classes).to(device)
-        context = RunContext(device, seed, config.measure, run_dir, _progress_factory(name, seed, quiet))
-        task.run(model, data, settings, context, record)
-        record["status"] = "ok"
-    except Diverged as error:
-        record.update(status="diverged", error=str(error), diverged_step=error.step)
-    except Exception as error:  # an architecture's failure is recorded, never fatal to the suite
-        record.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
-    finally:
-        record["wall_time_s"] = time.perf_counter() - started
-        record["config_id"] = config_id(record, settings)
-        del model
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    fields = [*CONFIG_FIELDS, *(f.name for f in dataclasses.fields(settings))] if settings else CONFIG_FIELDS
+    described = json.dumps({key: record.get(key) for key in fields}, sort_keys=True)
+    record["config_id"] = hashlib.sha1(described.encode()).hexdigest()[:10]
     return record
 
 
-def config_id(record: dict[str, Any], settings: Any) -> str:
-    """A short hash of everything that makes two records comparable: task, data, device and settings.
-
-    Records of different seeds or runs with the same configuration share it; reports aggregate and
-    the regression gate matches records by (architecture, config_id).
-    """
-    fields = [*CONFIG_FIELDS, *(f.name for f in dataclasses.fields(settings))] if settings else CONFIG_FIELDS
-    described = {key: record.get(key) for key in fields}
-    return hashlib.sha1(json.dumps(described, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def _progress_factory(name: str, seed: int, quiet: bool):
+def progress_factory(name: str, seed: int, quiet: bool):
     def progress(total: int, description: str):
         return tqdm(total=total, desc=f"{name} seed {seed} {description}", unit="step", leave=False, disable=quiet)
 
     return progress
 
 
-def _summary(record: dict[str, Any]) -> str:
+def summary(record: dict[str, Any]) -> str:
     head = f"  {record['architecture']:<16} seed {record['seed']:<3} {record['status']:<8}"
     if record["status"] != "ok":
         return f"{head} {record['error']}"

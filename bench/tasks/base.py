@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
 
-from ..measure import MeasureSettings
+from ..measure import MeasureSettings, synchronize
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
@@ -61,6 +61,24 @@ class Progress:
     def close(self) -> None: ...
 
 
+class Group:
+    """The processes that train one model together. This one is a single process: rank 0 of 1.
+
+    Data-parallel runs pass a subclass whose methods are collectives over every rank (bench.ddp.DDPGroup).
+    """
+
+    rank = 0
+    world_size = 1
+
+    def synchronize(self, device: torch.device) -> None:
+        """Return once the device's queued work is done (in a group: on every rank); call before a clock read."""
+        synchronize(device)
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        """`values` averaged element-wise over the ranks."""
+        return values
+
+
 @dataclass
 class RunContext:
     """Everything a task loop needs besides the model, the data and its settings."""
@@ -70,6 +88,7 @@ class RunContext:
     measure: MeasureSettings
     run_dir: Path
     progress: Callable[[int, str], Progress] = lambda total, description: Progress()
+    group: Group = field(default_factory=Group)
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], settings: TrainingSettings) -> torch.optim.Optimizer:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass
 
@@ -12,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import measure
-from ..data import ImageData, batches
+from ..data import ImageData, batch_count, batches
 from .base import Diverged, Progress, RunContext, TrainingSettings, first_non_finite, make_optimizer, make_schedule
 
 
@@ -50,11 +49,14 @@ def train_epoch(
     generator: torch.Generator,
     schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
     progress: Progress = Progress(),
+    rank: int = 0,
+    world_size: int = 1,
 ) -> torch.Tensor:
-    """One pass over (x, y) in the generator's order; returns every step's loss, kept on the device."""
+    """One pass over (x, y) in the generator's order (over this rank's shard of it when `world_size` > 1);
+    returns every step's loss, kept on the device."""
     model.train()
-    losses = torch.empty(math.ceil(len(x) / batch_size), device=x.device)
-    for step, (xb, yb) in enumerate(batches(x, y, batch_size, generator)):
+    losses = torch.empty(batch_count(len(x), batch_size, world_size), device=x.device)
+    for step, (xb, yb) in enumerate(batches(x, y, batch_size, generator, rank, world_size)):
         losses[step] = train_step(model, optimizer, xb, yb)
         if schedule is not None:
             schedule.step()
@@ -113,11 +115,16 @@ def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
 
     Training accuracy is measured like test accuracy (eval mode) on the first len(test) training samples,
     so that the generalization gap compares like with like. Raises Diverged on a non-finite loss.
+
+    Data-parallel (`context.group` of several ranks, `model` wrapped in DistributedDataParallel): every rank
+    trains on its shard of the same per-epoch order, clocks are read after all ranks got there, the
+    per-step losses are averaged over the ranks, and every rank evaluates the whole test set on its replica
+    (identical to rank 0's, whose figures are recorded); nothing of the evaluation is all-reduced.
     """
-    device = context.device
+    device, group = context.device, context.group
     generator = torch.Generator().manual_seed(context.seed)
     optimizer = make_optimizer(model.parameters(), settings)
-    steps_per_epoch = math.ceil(len(data.train_x) / settings.batch_size)
+    steps_per_epoch = batch_count(len(data.train_x), settings.batch_size, group.world_size)
     schedule = make_schedule(optimizer, settings, settings.epochs * steps_per_epoch)
     train_probe = data.train_x[: len(data.test_x)], data.train_y[: len(data.test_x)]
     curves = {key: [] for key in ("train_loss", "test_accuracy", "test_loss", "train_accuracy", "train_time_s")}
@@ -126,13 +133,15 @@ def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
     progress = context.progress(settings.epochs * steps_per_epoch, "train")
     try:
         for epoch in range(settings.epochs):
-            measure.synchronize(device)
+            group.synchronize(device)
             started = time.perf_counter()
             losses = train_epoch(
-                model, optimizer, data.train_x, data.train_y, settings.batch_size, generator, schedule, progress
+                model, optimizer, data.train_x, data.train_y, settings.batch_size, generator, schedule, progress,
+                group.rank, group.world_size,
             )
-            measure.synchronize(device)
+            group.synchronize(device)
             record["train_time_s"] += time.perf_counter() - started
+            losses = group.mean(losses)
             bad = first_non_finite(losses)
             if bad is not None:
                 step = epoch * steps_per_epoch + bad + 1

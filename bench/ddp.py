@@ -1,0 +1,199 @@
+"""Inside one rank of a data-parallel run: the process group, DistributedDataParallel training, and its costs.
+
+The process group is torch.distributed's own, joined from the environment torchrun (or its launcher API)
+sets up; the model is wrapped in torch's DistributedDataParallel. Every rank runs the same code and the
+same collectives in the same order; rank 0's figures are the ones recorded.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import statistics
+import time
+from datetime import timedelta
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from . import measure
+from .data import ImageData
+from .tasks import classify
+from .tasks.base import Group, RunContext, make_optimizer
+
+ALLREDUCE_WAIT_METHOD = (
+    "1 - median step time under DDP no_sync() / median synced step time (DDP steps on a copy, every rank, "
+    "slowest rank's clock): the part of a step not overlapped with computing, spent on gradient all-reduce"
+)
+
+
+class DDPGroup(Group):
+    """This process's place in the torch.distributed process group, and the collectives the harness needs."""
+
+    def __init__(self, rank: int, world_size: int, local_rank: int, backend: str, device: torch.device):
+        self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
+        self.backend, self.device = backend, device
+
+    def synchronize(self, device: torch.device) -> None:
+        measure.synchronize(device)
+        dist.barrier()
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def mean(self, values: torch.Tensor) -> torch.Tensor:
+        total = values.clone()
+        dist.all_reduce(total)
+        return total / self.world_size
+
+    def max(self, value: float) -> float:
+        """The largest of every rank's `value`."""
+        tensor = torch.tensor(value, dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return tensor.item()
+
+    def broadcast(self, value: object) -> object:
+        """Rank 0's `value`, on every rank (any picklable object)."""
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def wrap(self, model: nn.Module) -> DistributedDataParallel:
+        return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def close(self) -> None:
+        dist.destroy_process_group()
+
+
+def join(backend: str, device_type: str, timeout: float) -> DDPGroup:
+    """Join the process group described by torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_*).
+
+    `timeout` (seconds) bounds the group's creation and every collective; a rank that waits longer raises.
+    On CUDA each process takes the GPU of its local rank.
+    """
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if device_type == "cuda" else torch.device(device_type)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(
+        backend, timeout=timedelta(seconds=timeout), device_id=device if backend == "nccl" else None
+    )
+    return DDPGroup(dist.get_rank(), dist.get_world_size(), local_rank, backend, device)
+
+
+def run(
+    model: nn.Module, data: ImageData, settings: classify.Settings, context: RunContext, record: dict, scaling: bool
+) -> None:
+    """classify.run under DistributedDataParallel: costs, then training on every rank, then rank 0's inference costs.
+
+    `context.group` is this rank's DDPGroup. With `scaling`, rank 0 first measures the single-process training
+    throughput of the same setup while the other ranks wait, for the scaling efficiency.
+    """
+    data = data.standardized
+    group = context.group
+    record.update(training_costs(model, data, settings, context, scaling))
+    torch.manual_seed(context.seed + group.rank)  # the same initial weights (DDP broadcasts rank 0's); own dropout
+    classify.fit(group.wrap(model), data, settings, context, record)
+    if group.rank == 0:
+        record.update(classify.inference_costs(model, data, settings, context))
+    group.barrier()
+
+
+def training_costs(
+    model: nn.Module, data: ImageData, settings: classify.Settings, context: RunContext, scaling: bool
+) -> dict:
+    """Parameters, FLOPs, DDP training throughput, all-reduce wait share and peak memory, on copies of `model`.
+
+    Throughput is timed on DDP steps of a copy at the per-rank batch size on every rank; the group's
+    throughput counts the samples of all ranks. The wait share compares those steps with the same steps
+    under `no_sync()` (no gradient all-reduce). Peak memory is rank 0's over two DDP steps of a fresh copy.
+    """
+    group, device, timing = context.group, context.device, context.measure
+    x, y = data.train_x[: settings.batch_size], data.train_y[: settings.batch_size]
+    total, trainable = measure.parameter_counts(model)
+    model.eval()
+    with torch.inference_mode():
+        flops = measure.flops(lambda: model(x[:1]))
+    single = None
+    if scaling:
+        if group.rank == 0:
+            seconds = measure.time_repeats(_step(model, settings, x, y), device, timing)
+            single = measure.summarize_rates(seconds, len(x))["median"]
+        group.barrier()
+    synced = time_steps(_step(model, settings, x, y, group), group, device, timing)
+    unsynced = time_steps(_step(model, settings, x, y, group, sync=False), group, device, timing)
+    with measure.peak_memory(device) as memory:
+        step = _step(model, settings, x, y, group)
+        step()
+        step()
+        del step
+    rates = measure.summarize_rates(synced, len(x) * group.world_size)
+    step_s, local_s = statistics.median(synced), statistics.median(unsynced)
+    return {
+        "params": total,
+        "trainable_params": trainable,
+        "flops_per_sample": flops,
+        "train_throughput": rates["median"],
+        "train_throughput_iqr": rates["iqr"],
+        "train_throughput_repeats": rates["repeats"],
+        "per_rank_throughput": rates["median"] / group.world_size,
+        "single_process_throughput": single,
+        "scaling_efficiency": None if single is None else rates["median"] / (group.world_size * single),
+        "ddp_step_ms": step_s * 1000,
+        "ddp_step_no_sync_ms": local_s * 1000,
+        "allreduce_wait_share": min(1.0, max(0.0, 1 - local_s / step_s)),
+        "allreduce_wait_method": ALLREDUCE_WAIT_METHOD,
+        "peak_memory_mb": memory.mb,
+        "peak_memory_method": f"rank 0, DDP steps: {memory.method}",
+    }
+
+
+def time_steps(
+    step: Callable[[], object], group: DDPGroup, device: torch.device, settings: measure.MeasureSettings
+) -> list[float]:
+    """Seconds per `step()` in each of `settings.repeats` repeats, every rank running the same number of steps.
+
+    As measure.time_repeats, with the counts agreed: the warm-up lasts until every rank has run at least 2
+    steps and `warmup_time` seconds, a repeat runs as many steps as fill `min_repeat_time` on the slowest
+    rank, and each repeat starts at a barrier and lasts until the slowest rank's device is done.
+    """
+    calls, warm = 0, 0.0
+    while calls < 2 or warm < settings.warmup_time:
+        per_call = _repeat(step, 1, group, device)
+        calls, warm = calls + 1, warm + per_call
+    calls = max(1, math.ceil(settings.min_repeat_time / max(per_call, 1e-9)))
+    return [_repeat(step, calls, group, device) / calls for _ in range(settings.repeats)]
+
+
+def _repeat(step: Callable[[], object], calls: int, group: DDPGroup, device: torch.device) -> float:
+    group.barrier()
+    started = time.perf_counter()
+    for _ in range(calls):
+        step()
+    measure.synchronize(device)
+    return group.max(time.perf_counter() - started)
+
+
+def _step(
+    model: nn.Module, settings: classify.Settings, x: torch.Tensor, y: torch.Tensor,
+    group: DDPGroup | None = None, sync: bool = True,
+) -> Callable[[], torch.Tensor]:
+    """The harness's training step on a fresh copy of `model` with a fresh optimizer; DDP-wrapped with a group,
+    and then without gradient all-reduce unless `sync`."""
+    trainee = copy.deepcopy(model).train()
+    optimizer = make_optimizer(trainee.parameters(), settings)
+    if group is None:
+        return lambda: classify.train_step(trainee, optimizer, x, y)
+    trainee = group.wrap(trainee)
+    if sync:
+        return lambda: classify.train_step(trainee, optimizer, x, y)
+
+    def step() -> torch.Tensor:
+        with trainee.no_sync():
+            return classify.train_step(trainee, optimizer, x, y)
+
+    return step
