@@ -58,14 +58,39 @@ CLASSIFY_COLUMNS: list[Column] = [
     ("time_to_target_s", "time to target (s)", _sig(3)),
 ]
 
-TASK_COLUMNS: dict[str, list[Column]] = {"classify": CLASSIFY_COLUMNS}
+GENERATOR_COLUMNS: list[Column] = [
+    ("architecture", "architecture", _text),
+    ("seed", "seed", _text),
+    ("status", "status", _text),
+    ("task", "task", _text),
+    ("fid", "FID", _sig(3)),
+    ("kid", "KID", _sig(3)),
+    ("test_nll", "test NLL (nats)", _sig(4)),
+    ("test_neg_elbo", "test -ELBO (nats)", _sig(4)),
+    ("generator_params", "params G (M)", _fixed(2, 1e-6)),
+    ("discriminator_params", "params D (M)", _fixed(2, 1e-6)),
+    ("flops_per_sample", "FLOPs/sample (M)", _sig(3, 1e-6)),
+    ("generate_throughput", "generate (samples/s)", _sig(3)),
+    ("train_throughput", "train (samples/s)", _sig(3)),
+    ("peak_memory_mb", "train peak mem (MB)", _sig(3)),
+    ("train_time_s", "train time (s)", _sig(3)),
+    ("fid_classifier_accuracy", "FID ref acc (%)", _fixed(1, 100)),
+]
+
+TASK_COLUMNS: dict[str, list[Column]] = {
+    "classify": CLASSIFY_COLUMNS,
+    "vae": GENERATOR_COLUMNS,
+    "gan": GENERATOR_COLUMNS,
+}
+SHARED_TABLES: dict[str, tuple[str, ...]] = {"generators": ("vae", "gan")}  # tasks compared in one table
 
 
 def task_table(records: list[dict[str, Any]], task: str) -> str:
-    """A markdown table of the records of `task`, one row per record, failures with their error."""
-    columns = TASK_COLUMNS.get(task, CLASSIFY_COLUMNS[:3])
+    """A markdown table of the records of `task` or SHARED_TABLES name, one row per record, failures with their error."""
+    tasks = SHARED_TABLES.get(task, (task,))
+    columns = TASK_COLUMNS.get(tasks[0], CLASSIFY_COLUMNS[:3])
     rows = []
-    for record in (r for r in records if r.get("task") == task):
+    for record in (r for r in records if r.get("task") in tasks):
         row = [fmt(record.get(key)) for key, _, fmt in columns]
         if record.get("status") != "ok":
             row[2] = f"{record.get('status')}: {_short(record.get('error'))}"
@@ -74,11 +99,13 @@ def task_table(records: list[dict[str, Any]], task: str) -> str:
 
 
 def tables(records: list[dict[str, Any]]) -> str:
-    """Every task's table under a heading naming the task and dataset."""
+    """Every task's table (generators share one) under a heading naming the task and dataset."""
+    table_of = {task: table for table, tasks in SHARED_TABLES.items() for task in tasks}
     parts = []
-    for task in dict.fromkeys(r.get("task") for r in records):
-        datasets = ", ".join(dict.fromkeys(str(r.get("dataset")) for r in records if r.get("task") == task))
-        parts.append(f"### {task} on {datasets}\n\n{task_table(records, task)}")
+    for table in dict.fromkeys(table_of.get(r.get("task"), r.get("task")) for r in records):
+        tasks = SHARED_TABLES.get(table, (table,))
+        datasets = ", ".join(dict.fromkeys(str(r.get("dataset")) for r in records if r.get("task") in tasks))
+        parts.append(f"### {table} on {datasets}\n\n{task_table(records, table)}")
     return "\n\n".join(parts)
 
 
