@@ -11,7 +11,7 @@ from .registry import (
     register,
     resolve,
 )
-from . import cnn, resnet  # noqa: E402,F401  (their decorators fill the registry)
+from . import cnn, gan, resnet, vae  # noqa: E402,F401  (their decorators fill the registry)
 
 __all__ = [
     "ArchSpec",

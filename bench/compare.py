@@ -46,11 +46,16 @@ class Figure:
 
 FIGURES = (
     Figure("test_accuracy", "quality", True, 100, " pts"),
+    Figure("fid", "quality", False),
+    Figure("test_nll", "quality", False, unit=" nats"),
     Figure("train_throughput", "cost", True, repeats="train_throughput_repeats", speed=True),
     Figure("infer_throughput", "cost", True, repeats="infer_throughput_repeats", speed=True),
+    Figure("generate_throughput", "cost", True, repeats="generate_throughput_repeats", speed=True),
     Figure("latency_p50_ms", "cost", False, repeats="latency_p50_ms_repeats", speed=True),
     Figure("peak_memory_mb", "cost", False, floor="peak_memory_min_mb"),
     Figure("params", "structure"),
+    Figure("generator_params", "structure"),
+    Figure("discriminator_params", "structure"),
     Figure("flops_per_sample", "structure"),
 )
 

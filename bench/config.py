@@ -12,6 +12,7 @@ from .errors import UserError
 from .measure import MeasureSettings
 from .tasks import TASKS
 from .tasks.base import TrainingSettings
+from .tasks.reference import FidSettings
 
 SUITES_DIR = Path(__file__).parent / "suites"
 DEFAULT_SUITE = "quick"
@@ -40,6 +41,7 @@ class RunConfig:
     limit_test: int | None = None
     tasks: dict[str, TrainingSettings] = field(default_factory=lambda: {n: t.Settings() for n, t in TASKS.items()})
     measure: MeasureSettings = field(default_factory=MeasureSettings)
+    fid: FidSettings = field(default_factory=FidSettings)
     device: str = "auto"
     data_root: str | None = None
     download: bool = False
@@ -96,7 +98,7 @@ def load(
 
 def _from_table(table: dict[str, Any], path: Path) -> RunConfig:
     config = RunConfig()
-    sections = {"measure", *TASKS}
+    sections = {"measure", "fid", *TASKS}
     for key, value in table.items():
         if key in sections:
             if not isinstance(value, dict):
@@ -111,6 +113,7 @@ def _from_table(table: dict[str, Any], path: Path) -> RunConfig:
     for name, task in TASKS.items():
         config.tasks[name] = _settings(task.Settings, table.get(name, {}), f"suite {path}: [{name}]")
     config.measure = _settings(MeasureSettings, table.get("measure", {}), f"suite {path}: [measure]")
+    config.fid = _settings(FidSettings, table.get("fid", {}), f"suite {path}: [fid]")
     return config
 
 

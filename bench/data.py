@@ -44,10 +44,15 @@ class ImageData:
         return replace(self, **{f: getattr(self, f).to(device) for f in ("train_x", "train_y", "test_x", "test_y")})
 
     @cached_property
+    def channel_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and standard deviation (1, C, 1, 1) of the training split; the std is at least 1e-6."""
+        mean = self.train_x.mean(dim=(0, 2, 3), keepdim=True)
+        return mean, self.train_x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+
+    @cached_property
     def standardized(self) -> "ImageData":
         """A copy with every channel at zero mean and unit variance, by the training split's statistics."""
-        mean = self.train_x.mean(dim=(0, 2, 3), keepdim=True)
-        std = self.train_x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+        mean, std = self.channel_stats
         return replace(self, train_x=(self.train_x - mean) / std, test_x=(self.test_x - mean) / std)
 
 

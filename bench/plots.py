@@ -1,4 +1,4 @@
-"""Report figures (matplotlib, PNG): quality against cost with the Pareto front, curves, cost bars.
+"""Report figures (matplotlib, PNG): quality against cost with the Pareto front, curves, cost bars, samples.
 
 Every function takes aggregated report rows (bench.report.Row) and writes one PNG, returning its path.
 """
@@ -30,7 +30,7 @@ def task_figures(rows: list[Row], view: TaskView, folder: Path, stem: str) -> li
     made = []
     for key, label, scale, name, front in (
         (COST_KEY, COST_LABEL, 1.0, "quality-vs-throughput", True),
-        ("params", "parameters (millions)", 1e-6, "quality-vs-params", False),
+        (view.params_key, "parameters (millions)", 1e-6, "quality-vs-params", False),
     ):
         path = folder / f"{stem}-{name}.png"
         if quality_vs_cost(rows, view, key, label, path, front, scale):
@@ -42,6 +42,9 @@ def task_figures(rows: list[Row], view: TaskView, folder: Path, stem: str) -> li
     path = folder / f"{stem}-costs.png"
     if cost_bars(rows, path):
         made.append((path, "peak training memory and throughput"))
+    path = folder / f"{stem}-samples.png"
+    if view.samples_key and sample_grids(rows, view.samples_key, path):
+        made.append((path, "generated samples of each architecture"))
     return made
 
 
@@ -69,7 +72,7 @@ def quality_vs_cost(
     _log_if_wide(ax, [x for _, x, _ in points], "x")
     ax.set_xlabel(cost_label)
     ax.set_ylabel(view.quality_label + ("  (higher is better)" if view.higher_is_better else "  (lower is better)"))
-    ax.set_title(f"{view.title}: {view.quality_label.split(' (')[0]} against {cost_label.split(' (')[0]}")
+    ax.set_title(f"{view.title}: {view.quality_name} against {cost_label.split(' (')[0]}")
     ax.grid(True, alpha=0.3, which="both")
     return _save(fig, path)
 
@@ -118,6 +121,23 @@ def cost_bars(rows: list[Row], path: Path) -> Path | None:
         ax.invert_yaxis()
         ax.grid(True, axis="x", alpha=0.3, which="both")
     speed.set_yticklabels([])
+    return _save(fig, path)
+
+
+def sample_grids(rows: list[Row], key: str, path: Path) -> Path | None:
+    """The sample-grid PNG of each row's first ok record (its path under `key`), side by side and titled."""
+    grids = []
+    for row in rows:
+        found = [Path(r[key]) for r in row.ok if r.get(key) and Path(r[key]).is_file()]
+        if found:
+            grids.append((row.architecture, plt.imread(found[0])))
+    if not grids:
+        return None
+    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.5), squeeze=False)
+    for ax, (name, image) in zip(axes[0], grids):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(name, fontsize=10)
+        ax.axis("off")
     return _save(fig, path)
 
 

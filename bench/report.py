@@ -61,6 +61,11 @@ class TaskView:
     curve: str | None = None
     curve_label: str = ""
     quality_scale: float = 1.0
+    tasks: tuple[str, ...] = ()
+    show_task: bool = False
+    quality_name: str = ""
+    params_key: str = "params"
+    samples_key: str | None = None
 
 
 PERCENT, POINTS = Number(100, decimals=1), Number(100, decimals=1)
@@ -92,8 +97,36 @@ VIEWS: dict[str, TaskView] = {
         ],
         curve="curve_test_accuracy",
         curve_label="test accuracy (%)",
+        tasks=("classify",),
+        quality_name="test accuracy",
+    ),
+    "generators": TaskView(
+        title="Generators",
+        quality="fid",
+        quality_label="FID on the reference classifier's features",
+        higher_is_better=False,
+        columns=[
+            Column("fid", "FID", SIG3),
+            Column("kid", "KID", SIG3),
+            Column("test_nll", "test NLL (nats)", Number(significant=4)),
+            Column("test_neg_elbo", "test -ELBO (nats)", Number(significant=4)),
+            Column("generator_params", "params G (M)", MILLIONS),
+            Column("discriminator_params", "params D (M)", MILLIONS),
+            Column("flops_per_sample", "FLOPs/sample (M)", Number(1e-6)),
+            Column("generate_throughput", "generate (samples/s)", SIG3),
+            Column("train_throughput", "train (samples/s)", SIG3),
+            Column("peak_memory_mb", "train peak mem (MB)", SIG3),
+            Column("train_time_s", "train time (s)", SIG3),
+            Column("fid_classifier_accuracy", "FID ref acc (%)", PERCENT),
+        ],
+        tasks=("vae", "gan"),
+        show_task=True,
+        quality_name="FID",
+        params_key="generator_params",
+        samples_key="sample_grid",
     ),
 }
+VIEW_OF_TASK = {task: name for name, view in VIEWS.items() for task in view.tasks}
 
 # Shown after a task's columns when its table holds a data-parallel record (world size above 1).
 DISTRIBUTED_COLUMNS = [
@@ -154,10 +187,9 @@ def aggregate(records: list[dict[str, Any]]) -> list[Row]:
             rows[key] = Row(str(key[0]), str(key[1]), str(key[2]))
         rows[key].records.append(record)
     result = list(rows.values())
-    for group in _task_groups(result).values():
-        view = VIEWS.get(group[0].task)
-        if view:
-            mark_pareto(group, view.quality, view.higher_is_better)
+    for (table, _), group in _task_groups(result).items():
+        if table in VIEWS:
+            mark_pareto(group, VIEWS[table].quality, VIEWS[table].higher_is_better)
     return result
 
 
@@ -179,24 +211,25 @@ def task_table(rows: list[Row], fmt: str = "github") -> str:
 
 
 def table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
-    view = VIEWS.get(rows[0].task) if rows else None
+    view = VIEWS.get(VIEW_OF_TASK.get(rows[0].task, "")) if rows else None
     columns = view.columns if view else []
     if any((r.get("world_size") or 1) > 1 for row in rows for r in row.records):
         columns = columns + DISTRIBUTED_COLUMNS
-    headers = ["architecture", "seeds", "status", *(c.header for c in columns)]
+    show_task = bool(view and view.show_task)
+    headers = ["architecture", *(["task"] if show_task else []), "seeds", "status", *(c.header for c in columns)]
     body = []
     for row in rows:
         name = f"★ {row.architecture}" if row.pareto else row.architecture
         figures = [c.number(row.mean(c.key), row.std(c.key)) for c in columns]
-        body.append([name, str(row.seeds), row.status(), *figures])
+        body.append([name, *([row.task] if show_task else []), str(row.seeds), row.status(), *figures])
     return headers, body
 
 
 def tables(records: list[dict[str, Any]]) -> str:
     """Every task's table under a heading naming the task and dataset, for the terminal."""
     parts = []
-    for (task, dataset), rows in _task_groups(aggregate(records)).items():
-        title = VIEWS[task].title if task in VIEWS else task
+    for (table, dataset), rows in _task_groups(aggregate(records)).items():
+        title = VIEWS[table].title if table in VIEWS else table
         parts.append(f"### {title} on {dataset}\n\n{task_table(rows)}")
     return "\n\n".join(parts)
 
@@ -219,16 +252,16 @@ def write_report(records: list[dict[str, Any]], folder: Path, html_page: bool = 
     folder.mkdir(parents=True, exist_ok=True)
     rows = aggregate(records)
     blocks: list[tuple] = [("h1", "archbench report"), *_environment_blocks(records)]
-    for (task, dataset), group in _task_groups(rows).items():
-        view = VIEWS.get(task)
-        title = view.title if view else task
+    for (table, dataset), group in _task_groups(rows).items():
+        view = VIEWS.get(table)
+        title = view.title if view else table
         blocks.append(("h2", f"{title} on {dataset}"))
         headers, body = table_cells(group)
         blocks.append(("table", headers, body))
         if not view:
             continue
         blocks.append(("p", _legend(view, group)))
-        stem = f"{task}-{dataset}"
+        stem = f"{table}-{dataset}"
         for path, alt in plots.task_figures(group, view, folder / "plots", stem):
             blocks.append(("img", path, alt))
     write_csv(records, folder / "records.csv")
@@ -252,13 +285,13 @@ def _legend(view: TaskView, rows: list[Row]) -> str:
     cheapest = max((r for r in rows if _finite(r.mean(COST_KEY))), key=lambda r: r.mean(COST_KEY), default=None)
     parts = []
     if best:
-        parts.append(f"Best {view.quality_label.split(' (')[0]}: **{best.architecture}**.")
+        parts.append(f"Best {view.quality_name}: **{best.architecture}**.")
     if cheapest:
         parts.append(f"Fastest to train: **{cheapest.architecture}**.")
     if front:
         parts.append(
             f"★ Pareto front ({', '.join(front)}): no other architecture is both better in "
-            f"{view.quality_label.split(' (')[0]} and faster to train."
+            f"{view.quality_name} and faster to train."
         )
     parts.append("Figures are mean ± standard deviation over `seeds` seeds where there is more than one.")
     return " ".join(parts)
@@ -333,9 +366,10 @@ def _render_html(blocks: list[tuple]) -> str:
 
 
 def _task_groups(rows: list[Row]) -> dict[tuple[str, str], list[Row]]:
+    """Rows by (table, dataset): a task's view name (generators share one), else the task itself."""
     groups: dict[tuple[str, str], list[Row]] = {}
     for row in rows:
-        groups.setdefault((row.task, row.dataset), []).append(row)
+        groups.setdefault((VIEW_OF_TASK.get(row.task, row.task), row.dataset), []).append(row)
     return groups
 
 

@@ -85,8 +85,8 @@ def run_one(
         if task is None:
             raise RuntimeError(f"no task loop for task {spec.task!r} (known: {', '.join(TASKS)})")
         torch.manual_seed(seed)
-        model = architectures.create(name, data.input_shape, data.num_classes).to(device)
-        context = RunContext(device, seed, config.measure, run_dir, progress_factory(name, seed, quiet))
+        model = architectures.create(name, data.input_shape, data.num_classes, **settings.model_overrides()).to(device)
+        context = RunContext(device, seed, config.measure, run_dir, progress_factory(name, seed, quiet), fid=config.fid)
         task.run(model, data, settings, context, record)
         record["status"] = "ok"
     except Diverged as error:

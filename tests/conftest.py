@@ -55,6 +55,15 @@ def seeded():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def fid_cache(tmp_path_factory):
+    """FID reference classifiers of the whole session go to one temporary folder, never to ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        path = tmp_path_factory.mktemp("fid-cache")
+        patch.setenv("ARCHBENCH_FID_CACHE", str(path))
+        yield path
+
+
 @pytest.fixture
 def tiny_suite(tmp_path):
     """Write a tiny suite file for the given architectures; returns its path."""

@@ -3,6 +3,6 @@
 
 from types import ModuleType
 
-from . import classify
+from . import classify, gan, vae
 
-TASKS: dict[str, ModuleType] = {"classify": classify}
+TASKS: dict[str, ModuleType] = {"classify": classify, "vae": vae, "gan": gan}

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import torch
 
 from ..measure import MeasureSettings, synchronize
+
+if TYPE_CHECKING:
+    from .reference import FidSettings
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
@@ -41,6 +44,10 @@ class TrainingSettings:
         if self.schedule not in SCHEDULES:
             found.append(f"unknown schedule {self.schedule!r} (valid: {', '.join(SCHEDULES)})")
         return found
+
+    def model_overrides(self) -> dict[str, object]:
+        """Keyword arguments the harness passes to the builder of every architecture of this task; none here."""
+        return {}
 
 
 class Diverged(RuntimeError):
@@ -81,7 +88,10 @@ class Group:
 
 @dataclass
 class RunContext:
-    """Everything a task loop needs besides the model, the data and its settings."""
+    """Everything a task loop needs besides the model, the data and its settings.
+
+    `fid` is the suite's `[fid]` table (the reference classifier of generators); None stands for its defaults.
+    """
 
     device: torch.device
     seed: int
@@ -89,6 +99,7 @@ class RunContext:
     run_dir: Path
     progress: Callable[[int, str], Progress] = lambda total, description: Progress()
     group: Group = field(default_factory=Group)
+    fid: FidSettings | None = None
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], settings: TrainingSettings) -> torch.optim.Optimizer:

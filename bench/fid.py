@@ -1,0 +1,50 @@
+"""Sample quality of generators: FID and KID computed by torchmetrics on a reference classifier's features.
+
+Inception weights are neither available offline nor suited to 28x28 grey images, so the feature network is
+a classifier that the harness trains on the run's own dataset (`bench.tasks.reference`). Real and generated
+image sets go through torchmetrics' FrechetInceptionDistance and KernelInceptionDistance with that network
+as their custom feature extractor; nothing here computes the statistics by hand.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+
+def sample_quality(
+    features: nn.Module,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    batch_size: int,
+    kid_subsets: int,
+    kid_subset_size: int,
+    seed: int,
+) -> dict[str, float]:
+    """FID, and KID's mean and spread over subsets, between image sets `real` and `fake` (N, C, H, W) in [0, 1].
+
+    `features` maps such images to (N, d) features and says d in its `num_features` attribute; images go
+    through it in batches of `batch_size`. KID averages `kid_subsets` random subsets of `kid_subset_size`
+    images (fewer when a set is smaller) drawn from `seed`; the global random state is left as it was.
+    """
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    subset_size = min(kid_subset_size, len(real), len(fake))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
+        kid = KernelInceptionDistance(
+            feature=features, subsets=kid_subsets, subset_size=subset_size, normalize=True, sync_on_compute=False
+        )
+    fid = FrechetInceptionDistance(feature=features, normalize=True, sync_on_compute=False)
+    metrics = [fid.to(real.device), kid.to(real.device)]
+    for images, is_real in ((real, True), (fake, False)):
+        for start in range(0, len(images), batch_size):
+            for metric in metrics:
+                metric.update(images[start : start + batch_size], real=is_real)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        kid_mean, kid_std = kid.compute()
+    return {"fid": fid.compute().item(), "kid": kid_mean.item(), "kid_std": kid_std.item()}

@@ -1,0 +1,170 @@
+"""GANs: the DCGAN recipe by default (non-saturating loss, Adam lr 2e-4, betas (0.5, 0.999)); the generator is judged.
+
+A step updates the discriminator on a real batch and as many generated images (targets 1 and 0), then the
+generator on those generated images so that the discriminator says 1 (the non-saturating loss). Training is
+`diverged` at a non-finite loss, or when the discriminator collapses: its loss stays below `collapse_loss`
+for `collapse_steps` steps in a row, so it tells every generated image from a real one and the generator
+has stopped getting through.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import measure
+from ..data import ImageData, batches
+from . import generative
+from .base import Diverged, Progress, RunContext, first_non_finite, make_optimizer, make_schedule
+
+
+@dataclass(frozen=True)
+class Settings(generative.GenerativeSettings):
+    """The suite's `[gan]` table. Defaults: DCGAN's batch 128, Adam lr 2e-4, betas (0.5, 0.999), latent size 100."""
+
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float = 0.0002
+    betas: tuple[float, float] = (0.5, 0.999)
+    latent_dim: int = 100
+    collapse_loss: float = 0.01
+    collapse_steps: int = 100
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        if self.collapse_loss < 0:
+            found.append(f"collapse_loss must not be negative, got {self.collapse_loss}")
+        if self.collapse_steps < 1:
+            found.append(f"collapse_steps must be at least 1, got {self.collapse_steps}")
+        return found
+
+
+def optimizers(model: nn.Module, settings: Settings) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """One optimizer of the suite's kind for the generator, one for the discriminator."""
+    generator, discriminator = model.generator.parameters(), model.discriminator.parameters()
+    return make_optimizer(generator, settings), make_optimizer(discriminator, settings)
+
+
+def train_step(
+    model: nn.Module, g_optimizer: torch.optim.Optimizer, d_optimizer: torch.optim.Optimizer, x: torch.Tensor
+) -> torch.Tensor:
+    """One discriminator step, then one generator step; returns (discriminator loss, generator loss), detached."""
+    fake = model.generator(torch.randn(len(x), model.latent_dim, device=x.device))
+    d_optimizer.zero_grad(set_to_none=True)
+    real_logits = model.discriminator(x).reshape(-1)
+    fake_logits = model.discriminator(fake.detach()).reshape(-1)
+    d_loss = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+    d_loss = d_loss + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    d_loss.backward()
+    d_optimizer.step()
+    g_optimizer.zero_grad(set_to_none=True)
+    fooled = model.discriminator(fake).reshape(-1)
+    g_loss = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
+    g_loss.backward()
+    g_optimizer.step()
+    return torch.stack([d_loss.detach(), g_loss.detach()])
+
+
+def train_epoch(
+    model: nn.Module,
+    g_optimizer: torch.optim.Optimizer,
+    d_optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+    schedules: list[torch.optim.lr_scheduler.LRScheduler],
+    progress: Progress = Progress(),
+) -> torch.Tensor:
+    """One pass over x in the generator's order; returns every step's (discriminator, generator) loss, on the device."""
+    model.train()
+    losses = torch.empty(math.ceil(len(x) / batch_size), 2, device=x.device)
+    for step, (xb, _) in enumerate(batches(x, x, batch_size, generator)):
+        losses[step] = train_step(model, g_optimizer, d_optimizer, xb)
+        for schedule in schedules:
+            schedule.step()
+        progress.update()
+    return losses
+
+
+def collapse_step(d_losses: torch.Tensor, threshold: float, window: int) -> int | None:
+    """The 1-based step at which the discriminator's loss has been below `threshold` for `window` steps in a row."""
+    if len(d_losses) < window:
+        return None
+    counts = (d_losses < threshold).long().cumsum(0)
+    in_window = counts[window - 1 :] - torch.cat([counts.new_zeros(1), counts[:-window]])
+    hits = torch.nonzero(in_window == window)
+    return int(hits[0, 0]) + window if len(hits) else None
+
+
+def run(model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict) -> None:
+    """Measure costs on copies, train, then record generation costs and the generator's FID/KID.
+
+    Beyond the costs every generator has (bench.tasks.generative): `latent_dim`, `discriminator_params`,
+    the last epoch's mean `d_loss` and `g_loss`, and their per-epoch curves.
+    """
+    x = data.train_x[: settings.batch_size]
+
+    def make_step():
+        trainee = copy.deepcopy(model).train()
+        g_optimizer, d_optimizer = optimizers(trainee, settings)
+        return lambda: train_step(trainee, g_optimizer, d_optimizer, x)
+
+    record.update(latent_dim=model.latent_dim, discriminator_params=measure.parameter_counts(model.discriminator)[0])
+    record.update(generative.training_costs(model, model.generator, model.generator, make_step, len(x), context))
+    torch.manual_seed(context.seed)
+    fit(model, data, settings, context, record)
+    record.update(generative.generation_costs(model, model.generator, settings, context))
+    generative.evaluate_samples(model, model.generator, data, settings, context, record)
+
+
+def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict) -> None:
+    """Train for `settings.epochs` on the [0, 1] training images; per-epoch mean losses go into `record`.
+
+    Raises Diverged at the first step with a non-finite loss, or where the discriminator has collapsed.
+    """
+    device = context.device
+    generator = torch.Generator().manual_seed(context.seed)
+    g_optimizer, d_optimizer = optimizers(model, settings)
+    steps_per_epoch = math.ceil(len(data.train_x) / settings.batch_size)
+    total = settings.epochs * steps_per_epoch
+    schedules = [s for s in (make_schedule(o, settings, total) for o in (g_optimizer, d_optimizer)) if s is not None]
+    curves = {key: [] for key in ("d_loss", "g_loss", "train_time_s")}
+    record.update({f"curve_{key}": values for key, values in curves.items()})
+    record["train_time_s"] = 0.0
+    d_losses = []
+    progress = context.progress(total, "train")
+    try:
+        for epoch in range(settings.epochs):
+            measure.synchronize(device)
+            started = time.perf_counter()
+            losses = train_epoch(
+                model, g_optimizer, d_optimizer, data.train_x, settings.batch_size, generator, schedules, progress
+            )
+            measure.synchronize(device)
+            record["train_time_s"] += time.perf_counter() - started
+            bad = first_non_finite(losses.sum(1))
+            if bad is not None:
+                step = epoch * steps_per_epoch + bad + 1
+                raise Diverged(f"non-finite GAN loss at step {step} (epoch {epoch + 1})", step)
+            d_losses.append(losses[:, 0])
+            collapsed = collapse_step(torch.cat(d_losses), settings.collapse_loss, settings.collapse_steps)
+            if collapsed is not None:
+                raise Diverged(
+                    f"discriminator collapsed: its loss stayed below {settings.collapse_loss:g} for "
+                    f"{settings.collapse_steps} steps up to step {collapsed}",
+                    collapsed,
+                )
+            d_loss, g_loss = losses.mean(0).tolist()
+            curves["d_loss"].append(d_loss)
+            curves["g_loss"].append(g_loss)
+            curves["train_time_s"].append(record["train_time_s"])
+            progress.set_postfix_str(f"D {d_loss:.3f} G {g_loss:.3f}")
+    finally:
+        progress.close()
+    record.update(d_loss=curves["d_loss"][-1], g_loss=curves["g_loss"][-1])

@@ -1,0 +1,116 @@
+"""What the vae and gan tasks share: their common settings, drawing samples, a generator's costs and sample quality.
+
+A generator is judged through a `Sampler`: a function from standard-normal codes z (N, latent_dim) to images
+(N, C, H, W) in [0, 1] (a VAE's decoder mean, a GAN's generator). Costs come from `bench.measure`, the code
+that measures classifiers; sample quality is FID and KID against the test split (`bench.fid`) on the
+features of the reference classifier (`bench.tasks.reference`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from torchvision.utils import save_image
+
+from .. import measure
+from ..data import ImageData
+from ..fid import sample_quality
+from .base import RunContext, TrainingSettings
+from .reference import FidSettings, load_or_train
+
+Sampler = Callable[[torch.Tensor], torch.Tensor]
+GRID_ROWS = 8  # the sample grid PNG shows GRID_ROWS x GRID_ROWS images
+
+
+@dataclass(frozen=True)
+class GenerativeSettings(TrainingSettings):
+    """Settings every generator task has: the latent size given to every builder, and the evaluation batch."""
+
+    latent_dim: int = 16
+    eval_batch_size: int = 1000
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        if self.latent_dim < 1:
+            found.append(f"latent_dim must be at least 1, got {self.latent_dim}")
+        if self.eval_batch_size < 1:
+            found.append(f"eval_batch_size must be at least 1, got {self.eval_batch_size}")
+        return found
+
+    def model_overrides(self) -> dict[str, object]:
+        return {"latent_dim": self.latent_dim}
+
+
+def codes(n: int, latent_dim: int, seed: int, device: torch.device) -> torch.Tensor:
+    """`n` standard-normal codes (n, latent_dim) drawn from `seed` alone, on `device`."""
+    return torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
+@torch.no_grad()
+def generate(sample: Sampler, z: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The images `sample` makes of codes `z`, computed in batches of `batch_size`."""
+    return torch.cat([sample(z[start : start + batch_size]) for start in range(0, len(z), batch_size)])
+
+
+def training_costs(
+    model: nn.Module,
+    generator: nn.Module,
+    sample: Sampler,
+    make_step: Callable[[], Callable[[], object]],
+    images_per_step: int,
+    context: RunContext,
+) -> dict:
+    """Parameters (all, and the generator's), FLOPs per generated sample, training-step throughput and peak memory.
+
+    `make_step()` returns one training step on `images_per_step` training images over a fresh copy of
+    `model` and fresh optimizers (see measure.training_costs).
+    """
+    total, trainable = measure.parameter_counts(model)
+    z = codes(1, model.latent_dim, context.seed, context.device)
+    model.eval()
+    with torch.inference_mode():
+        flops = measure.flops(lambda: sample(z))
+    costs = measure.training_costs(make_step, images_per_step, context.device, context.measure)
+    return {
+        "params": total,
+        "trainable_params": trainable,
+        "generator_params": measure.parameter_counts(generator)[0],
+        "flops_per_sample": flops,
+        **costs,
+    }
+
+
+def generation_costs(model: nn.Module, sample: Sampler, settings: GenerativeSettings, context: RunContext) -> dict:
+    """Generation throughput at the suite's batch size and batch-1 latency (`generate_*`, `latency_*`), in eval mode."""
+    z = codes(settings.batch_size, model.latent_dim, context.seed, context.device)
+    model.eval()
+    return measure.inference_costs(
+        lambda: sample(z), lambda: sample(z[:1]), len(z), context.device, context.measure, prefix="generate"
+    )
+
+
+def evaluate_samples(
+    model: nn.Module, sample: Sampler, data: ImageData, settings: GenerativeSettings, context: RunContext, record: dict
+) -> None:
+    """FID and KID of as many generated images as the test split has, against it, and a PNG grid of the first ones.
+
+    The features are the reference classifier's of the context's `[fid]` settings (trained here when not
+    cached); the record gets its name and test accuracy beside the figures, and the grid's path.
+    """
+    fid_settings = context.fid or FidSettings()
+    reference = load_or_train(fid_settings, data, context.device, context.progress)
+    model.eval()
+    z = codes(len(data.test_x), model.latent_dim, context.seed, context.device)
+    fake = generate(sample, z, settings.eval_batch_size)
+    grid = context.run_dir / f"{record.get('architecture', 'generator')}-seed{context.seed}-samples.png"
+    save_image(fake[: GRID_ROWS**2], grid, nrow=GRID_ROWS)
+    record.update(reference.record())
+    quality = sample_quality(
+        reference.features, data.test_x, fake, fid_settings.eval_batch_size, fid_settings.kid_subsets,
+        fid_settings.kid_subset_size, context.seed,
+    )
+    record.update(quality)
+    record.update(fid_samples=len(fake), sample_grid=str(grid))

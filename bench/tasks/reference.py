@@ -1,0 +1,207 @@
+"""The reference classifier whose features FID and KID compare (the suite's `[fid]` table), trained once and cached.
+
+It is a registered classify architecture trained by the classify task's own loop on the run's training
+split (pixels in [0, 1], standardized per channel inside the model). The cache file's name carries the
+architecture, dataset and seed, plus a digest of everything else the weights depend on: the split sizes,
+the input shape and the training settings. A later run with the same key loads the file instead of training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import architectures
+
+from ..data import ImageData
+from ..measure import MeasureSettings
+from . import classify
+from .base import Diverged, Progress, RunContext, TrainingSettings
+
+CACHE_ENV = "ARCHBENCH_FID_CACHE"
+
+
+@dataclass(frozen=True)
+class FidSettings(TrainingSettings):
+    """The suite's `[fid]` table: the reference classifier, its training, and KID's subsets.
+
+    `classifier` names a registered classify architecture; it trains with these settings (defaults: Adam,
+    cosine schedule, 5 epochs of batch 128) at `seed` on the run's training split, once: later runs load it
+    from `cache_dir` (default `$ARCHBENCH_FID_CACHE`, else ~/.cache/archbench/fid). KID averages
+    `kid_subsets` subsets of `kid_subset_size` images (fewer when a set is smaller).
+    """
+
+    classifier: str = "cnn-bn"
+    seed: int = 0
+    epochs: int = 5
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float = 0.001
+    schedule: str = "cosine"
+    eval_batch_size: int = 1000
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    cache_dir: str | None = None
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        classifiers = architectures.list_architectures(task="classify")
+        if self.classifier not in classifiers:
+            found.append(f"unknown classifier {self.classifier!r} (valid: {', '.join(classifiers)})")
+        if self.eval_batch_size < 1:
+            found.append(f"eval_batch_size must be at least 1, got {self.eval_batch_size}")
+        if self.kid_subsets < 1:
+            found.append(f"kid_subsets must be at least 1, got {self.kid_subsets}")
+        if self.kid_subset_size < 2:
+            found.append(f"kid_subset_size must be at least 2, got {self.kid_subset_size}")
+        return found
+
+
+def cache_dir(settings: FidSettings) -> Path:
+    """The `[fid]` table's cache_dir, else $ARCHBENCH_FID_CACHE, else ~/.cache/archbench/fid."""
+    if settings.cache_dir:
+        return Path(settings.cache_dir).expanduser()
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "archbench" / "fid")
+
+
+class Standardized(nn.Module):
+    """`classifier` applied to images in [0, 1] after per-channel standardization by fixed statistics."""
+
+    def __init__(self, classifier: nn.Module, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.classifier = classifier
+        self.register_buffer("mean", mean.detach().clone())
+        self.register_buffer("std", std.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier((x - self.mean) / self.std)
+
+
+class Features(nn.Module):
+    """The input of a classifier's last nn.Linear layer (its penultimate activations), flattened to (N, d).
+
+    This is the classifier's counterpart of Inception's pool features; `num_features` is d.
+    """
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        linears = [m for m in classifier.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ValueError(f"{type(classifier).__name__} has no nn.Linear layer whose input could serve as features")
+        self.classifier, self.head = classifier, linears[-1]
+        self.num_features = self.head.in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        captured: list[torch.Tensor] = []
+        handle = self.head.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0]))
+        try:
+            self.classifier(x)
+        finally:
+            handle.remove()
+        return captured[0].flatten(1)
+
+
+@dataclass
+class Reference:
+    """A trained reference classifier: its feature network, test accuracy and cache file."""
+
+    name: str
+    features: Features
+    accuracy: float
+    path: Path
+    cached: bool
+
+    def record(self) -> dict[str, Any]:
+        """The record keys that say which features an FID was computed on and how good they are."""
+        return {
+            "fid_classifier": self.name,
+            "fid_classifier_accuracy": self.accuracy,
+            "fid_classifier_cached": self.cached,
+            "fid_classifier_file": str(self.path),
+            "fid_features": self.features.num_features,
+        }
+
+
+def cache_key(settings: FidSettings, data: ImageData) -> dict[str, Any]:
+    """Everything the reference classifier's weights depend on."""
+    return {
+        "classifier": settings.classifier,
+        "dataset": data.name,
+        "input_shape": list(data.input_shape),
+        "num_classes": data.num_classes,
+        "train_samples": len(data.train_x),
+        "test_samples": len(data.test_x),
+        "seed": settings.seed,
+        "training": {f.name: getattr(settings, f.name) for f in fields(TrainingSettings)},
+    }
+
+
+def cache_path(settings: FidSettings, data: ImageData) -> Path:
+    digest = hashlib.sha256(json.dumps(cache_key(settings, data), sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir(settings) / f"{settings.classifier}-{data.name}-seed{settings.seed}-{digest}.pt"
+
+
+def load_or_train(
+    settings: FidSettings, data: ImageData, device: torch.device, progress=lambda total, description: Progress()
+) -> Reference:
+    """The reference classifier of `settings` for `data`, from the cache or, when missing there, trained and cached.
+
+    Training uses the classify task's loop with `settings` and seed `settings.seed`; `progress` makes its bar.
+    An unreadable cache file is replaced. The global random state is left as it was, so a generator's run
+    is the same whether the classifier came from the cache or not. The feature network is in eval mode.
+    """
+    path = cache_path(settings, data)
+
+    def build() -> Standardized:
+        torch.manual_seed(settings.seed)
+        classifier = architectures.create(settings.classifier, data.input_shape, data.num_classes)
+        return Standardized(classifier, *data.channel_stats).to(device)
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model = build()
+        accuracy = _load(path, model, device)
+        cached = accuracy is not None
+        if not cached:
+            model = build()  # a file that failed half-way through loading must not leave weights behind
+            accuracy = _train(model, settings, data, device, progress)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            key = json.dumps(cache_key(settings, data))
+            torch.save({"state_dict": model.state_dict(), "accuracy": accuracy, "key": key}, partial)
+            os.replace(partial, path)
+    model.eval().requires_grad_(False)
+    return Reference(settings.classifier, Features(model), accuracy, path, cached)
+
+
+def _load(path: Path, model: nn.Module, device: torch.device) -> float | None:
+    """Load the weights saved at `path` into `model` and return the saved test accuracy; None if unreadable."""
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+        model.load_state_dict(saved["state_dict"])
+        return float(saved["accuracy"])
+    except (OSError, EOFError, RuntimeError, KeyError, TypeError, ValueError, pickle.UnpicklingError):
+        return None
+
+
+def _train(model: Standardized, settings: FidSettings, data: ImageData, device: torch.device, progress) -> float:
+    """Train `model` with the classify task's loop; return its test accuracy."""
+    shared = {f.name: getattr(settings, f.name) for f in fields(TrainingSettings)}
+    training = classify.Settings(**shared, eval_batch_size=settings.eval_batch_size)
+    context = RunContext(
+        device, settings.seed, MeasureSettings(), cache_dir(settings),
+        lambda total, description: progress(total, f"FID reference {settings.classifier}"),
+    )
+    record: dict[str, Any] = {}
+    try:
+        classify.fit(model, data, training, context, record)
+    except Diverged as error:
+        raise RuntimeError(f"FID reference classifier {settings.classifier} diverged: {error}") from None
+    return record["test_accuracy"]

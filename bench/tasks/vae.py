@@ -1,0 +1,202 @@
+"""Variational autoencoders: train on the negative ELBO; report it, an IWAE likelihood bound and the decoder's samples.
+
+The prior is a standard normal, q(z | x) the diagonal Gaussian of the model's `encode`, and z is drawn by
+reparameterization. The likelihood p(x | z) is the suite's choice:
+
+- `bernoulli`: independent Bernoulli pixels with probabilities sigmoid(logits), the grey levels in [0, 1]
+  as targets (binary cross-entropy, the usual practice for [0, 1] images);
+- `gaussian`: independent Gaussian pixels with means sigmoid(logits) and the fixed `gaussian_std`.
+
+All figures are in nats per image. Generated samples are the likelihood's mean, sigmoid(decode(z)).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import measure
+from ..data import ImageData, batches
+from . import generative
+from .base import Diverged, Progress, RunContext, first_non_finite, make_optimizer, make_schedule
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+@dataclass(frozen=True)
+class Settings(generative.GenerativeSettings):
+    """The suite's `[vae]` table. Defaults: Adam lr 0.001, latent size 16, Bernoulli pixels, IWAE with k = 100."""
+
+    optimizer: str = "adam"
+    lr: float = 0.001
+    likelihood: str = "bernoulli"
+    gaussian_std: float = 0.1
+    iwae_samples: int = 100
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        if self.likelihood not in LIKELIHOODS:
+            found.append(f"unknown likelihood {self.likelihood!r} (valid: {', '.join(LIKELIHOODS)})")
+        if self.gaussian_std <= 0:
+            found.append(f"gaussian_std must be positive, got {self.gaussian_std}")
+        if self.iwae_samples < 1:
+            found.append(f"iwae_samples must be at least 1, got {self.iwae_samples}")
+        return found
+
+
+def log_likelihood(logits: torch.Tensor, x: torch.Tensor, settings: Settings) -> torch.Tensor:
+    """log p(x | z) per image (N,) for decoder logits (N, C, H, W) and images x in [0, 1]."""
+    if settings.likelihood == "bernoulli":
+        per_pixel = -F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    else:
+        std = settings.gaussian_std
+        per_pixel = -0.5 * ((x - torch.sigmoid(logits)) / std) ** 2 - math.log(std) - 0.5 * math.log(2 * math.pi)
+    return per_pixel.flatten(1).sum(1)
+
+
+def elbo_terms(model: nn.Module, x: torch.Tensor, settings: Settings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image (N,): the reconstruction term -log p(x | z) at one reparameterized z ~ q(z | x), and KL(q || p(z))."""
+    mean, log_var = model.encode(x)
+    z = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)
+    reconstruction = -log_likelihood(model.decode(z), x, settings)
+    kl = 0.5 * (mean.square() + log_var.exp() - 1 - log_var).sum(1)
+    return reconstruction, kl
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, settings: Settings) -> torch.Tensor:
+    """One optimizer step on the mean negative ELBO; returns it detached, without synchronizing the device."""
+    optimizer.zero_grad(set_to_none=True)
+    reconstruction, kl = elbo_terms(model, x, settings)
+    loss = (reconstruction + kl).mean()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    settings: Settings,
+    generator: torch.Generator,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
+    progress: Progress = Progress(),
+) -> torch.Tensor:
+    """One pass over x in the generator's order; returns every step's loss, kept on the device."""
+    model.train()
+    losses = torch.empty(math.ceil(len(x) / settings.batch_size), device=x.device)
+    for step, (xb, _) in enumerate(batches(x, x, settings.batch_size, generator)):
+        losses[step] = train_step(model, optimizer, xb, settings)
+        if schedule is not None:
+            schedule.step()
+        progress.update()
+    return losses
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, x: torch.Tensor, settings: Settings) -> dict[str, float]:
+    """Mean negative ELBO over x in nats per image, with its reconstruction and KL terms, in eval mode."""
+    model.eval()
+    totals = torch.zeros(2, device=x.device)
+    for xb, _ in batches(x, x, settings.eval_batch_size):
+        reconstruction, kl = elbo_terms(model, xb, settings)
+        totals += torch.stack([reconstruction.sum(), kl.sum()])
+    reconstruction, kl = (totals / len(x)).tolist()
+    return {"neg_elbo": reconstruction + kl, "reconstruction": reconstruction, "kl": kl}
+
+
+@torch.inference_mode()
+def iwae_nll(model: nn.Module, x: torch.Tensor, settings: Settings) -> float:
+    """Importance-weighted estimate of -log p(x) in nats per image with k = settings.iwae_samples samples of q(z | x).
+
+    -log p(x) ~ -log (1/k) sum_i p(x | z_i) p(z_i) / q(z_i | x); an upper bound in expectation, tighter as k grows.
+    Images are taken so that about `eval_batch_size` decodes run at once.
+    """
+    model.eval()
+    k = settings.iwae_samples
+    total = torch.zeros((), device=x.device)
+    for xb, _ in batches(x, x, max(1, settings.eval_batch_size // k)):
+        mean, log_var = model.encode(xb)
+        std = torch.exp(0.5 * log_var)
+        eps = torch.randn(k, *mean.shape, device=x.device)
+        z = mean + eps * std
+        log_q = (-0.5 * eps.square() - torch.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_prior = (-0.5 * z.square() - 0.5 * math.log(2 * math.pi)).sum(-1)
+        logits = model.decode(z.flatten(0, 1))
+        log_px = log_likelihood(logits, xb.expand(k, *xb.shape).flatten(0, 1), settings).view(k, len(xb))
+        total -= (torch.logsumexp(log_px + log_prior - log_q, dim=0) - math.log(k)).sum()
+    return total.item() / len(x)
+
+
+def sampler(model: nn.Module) -> generative.Sampler:
+    """Images from codes: the likelihood's mean, sigmoid(decode(z))."""
+    return lambda z: torch.sigmoid(model.decode(z))
+
+
+def run(model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict) -> None:
+    """Measure costs on copies, train, then record the test ELBO, the IWAE bound, generation costs and FID/KID.
+
+    Beyond the costs every generator has (bench.tasks.generative): `latent_dim`, `encoder_params`,
+    `test_neg_elbo` = `test_reconstruction` + `test_kl` and `test_nll` (IWAE), all in nats per test image.
+    """
+    sample, x = sampler(model), data.train_x[: settings.batch_size]
+
+    def make_step():
+        trainee = copy.deepcopy(model).train()
+        optimizer = make_optimizer(trainee.parameters(), settings)
+        return lambda: train_step(trainee, optimizer, x, settings)
+
+    record.update(latent_dim=model.latent_dim, encoder_params=measure.parameter_counts(model.encoder)[0])
+    record.update(generative.training_costs(model, model.decoder, sample, make_step, len(x), context))
+    torch.manual_seed(context.seed)
+    fit(model, data, settings, context, record)
+    record["test_nll"] = iwae_nll(model, data.test_x, settings)
+    record.update(generative.generation_costs(model, sample, settings, context))
+    generative.evaluate_samples(model, sample, data, settings, context, record)
+
+
+def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict) -> None:
+    """Train for `settings.epochs` on the [0, 1] training images, evaluating the test ELBO after each epoch.
+
+    Per-epoch curves and the last epoch's test figures go into `record`. Raises Diverged at the first step
+    whose loss is not finite.
+    """
+    device = context.device
+    generator = torch.Generator().manual_seed(context.seed)
+    optimizer = make_optimizer(model.parameters(), settings)
+    steps_per_epoch = math.ceil(len(data.train_x) / settings.batch_size)
+    schedule = make_schedule(optimizer, settings, settings.epochs * steps_per_epoch)
+    curves = {key: [] for key in ("train_loss", "test_neg_elbo", "train_time_s")}
+    record.update({f"curve_{key}": values for key, values in curves.items()})
+    record["train_time_s"] = 0.0
+    progress = context.progress(settings.epochs * steps_per_epoch, "train")
+    try:
+        for epoch in range(settings.epochs):
+            measure.synchronize(device)
+            started = time.perf_counter()
+            losses = train_epoch(model, optimizer, data.train_x, settings, generator, schedule, progress)
+            measure.synchronize(device)
+            record["train_time_s"] += time.perf_counter() - started
+            bad = first_non_finite(losses)
+            if bad is not None:
+                step = epoch * steps_per_epoch + bad + 1
+                raise Diverged(f"non-finite training loss at step {step} (epoch {epoch + 1})", step)
+            test = evaluate(model, data.test_x, settings)
+            curves["train_loss"].append(losses.mean().item())
+            curves["test_neg_elbo"].append(test["neg_elbo"])
+            curves["train_time_s"].append(record["train_time_s"])
+            progress.set_postfix_str(f"test -ELBO {test['neg_elbo']:.1f}")
+    finally:
+        progress.close()
+    record.update(
+        train_loss=curves["train_loss"][-1],
+        test_neg_elbo=test["neg_elbo"],
+        test_reconstruction=test["reconstruction"],
+        test_kl=test["kl"],
+    )
