@@ -177,6 +177,7 @@ def _judge(
     else:
         b_values, c_values = _samples(base, figure), _samples(cand, figure)
         b_center, c_center = _center(b_values, b_center), _center(c_values, c_center)
+        texts = (shown(b_center), shown(c_center))
         label, tolerance = figure.key, tolerances.of(name, figure.key)
         if figure.speed and name == tolerances.reference:
             change = c_center / b_center - 1 if b_center else 0.0
@@ -185,7 +186,9 @@ def _judge(
             b_norm, c_norm = _center(_samples(base_ref, figure), None), _center(_samples(cand_ref, figure), None)
             if b_norm and c_norm:
                 b_values, c_values = [v / b_norm for v in b_values], [v / c_norm for v in c_values]
+                raw = texts
                 b_center, c_center = b_center / b_norm, c_center / c_norm
+                texts = tuple(f"{ratio:.3g} ({text})" for ratio, text in zip((b_center, c_center), raw))
                 label = f"{figure.key} ÷ {tolerances.reference}"
         change = c_center / b_center - 1 if b_center else 0.0
         change_text = f"{change * 100:+.1f}%"
