@@ -120,6 +120,28 @@ def make_schedule(
     return None
 
 
+def run_epoch(
+    step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    steps: int,
+    schedules: Iterable[torch.optim.lr_scheduler.LRScheduler | None] = (),
+    progress: Progress = Progress(),
+) -> torch.Tensor:
+    """`step` on each of `steps` batches, the schedules and the progress bar advanced after each; returns a
+    (steps, ...) tensor of what every step returned (its loss or losses), kept on the device."""
+    schedules = [schedule for schedule in schedules if schedule is not None]
+    losses = None
+    for index, (x, y) in enumerate(batches):
+        loss = step(x, y)
+        if losses is None:
+            losses = loss.new_empty((steps, *loss.shape))
+        losses[index] = loss
+        for schedule in schedules:
+            schedule.step()
+        progress.update()
+    return losses
+
+
 def first_non_finite(values: torch.Tensor) -> int | None:
     """Index of the first NaN or infinite entry of a 1-d tensor, or None when all are finite."""
     bad = torch.nonzero(~torch.isfinite(values))

@@ -12,7 +12,9 @@ from torch import nn
 
 from .. import measure
 from ..data import ImageData, batch_count, batches
-from .base import Diverged, Progress, RunContext, TrainingSettings, first_non_finite, make_optimizer, make_schedule
+from .base import (
+    Diverged, Progress, RunContext, TrainingSettings, first_non_finite, make_optimizer, make_schedule, run_epoch,
+)
 
 
 @dataclass(frozen=True)
@@ -55,13 +57,13 @@ def train_epoch(
     """One pass over (x, y) in the generator's order (over this rank's shard of it when `world_size` > 1);
     returns every step's loss, kept on the device."""
     model.train()
-    losses = torch.empty(batch_count(len(x), batch_size, world_size), device=x.device)
-    for step, (xb, yb) in enumerate(batches(x, y, batch_size, generator, rank, world_size)):
-        losses[step] = train_step(model, optimizer, xb, yb)
-        if schedule is not None:
-            schedule.step()
-        progress.update()
-    return losses
+    return run_epoch(
+        lambda xb, yb: train_step(model, optimizer, xb, yb),
+        batches(x, y, batch_size, generator, rank, world_size),
+        batch_count(len(x), batch_size, world_size),
+        [schedule],
+        progress,
+    )
 
 
 @torch.inference_mode()

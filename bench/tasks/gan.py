@@ -10,7 +10,6 @@ has stopped getting through.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass
 
@@ -19,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import measure
-from ..data import ImageData, batches
+from ..data import ImageData, batch_count, batches
 from . import generative
-from .base import Diverged, Progress, RunContext, first_non_finite, make_optimizer, make_schedule
+from .base import Diverged, Progress, RunContext, first_non_finite, make_optimizer, make_schedule, run_epoch
 
 
 @dataclass(frozen=True)
@@ -83,13 +82,13 @@ def train_epoch(
 ) -> torch.Tensor:
     """One pass over x in the generator's order; returns every step's (discriminator, generator) loss, on the device."""
     model.train()
-    losses = torch.empty(math.ceil(len(x) / batch_size), 2, device=x.device)
-    for step, (xb, _) in enumerate(batches(x, x, batch_size, generator)):
-        losses[step] = train_step(model, g_optimizer, d_optimizer, xb)
-        for schedule in schedules:
-            schedule.step()
-        progress.update()
-    return losses
+    return run_epoch(
+        lambda xb, _: train_step(model, g_optimizer, d_optimizer, xb),
+        batches(x, x, batch_size, generator),
+        batch_count(len(x), batch_size),
+        schedules,
+        progress,
+    )
 
 
 def collapse_step(d_losses: torch.Tensor, threshold: float, window: int) -> int | None:
@@ -131,7 +130,7 @@ def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
     device = context.device
     generator = torch.Generator().manual_seed(context.seed)
     g_optimizer, d_optimizer = optimizers(model, settings)
-    steps_per_epoch = math.ceil(len(data.train_x) / settings.batch_size)
+    steps_per_epoch = batch_count(len(data.train_x), settings.batch_size)
     total = settings.epochs * steps_per_epoch
     schedules = [s for s in (make_schedule(o, settings, total) for o in (g_optimizer, d_optimizer)) if s is not None]
     curves = {key: [] for key in ("d_loss", "g_loss", "train_time_s")}

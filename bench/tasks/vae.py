@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import measure
-from ..data import ImageData, batches
+from ..data import ImageData, batch_count, batches
 from . import generative
-from .base import Diverged, Progress, RunContext, first_non_finite, make_optimizer, make_schedule
+from .base import Diverged, Progress, RunContext, first_non_finite, make_optimizer, make_schedule, run_epoch
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -90,13 +90,13 @@ def train_epoch(
 ) -> torch.Tensor:
     """One pass over x in the generator's order; returns every step's loss, kept on the device."""
     model.train()
-    losses = torch.empty(math.ceil(len(x) / settings.batch_size), device=x.device)
-    for step, (xb, _) in enumerate(batches(x, x, settings.batch_size, generator)):
-        losses[step] = train_step(model, optimizer, xb, settings)
-        if schedule is not None:
-            schedule.step()
-        progress.update()
-    return losses
+    return run_epoch(
+        lambda xb, _: train_step(model, optimizer, xb, settings),
+        batches(x, x, settings.batch_size, generator),
+        batch_count(len(x), settings.batch_size),
+        [schedule],
+        progress,
+    )
 
 
 @torch.inference_mode()
@@ -170,7 +170,7 @@ def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
     device = context.device
     generator = torch.Generator().manual_seed(context.seed)
     optimizer = make_optimizer(model.parameters(), settings)
-    steps_per_epoch = math.ceil(len(data.train_x) / settings.batch_size)
+    steps_per_epoch = batch_count(len(data.train_x), settings.batch_size)
     schedule = make_schedule(optimizer, settings, settings.epochs * steps_per_epoch)
     curves = {key: [] for key in ("train_loss", "test_neg_elbo", "train_time_s")}
     record.update({f"curve_{key}": values for key, values in curves.items()})
