@@ -1,4 +1,8 @@
-"""The committed baseline of the regression gate: a copy of one run's records, and where it came from."""
+"""The committed baseline of the regression gate: a copy of one or more runs' records, and where they came from.
+
+Several reruns of the same code make a steadier baseline: the gate pools their repeats, so the baseline's
+speed is their median and its measured spread includes the machine's variation from run to run.
+"""
 
 from __future__ import annotations
 
@@ -14,26 +18,28 @@ DEFAULT_DIR = Path("results") / "baseline"
 SOURCE = "baseline.json"
 
 
-def update(records_file: Path, folder: Path = DEFAULT_DIR) -> Path:
-    """Replace the baseline in `folder` with the run of `records_file`; returns the new records file.
+def update(records_files: list[Path], folder: Path = DEFAULT_DIR) -> Path:
+    """Replace the baseline in `folder` with the records of the runs `records_files`; returns the new records file.
 
-    `baseline.json` says which run and which commit (the records' git_commit) produced it.
+    `baseline.json` says which runs and which commits (the records' git_commit) produced it.
     """
-    records = store.read_records(records_file)
-    if not records:
-        raise UserError(f"{records_file} holds no records")
+    runs = [store.read_records(path) for path in records_files]
+    for path, records in zip(records_files, runs):
+        if not records:
+            raise UserError(f"{path} holds no records")
+    records = [record for run in runs for record in run]
     commits = sorted({str(r.get("git_commit")) for r in records})
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / store.RECORDS
-    shutil.copyfile(records_file, target)
-    run_info = records_file.parent / store.RUN_INFO
+    target.write_text("".join(json.dumps(record) + "\n" for record in records))
+    run_info = records_files[-1].parent / store.RUN_INFO
     if run_info.is_file():
         shutil.copyfile(run_info, folder / store.RUN_INFO)
     source = {
-        "run_id": records[0].get("run_id"),
+        "run_ids": [run[0].get("run_id") for run in runs],
         "suite": records[0].get("suite"),
         "git_commit": commits[0] if len(commits) == 1 else commits,
-        "command": records[0].get("command"),
+        "commands": [run[0].get("command") for run in runs],
         "device_name": records[0].get("device_name"),
         "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -83,9 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(handler=_report)
     comparing = commands.add_parser("compare", help="the regression gate: compare a candidate run with a baseline")
     comparing.add_argument("baseline", help="baseline run folder or records file (e.g. results/baseline)")
-    comparing.add_argument("candidate", help="candidate run folder or records file")
+    comparing.add_argument(
+        "candidates", nargs="+", metavar="CANDIDATE",
+        help="candidate run folder or records file; with several (reruns), a regression must show in every one",
+    )
     comparing.add_argument("--tolerances", type=Path, metavar="FILE", help="TOML overriding bench/tolerances.toml")
-    comparing.add_argument("--reference", metavar="ARCH", help="architecture that speed figures are divided by")
+    comparing.add_argument("--reference", metavar="ARCH", help="architecture whose speed change stands for the machine's (default: the median over all)")
     comparing.add_argument("--accept", nargs="+", action="extend", default=[], metavar="ARCH",
                       help="architectures whose parameter and FLOP changes are intended")
     comparing.add_argument("--out", type=Path, default=configs.DEFAULT_OUT, metavar="DIR", help="where run folders are")
@@ -93,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     baselines = commands.add_parser("baseline", help="manage the committed baseline of the regression gate")
     baseline_commands = baselines.add_subparsers(dest="baseline_command", required=True, parser_class=_Parser)
-    update = baseline_commands.add_parser("update", help="copy a run into the baseline folder")
-    update.add_argument("run", help="run folder, records file or run id")
+    update = baseline_commands.add_parser("update", help="copy one or more runs into the baseline folder")
+    update.add_argument("runs", nargs="+", metavar="RUN", help="run folders, records files or run ids: reruns of one suite")
     update.add_argument("--to", type=Path, default=gate_baseline.DEFAULT_DIR, metavar="DIR", help="default: %(default)s")
     update.add_argument("--out", type=Path, default=configs.DEFAULT_OUT, metavar="DIR", help="where run folders are")
     update.set_defaults(handler=_baseline_update)
@@ -170,11 +173,11 @@ def _report(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     baseline = store.read_records(store.records_path(args.baseline, args.out))
-    candidate = store.read_records(store.records_path(args.candidate, args.out))
+    candidates = [store.read_records(store.records_path(run, args.out)) for run in args.candidates]
     tolerances = gate.load_tolerances(args.tolerances)
     if args.reference:
         tolerances = dataclasses.replace(tolerances, reference=args.reference)
-    comparison = gate.compare(baseline, candidate, tolerances, tuple(args.accept))
+    comparison = gate.reproduced([gate.compare(baseline, run, tolerances, tuple(args.accept)) for run in candidates])
     print(gate.render(comparison))
     regressions = comparison.regressions
     if regressions:
@@ -185,7 +188,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _baseline_update(args: argparse.Namespace) -> int:
-    path = gate_baseline.update(store.records_path(args.run, args.out), args.to)
+    path = gate_baseline.update([store.records_path(run, args.out) for run in args.runs], args.to)
     print(f"baseline: {path}")
     return 0
 

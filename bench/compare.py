@@ -1,19 +1,20 @@
 """The regression gate: a candidate run against a baseline run, figure by figure, without false alarms.
 
 Records are matched by architecture and configuration (the rows of `report.aggregate`). Quality is
-compared with absolute tolerances, costs with relative ones, parameters and FLOPs exactly. Throughput
-and latency are first divided by a reference architecture's figures from the same run, so a slower or
-busier machine is not a regression (the reference's own speed is shown raw, verdict "reference", not
-judged: it measures the machine as much as the code); and a change beyond its tolerance counts only
-when it is outside the measured spread (interquartile range) of both runs and, where both have 5 or
-more repeats, significant by a Mann-Whitney U test. Otherwise it is "noise".
+compared with absolute tolerances, costs with relative ones, parameters and FLOPs exactly. A change in
+throughput or latency is first divided by the machine's: by default the median candidate/baseline ratio
+of that figure over every architecture compared on the dataset, which no single disturbed measurement can
+move, so a slower or busier machine is not a regression; or, with a named `reference`, that one
+architecture's ratio (its own speed then shown raw, verdict "reference", unjudged). A change beyond its
+tolerance counts only when it is outside the measured spread (interquartile range) of both runs and,
+where both have 5 or more repeats, significant by a Mann-Whitney U test. Otherwise it is "noise".
 """
 
 from __future__ import annotations
 
 import statistics
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from .errors import UserError
 from .report import Number, Row, aggregate
 
 DEFAULT_TOLERANCES = Path(__file__).parent / "tolerances.toml"
+MEDIAN = "median"  # the `reference` that stands for every architecture compared
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class Comparison:
     only_in_baseline: list[str]
     only_in_candidate: list[str]
     reference: str
+    machine: dict[tuple[str, str], float] = field(default_factory=dict)  # (dataset, figure) -> speed factor
 
     @property
     def regressions(self) -> list[Line]:
@@ -124,7 +127,8 @@ def compare(
         sorted({k[2] for k in cand_rows if k not in base_rows}),
         tolerances.reference,
     )
-    base_ref, cand_ref = _reference(base_rows, tolerances.reference), _reference(cand_rows, tolerances.reference)
+    machine = _machine_factors(base_rows, cand_rows, common, tolerances.reference)
+    comparison.machine = machine
     for key in common:
         base, cand = base_rows[key], cand_rows[key]
         status = _status_line(base, cand)
@@ -132,10 +136,27 @@ def compare(
             comparison.lines.append(status)
             continue
         for figure in FIGURES:
-            line = _judge(figure, base, cand, base_ref.get(key[:2]), cand_ref.get(key[:2]), tolerances, accept)
+            line = _judge(figure, base, cand, machine.get((key[1], figure.key)), tolerances, accept)
             if line:
                 comparison.lines.append(line)
     return comparison
+
+
+def reproduced(comparisons: list[Comparison]) -> Comparison:
+    """The first comparison, its regressions kept only where every other (a rerun of the candidate) has them too.
+
+    A disturbance of a shared machine rarely strikes the same figure twice; a real regression does. The
+    others are shown as "noise (not reproduced)".
+    """
+    first, *others = comparisons
+    everywhere = set.intersection(*({(l.architecture, l.figure) for l in c.regressions} for c in comparisons))
+    lines = [
+        replace(line, verdict="noise (not reproduced)")
+        if line.verdict == "regressed" and (line.architecture, line.figure) not in everywhere
+        else line
+        for line in first.lines
+    ]
+    return replace(first, lines=lines)
 
 
 def render(comparison: Comparison) -> str:
@@ -147,16 +168,23 @@ def render(comparison: Comparison) -> str:
         parts.append(f"Only in the baseline (not compared): {', '.join(comparison.only_in_baseline)}")
     if comparison.only_in_candidate:
         parts.append(f"Only in the candidate (not compared): {', '.join(comparison.only_in_candidate)}")
-    verdicts = ("regressed", "improved", "noise", "ok", "accepted", "reference")
+    verdicts = ("regressed", "improved", "noise", "noise (not reproduced)", "ok", "accepted", "reference")
     counts = {v: sum(1 for l in comparison.lines if l.verdict == v) for v in verdicts}
     summary = ", ".join(f"{n} {verdict}" for verdict, n in counts.items() if n)
-    parts.append(f"Speed figures are divided by {comparison.reference}'s from the same run. {summary}.")
+    factors = ", ".join(f"{figure} x{factor:.3g} on {dataset}" for (dataset, figure), factor in comparison.machine.items())
+    source = (
+        "the median candidate/baseline ratio over the architectures compared"
+        if comparison.reference == MEDIAN
+        else f"{comparison.reference}'s candidate/baseline ratio"
+    )
+    if factors:
+        parts.append(f"Speed changes are divided by the machine's, {source}: {factors}.")
+    parts.append(f"{summary}.")
     return "\n\n".join(parts)
 
 
 def _judge(
-    figure: Figure, base: Row, cand: Row, base_ref: Row | None, cand_ref: Row | None, tolerances: Tolerances,
-    accept: tuple[str, ...],
+    figure: Figure, base: Row, cand: Row, machine: float | None, tolerances: Tolerances, accept: tuple[str, ...]
 ) -> Line | None:
     b_center, c_center = base.mean(figure.key), cand.mean(figure.key)
     if b_center is None or c_center is None:
@@ -168,28 +196,21 @@ def _judge(
         if b_center == c_center:
             return Line(name, figure.key, *texts, "same", "ok")
         return Line(name, figure.key, *texts, f"{c_center - b_center:+,.0f}", "accepted" if name in accept else "regressed")
+    label, tolerance = figure.key, tolerances.of(name, figure.key)
     if figure.kind == "quality":
         b_values, c_values = base.values(figure.key), cand.values(figure.key)
         change = (c_center - b_center) * figure.scale
-        tolerance = tolerances.of(name, figure.key)
         change_text = f"{change:+.2f}{figure.unit}"
-        label = figure.key
     else:
         b_values, c_values = _samples(base, figure), _samples(cand, figure)
         b_center, c_center = _center(b_values, b_center), _center(c_values, c_center)
         texts = (shown(b_center), shown(c_center))
-        label, tolerance = figure.key, tolerances.of(name, figure.key)
         if figure.speed and name == tolerances.reference:
             change = c_center / b_center - 1 if b_center else 0.0
             return Line(name, f"{figure.key} (raw)", *texts, f"{change * 100:+.1f}%", "reference")
-        if figure.speed and base_ref and cand_ref:
-            b_norm, c_norm = _center(_samples(base_ref, figure), None), _center(_samples(cand_ref, figure), None)
-            if b_norm and c_norm:
-                b_values, c_values = [v / b_norm for v in b_values], [v / c_norm for v in c_values]
-                raw = texts
-                b_center, c_center = b_center / b_norm, c_center / c_norm
-                texts = tuple(f"{ratio:.3g} ({text})" for ratio, text in zip((b_center, c_center), raw))
-                label = f"{figure.key} ÷ {tolerances.reference}"
+        if figure.speed and machine:
+            c_values, c_center = [v / machine for v in c_values], c_center / machine
+            label = f"{figure.key} ÷ {'machine' if tolerances.reference == MEDIAN else tolerances.reference}"
         change = c_center / b_center - 1 if b_center else 0.0
         change_text = f"{change * 100:+.1f}%"
     floor = tolerances.of(name, figure.floor) if figure.floor else None
@@ -247,11 +268,24 @@ def _by_key(rows: list[Row]) -> dict[tuple, Row]:
     return {(row.task, row.dataset, row.architecture, row.records[0].get("config_id")): row for row in rows}
 
 
-def _reference(rows: dict[tuple, Row], name: str) -> dict[tuple, Row]:
-    """The reference architecture's row of each (task, dataset), or of the dataset for other tasks."""
-    found = {key[:2]: row for key, row in rows.items() if key[2] == name and row.ok}
-    by_dataset = {key[1]: row for key, row in found.items()}
-    return {key[:2]: found.get(key[:2], by_dataset.get(key[1])) for key in rows}
+def _machine_factors(
+    base_rows: dict[tuple, Row], cand_rows: dict[tuple, Row], common: list[tuple], reference: str
+) -> dict[tuple[str, str], float]:
+    """How much faster (or, for latency, slower) the candidate's machine ran each speed figure, per dataset.
+
+    With `reference` MEDIAN: the median over the dataset's architectures of candidate/baseline, each side the
+    median of its repeats. With an architecture's name: that architecture's ratio alone.
+    """
+    ratios: dict[tuple[str, str], list[float]] = {}
+    for key in common:
+        base, cand = base_rows[key], cand_rows[key]
+        if not (base.ok and cand.ok) or (reference != MEDIAN and key[2] != reference):
+            continue
+        for figure in (f for f in FIGURES if f.speed):
+            b, c = _center(_samples(base, figure), None), _center(_samples(cand, figure), None)
+            if b and c:
+                ratios.setdefault((key[1], figure.key), []).append(c / b)
+    return {key: statistics.median(values) for key, values in ratios.items()}
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 import json
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -88,8 +89,8 @@ def edited(records_file, tmp_path, change):
     return path
 
 
-def gate(capsys, baseline, candidate, *flags):
-    code = main(["compare", str(baseline), str(candidate), *GATE, *flags])
+def gate(capsys, baseline, *candidates_and_flags):
+    code = main(["compare", str(baseline), *map(str, candidates_and_flags), *GATE])
     out, err = capsys.readouterr()
     lines = {}
     for row in out.splitlines():
@@ -118,6 +119,20 @@ def test_an_architecture_slowed_by_20_percent_fails_the_gate(sleepy, capsys):
     assert lines[("sleepy", "infer_throughput ÷ sleepy-ref")] == "regressed"
     assert lines[("sleepy-ref", "train_throughput (raw)")] == "reference"
     assert "regression(s): sleepy train_throughput" in err
+
+
+def test_with_reruns_a_regression_must_show_in_every_one(sleepy, capsys):
+    models = sys.modules["sleepy_models"]
+    models.DELAY["sleepy"] = 0.025
+    try:
+        slowed, slowed_again = sleepy("slowed-1"), sleepy("slowed-2")
+    finally:
+        models.DELAY["sleepy"] = 0.02
+    unchanged = sleepy("unchanged")
+    code, lines, _, err = gate(capsys, sleepy.baseline, slowed, slowed_again)
+    assert code == 1 and lines[("sleepy", "train_throughput ÷ sleepy-ref")] == "regressed", err
+    code, lines, out, _ = gate(capsys, sleepy.baseline, slowed, unchanged)
+    assert code == 0 and lines[("sleepy", "train_throughput ÷ sleepy-ref")] == "noise (not reproduced)", out
 
 
 def test_a_two_point_accuracy_drop_fails_the_gate(sleepy, tmp_path, capsys):
@@ -155,6 +170,32 @@ def test_a_uniformly_slower_machine_is_not_a_regression(sleepy, tmp_path, capsys
     assert code == 0, out
     assert lines[("sleepy", "train_throughput ÷ sleepy-ref")] == "ok"
     assert lines[("sleepy-ref", "train_throughput (raw)")] == "reference"  # shown, not judged
+
+
+def speed_records(speeds: dict[str, float]) -> list[dict]:
+    """One ok record per architecture whose train throughput repeats sit tightly around `speeds[name]`."""
+    return [
+        {"task": "classify", "dataset": "d", "architecture": name, "config_id": "c", "status": "ok",
+         "train_throughput": speed, "train_throughput_repeats": [speed * f for f in (0.99, 1.0, 1.01, 0.995, 1.005)]}
+        for name, speed in speeds.items()
+    ]
+
+
+def test_the_median_machine_factor_is_not_moved_by_one_disturbed_architecture():
+    base = {"a": 100.0, "b": 200.0, "c": 300.0, "d": 400.0, "e": 500.0}
+    # A machine 40% slower for every architecture, and "a" disturbed to a third of that besides.
+    cand = {name: speed * 0.6 * (1 / 3 if name == "a" else 1) for name, speed in base.items()}
+    tolerances = compare.load_tolerances()
+    assert tolerances.reference == compare.MEDIAN
+    result = compare.compare(speed_records(base), speed_records(cand), tolerances)
+    verdicts = {line.architecture: line.verdict for line in result.lines}
+    assert result.machine == {("d", "train_throughput"): pytest.approx(0.6)}
+    assert verdicts == {"a": "regressed", "b": "ok", "c": "ok", "d": "ok", "e": "ok"}
+    # With "a" as the single reference, its disturbance would make every other architecture "improved".
+    named = compare.compare(speed_records(base), speed_records(cand), replace(tolerances, reference="a"))
+    assert {line.architecture: line.verdict for line in named.lines} == {
+        "a": "reference", "b": "improved", "c": "improved", "d": "improved", "e": "improved"
+    }
 
 
 def test_changes_inside_the_spread_are_noise():
@@ -202,9 +243,13 @@ def test_unusable_input_exits_2_with_one_line(sleepy, tmp_path, capsys, make, me
     assert len(err.strip().splitlines()) == 1
 
 
-def test_baseline_update_copies_the_run_and_its_commit(sleepy, tmp_path, capsys):
-    assert main(["baseline", "update", str(sleepy.baseline), "--to", str(tmp_path / "baseline")]) == 0
+def test_baseline_update_copies_the_runs_and_their_commit(sleepy, tmp_path, capsys):
+    rerun = sleepy("baseline-rerun")
+    assert main(["baseline", "update", str(sleepy.baseline), str(rerun), "--to", str(tmp_path / "baseline")]) == 0
     source = json.loads((tmp_path / "baseline" / "baseline.json").read_text())
     assert source["git_commit"] == store.read_records(sleepy.baseline)[0]["git_commit"]
+    assert source["run_ids"] == [sleepy.baseline.parent.name, rerun.parent.name]
+    assert len(store.read_records(tmp_path / "baseline" / "records.jsonl")) == 4
     capsys.readouterr()
-    assert gate(capsys, tmp_path / "baseline", sleepy.baseline)[0] == 0
+    code, lines, out, _ = gate(capsys, tmp_path / "baseline", sleepy.baseline)
+    assert code == 0 and lines[("sleepy", "train_throughput ÷ sleepy-ref")] == "ok", out
