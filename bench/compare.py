@@ -127,6 +127,9 @@ def compare(
         sorted({k[2] for k in cand_rows if k not in base_rows}),
         tolerances.reference,
     )
+    compared = sorted({key[2] for key in common})
+    if tolerances.reference not in (MEDIAN, *compared):
+        raise UserError(f"reference {tolerances.reference!r} is not in both runs (valid: {MEDIAN}, {', '.join(compared)})")
     machine = _machine_factors(base_rows, cand_rows, common, tolerances.reference)
     comparison.machine = machine
     for key in common:

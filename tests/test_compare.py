@@ -10,6 +10,7 @@ import torch
 from architectures import registry
 from bench import compare, store
 from bench.cli import main
+from bench.errors import UserError
 
 SLEEPY = '''
 import time
@@ -191,6 +192,8 @@ def test_the_median_machine_factor_is_not_moved_by_one_disturbed_architecture():
     verdicts = {line.architecture: line.verdict for line in result.lines}
     assert result.machine == {("d", "train_throughput"): pytest.approx(0.6)}
     assert verdicts == {"a": "regressed", "b": "ok", "c": "ok", "d": "ok", "e": "ok"}
+    with pytest.raises(UserError, match="reference 'z' is not in both runs"):
+        compare.compare(speed_records(base), speed_records(cand), replace(tolerances, reference="z"))
     # With "a" as the single reference, its disturbance would make every other architecture "improved".
     named = compare.compare(speed_records(base), speed_records(cand), replace(tolerances, reference="a"))
     assert {line.architecture: line.verdict for line in named.lines} == {
