@@ -151,7 +151,7 @@ def reproduced(comparisons: list[Comparison]) -> Comparison:
     A disturbance of a shared machine rarely strikes the same figure twice; a real regression does. The
     others are shown as "noise (not reproduced)".
     """
-    first, *others = comparisons
+    first = comparisons[0]
     everywhere = set.intersection(*({(l.architecture, l.figure) for l in c.regressions} for c in comparisons))
     lines = [
         replace(line, verdict="noise (not reproduced)")
