@@ -71,8 +71,8 @@ NO_DROPOUT_LOSS_TOLERANCE = 1e-4
 
 
 @pytest.fixture
-def test_archs(tmp_path):
-    path = tmp_path / "test_archs.py"
+def dist_arch_module(tmp_path):
+    path = tmp_path / "dist_arch_module.py"
     path.write_text(f"KILLED_AT = {str(tmp_path / 'killed_at')!r}\n" + TEST_ARCHS)
     return path
 
@@ -100,9 +100,9 @@ def test_ranks_take_disjoint_shards_whose_batches_together_are_the_single_proces
         next(data.batches(x, y, batch, None, 0, world_size))
 
 
-def test_two_processes_train_like_one_at_the_same_global_batch(tiny_suite, test_archs, tmp_path, capsys):
+def test_two_processes_train_like_one_at_the_same_global_batch(tiny_suite, dist_arch_module, tmp_path, capsys):
     suite = tiny_suite("cnn-baseline", "cnn-baseline-no-dropout")
-    common = ["run", "--suite", suite, "--arch-module", test_archs, "--limit-train", "128", "--limit-test", "100"]
+    common = ["run", "--suite", suite, "--arch-module", dist_arch_module, "--limit-train", "128", "--limit-test", "100"]
     assert main([str(a) for a in [*common, "--batch-size", "32", "--out", tmp_path / "one", "--quiet"]]) == 0
     capsys.readouterr()
     two = [*common, "--batch-size", "16", "--nproc", "2", "--scaling", "--out", tmp_path / "two"]
@@ -127,9 +127,9 @@ def test_two_processes_train_like_one_at_the_same_global_batch(tiny_suite, test_
     assert "| ranks" in table and "scaling eff (%)" in table and f"| {record['scaling_efficiency'] * 100:.0f} " in row
 
 
-def test_a_killed_rank_fails_its_architecture_at_once_and_the_suite_goes_on(tiny_suite, test_archs, tmp_path, capsys):
+def test_a_killed_rank_fails_its_architecture_at_once_and_the_suite_goes_on(tiny_suite, dist_arch_module, tmp_path, capsys):
     suite = tiny_suite("rank1-killed", "linear")
-    argv = ["run", "--suite", suite, "--arch-module", test_archs, "--nproc", "2", "--dist-timeout", "60", "--out", tmp_path]
+    argv = ["run", "--suite", suite, "--arch-module", dist_arch_module, "--nproc", "2", "--dist-timeout", "60", "--out", tmp_path]
     assert main([str(a) for a in argv]) == 0
     out, err = capsys.readouterr()
     got = records(tmp_path)
@@ -144,9 +144,9 @@ def test_a_killed_rank_fails_its_architecture_at_once_and_the_suite_goes_on(tiny
     assert "failed: rank 1 of 2: killed by signal SIGKILL" in out and "did not finish: rank1-killed" in err
 
 
-def test_a_hung_rank_fails_its_architecture_when_the_collective_times_out(tiny_suite, test_archs, tmp_path):
+def test_a_hung_rank_fails_its_architecture_when_the_collective_times_out(tiny_suite, dist_arch_module, tmp_path):
     suite = tiny_suite("rank1-hangs")
-    argv = ["run", "--suite", suite, "--arch-module", test_archs, "--nproc", "2", "--dist-timeout", "5", "--out", tmp_path]
+    argv = ["run", "--suite", suite, "--arch-module", dist_arch_module, "--nproc", "2", "--dist-timeout", "5", "--out", tmp_path]
     assert main([str(a) for a in [*argv, "--quiet"]]) == 0
     hung = records(tmp_path)["rank1-hangs"]
     assert hung["status"] == "failed" and hung["failed_rank"] == 1 and hung["dist_timeout_s"] == 5
@@ -155,12 +155,12 @@ def test_a_hung_rank_fails_its_architecture_when_the_collective_times_out(tiny_s
     assert 5 < hung["wall_time_s"] < 60
 
 
-def test_every_rank_of_a_torchrun_group_runs_the_suite_and_rank_0_writes_the_records(tiny_suite, test_archs, tmp_path):
+def test_every_rank_of_a_torchrun_group_runs_the_suite_and_rank_0_writes_the_records(tiny_suite, dist_arch_module, tmp_path):
     launch = LaunchConfig(
         min_nodes=1, max_nodes=1, nproc_per_node=2, run_id="test", rdzv_backend="c10d", rdzv_endpoint="localhost:0",
         max_restarts=0, start_method=distributed._start_method(), logs_specs=DefaultLogsSpecs(str(tmp_path / "logs")),
     )
-    argv = ["run", "--suite", str(tiny_suite("linear")), "--arch-module", str(test_archs), "--epochs", "1"]
+    argv = ["run", "--suite", str(tiny_suite("linear")), "--arch-module", str(dist_arch_module), "--epochs", "1"]
     with distributed._launcher_signals():
         codes = elastic_launch(launch, main)([*argv, "--out", str(tmp_path), "--quiet"])
     assert codes == {0: 0, 1: 0}
