@@ -1,13 +1,17 @@
 """The regression gate: a candidate run against a baseline run, figure by figure, without false alarms.
 
-Records are matched by architecture and configuration (the rows of `report.aggregate`). Quality is
+Records are matched by architecture and configuration (the rows of `aggregate.aggregate`). What the
+baseline has and the candidate lacks fails the gate, never passes it silently: a configuration absent
+from the candidate, or a figure the candidate's row does not carry, is "missing"; rows whose records
+have different `record_version`s are "not comparable" and their figures are not judged. Quality is
 compared with absolute tolerances, costs with relative ones, parameters and FLOPs exactly. A change in
 throughput or latency is first divided by the machine's: by default the median candidate/baseline ratio
 of that figure over every architecture compared on the dataset, which no single disturbed measurement can
 move, so a slower or busier machine is not a regression; or, with a named `reference`, that one
 architecture's ratio (its own speed then shown raw, verdict "reference", unjudged). A change beyond its
 tolerance counts only when it is outside the measured spread (interquartile range) of both runs and,
-where both have 5 or more repeats, significant by a Mann-Whitney U test. Otherwise it is "noise".
+where both have 5 or more repeats, significant by a Mann-Whitney U test. Otherwise it is "noise". A
+figure whose tolerance is `false` is shown with its change but "unjudged": taken out of the gate on purpose.
 """
 
 from __future__ import annotations
@@ -22,10 +26,13 @@ from scipy.stats import mannwhitneyu
 from tabulate import tabulate
 
 from .errors import UserError
-from .report import Number, Row, aggregate
+from .aggregate import Number, Row, aggregate
 
 DEFAULT_TOLERANCES = Path(__file__).parent / "tolerances.toml"
 MEDIAN = "median"  # the `reference` that stands for every architecture compared
+FAILING = ("regressed", "missing", "not comparable")  # the verdicts that fail the gate
+VERDICTS = ("regressed", "missing", "not comparable", "improved", "noise", "noise (not reproduced)", "ok",
+            "accepted", "reference", "unjudged")  # in the order the summary counts them
 
 
 @dataclass(frozen=True)
@@ -64,12 +71,14 @@ FIGURES = (
 
 @dataclass(frozen=True)
 class Tolerances:
+    """Tolerances by figure key, per architecture over the defaults; `False` means shown but not judged."""
+
     reference: str
     alpha: float
-    default: dict[str, float]
-    architectures: dict[str, dict[str, float]] = field(default_factory=dict)
+    default: dict[str, float | bool]
+    architectures: dict[str, dict[str, float | bool]] = field(default_factory=dict)
 
-    def of(self, architecture: str, key: str) -> float | None:
+    def of(self, architecture: str, key: str) -> float | bool | None:
         return self.architectures.get(architecture, {}).get(key, self.default.get(key))
 
 
@@ -95,6 +104,11 @@ class Comparison:
     def regressions(self) -> list[Line]:
         return [line for line in self.lines if line.verdict == "regressed"]
 
+    @property
+    def failures(self) -> list[Line]:
+        """The lines that fail the gate: regressed, missing or not comparable."""
+        return [line for line in self.lines if line.verdict in FAILING]
+
 
 def load_tolerances(path: Path | None = None) -> Tolerances:
     """The default tolerances, with those of `path` (a TOML file of the same shape) on top."""
@@ -108,15 +122,20 @@ def load_tolerances(path: Path | None = None) -> Tolerances:
         table["architecture"] = {**table.get("architecture", {}), **override.get("architecture", {})}
         table.update({k: override[k] for k in ("reference", "alpha") if k in override})
     values = [*table["default"].values(), *(v for t in table.get("architecture", {}).values() for v in t.values())]
-    if not all(isinstance(v, (int, float)) and v >= 0 for v in values):
-        raise UserError(f"{path or DEFAULT_TOLERANCES}: tolerances must be non-negative numbers")
+    if not all(v is False or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0) for v in values):
+        raise UserError(
+            f"{path or DEFAULT_TOLERANCES}: tolerances must be non-negative numbers, or false (shown, not judged)"
+        )
     return Tolerances(str(table["reference"]), float(table["alpha"]), table["default"], table.get("architecture", {}))
 
 
 def compare(
     baseline: list[dict[str, Any]], candidate: list[dict[str, Any]], tolerances: Tolerances, accept: tuple[str, ...] = ()
 ) -> Comparison:
-    """Every figure of every configuration present in both runs, judged; raises UserError when none is."""
+    """Every figure of every configuration of the baseline, judged against the candidate's.
+
+    A configuration the candidate lacks is one "missing" line. Raises UserError when the runs have none in common.
+    """
     base_rows, cand_rows = _by_key(aggregate(baseline)), _by_key(aggregate(candidate))
     common = [key for key in base_rows if key in cand_rows]
     if not common:
@@ -130,11 +149,15 @@ def compare(
     compared = sorted({key[2] for key in common})
     if tolerances.reference not in (MEDIAN, *compared):
         raise UserError(f"reference {tolerances.reference!r} is not in both runs (valid: {MEDIAN}, {', '.join(compared)})")
-    machine = _machine_factors(base_rows, cand_rows, common, tolerances.reference)
+    comparable = [key for key in common if base_rows[key].record_versions == cand_rows[key].record_versions]
+    machine = _machine_factors(base_rows, cand_rows, comparable, tolerances.reference)
     comparison.machine = machine
-    for key in common:
-        base, cand = base_rows[key], cand_rows[key]
-        status = _status_line(base, cand)
+    for key, base in base_rows.items():
+        cand = cand_rows.get(key)
+        if cand is None:
+            comparison.lines.append(Line(base.architecture, "record", base.status(), "absent", "", "missing"))
+            continue
+        status = _version_line(base, cand) or _status_line(base, cand)
         if status:
             comparison.lines.append(status)
             continue
@@ -149,7 +172,8 @@ def reproduced(comparisons: list[Comparison]) -> Comparison:
     """The first comparison, its regressions kept only where every other (a rerun of the candidate) has them too.
 
     A disturbance of a shared machine rarely strikes the same figure twice; a real regression does. The
-    others are shown as "noise (not reproduced)".
+    others are shown as "noise (not reproduced)". What is "missing" or "not comparable" is no noise: it is
+    kept as it is, and such a line of a later candidate that the first lacks is added, naming that candidate.
     """
     first = comparisons[0]
     everywhere = set.intersection(*({(l.architecture, l.figure) for l in c.regressions} for c in comparisons))
@@ -159,6 +183,12 @@ def reproduced(comparisons: list[Comparison]) -> Comparison:
         else line
         for line in first.lines
     ]
+    seen = {(line.architecture, line.figure, line.verdict) for line in lines}
+    for number, other in enumerate(comparisons[1:], start=2):
+        for line in other.lines:
+            if line.verdict in FAILING[1:] and (line.architecture, line.figure, line.verdict) not in seen:
+                seen.add((line.architecture, line.figure, line.verdict))
+                lines.append(replace(line, candidate=f"{line.candidate} (candidate {number})"))
     return replace(first, lines=lines)
 
 
@@ -167,11 +197,9 @@ def render(comparison: Comparison) -> str:
     rows = [[l.architecture, l.figure, l.baseline, l.candidate, l.change, l.verdict] for l in comparison.lines]
     headers = ["architecture", "figure", "baseline", "candidate", "change", "verdict"]
     parts = [tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)]
-    if comparison.only_in_baseline:
-        parts.append(f"Only in the baseline (not compared): {', '.join(comparison.only_in_baseline)}")
     if comparison.only_in_candidate:
         parts.append(f"Only in the candidate (not compared): {', '.join(comparison.only_in_candidate)}")
-    verdicts = ("regressed", "improved", "noise", "noise (not reproduced)", "ok", "accepted", "reference")
+    verdicts = [*VERDICTS, *sorted({l.verdict for l in comparison.lines} - set(VERDICTS))]
     counts = {v: sum(1 for l in comparison.lines if l.verdict == v) for v in verdicts}
     summary = ", ".join(f"{n} {verdict}" for verdict, n in counts.items() if n)
     factors = ", ".join(f"{figure} x{factor:.3g} on {dataset}" for (dataset, figure), factor in comparison.machine.items())
@@ -182,6 +210,8 @@ def render(comparison: Comparison) -> str:
     )
     if factors:
         parts.append(f"Speed changes are divided by the machine's, {source}: {factors}.")
+    if counts["unjudged"]:
+        parts.append("unjudged: figures whose tolerance is false, shown but taken out of the gate.")
     parts.append(f"{summary}.")
     return "\n\n".join(parts)
 
@@ -190,12 +220,17 @@ def _judge(
     figure: Figure, base: Row, cand: Row, machine: float | None, tolerances: Tolerances, accept: tuple[str, ...]
 ) -> Line | None:
     b_center, c_center = base.mean(figure.key), cand.mean(figure.key)
-    if b_center is None or c_center is None:
+    if b_center is None:
         return None
     name = base.architecture
     shown = Number(figure.scale) if figure.kind == "quality" else Number()
+    if c_center is None:
+        return Line(name, figure.key, shown(b_center), "absent", "", "missing")
     texts = (shown(b_center), shown(c_center))
+    unjudged = tolerances.of(name, figure.key) is False
     if figure.kind == "structure":
+        if unjudged:
+            return Line(name, figure.key, *texts, f"{c_center - b_center:+,.0f}", "unjudged")
         if b_center == c_center:
             return Line(name, figure.key, *texts, "same", "ok")
         return Line(name, figure.key, *texts, f"{c_center - b_center:+,.0f}", "accepted" if name in accept else "regressed")
@@ -216,7 +251,10 @@ def _judge(
             label = f"{figure.key} ÷ {'machine' if tolerances.reference == MEDIAN else tolerances.reference}"
         change = c_center / b_center - 1 if b_center else 0.0
         change_text = f"{change * 100:+.1f}%"
+    if unjudged:
+        return Line(name, label, *texts, change_text, "unjudged")
     floor = tolerances.of(name, figure.floor) if figure.floor else None
+    floor = None if floor is False else floor
     if tolerance is None or abs(change) <= tolerance or (floor is not None and abs(c_center - b_center) < floor):
         return Line(name, label, *texts, change_text, "ok")
     worse = change < 0 if figure.higher_is_better else change > 0
@@ -257,6 +295,14 @@ def _center(values: list[float], fallback: float | None) -> float | None:
     return statistics.median(values) if values else fallback
 
 
+def _version_line(base: Row, cand: Row) -> Line | None:
+    """A "not comparable" line when the two rows' records are of different record versions."""
+    if base.record_versions == cand.record_versions:
+        return None
+    versions = (", ".join(map(str, base.record_versions)), ", ".join(map(str, cand.record_versions)))
+    return Line(base.architecture, "record_version", *versions, "", "not comparable")
+
+
 def _status_line(base: Row, cand: Row) -> Line | None:
     if base.ok and not cand.ok:
         return Line(base.architecture, "status", "ok", cand.status(), "", "regressed")
@@ -268,7 +314,7 @@ def _status_line(base: Row, cand: Row) -> Line | None:
 
 
 def _by_key(rows: list[Row]) -> dict[tuple, Row]:
-    return {(row.task, row.dataset, row.architecture, row.records[0].get("config_id")): row for row in rows}
+    return {(row.task, row.dataset, row.architecture, row.config_id): row for row in rows}
 
 
 def _machine_factors(

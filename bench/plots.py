@@ -1,14 +1,12 @@
 """Report figures (matplotlib, PNG): quality against cost with the Pareto front, curves, cost bars, samples.
 
-Every function takes aggregated report rows (bench.report.Row) and writes one PNG, returning its path.
+Every function takes aggregated rows (bench.aggregate.Row) and writes one PNG, returning its path.
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -16,16 +14,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-if TYPE_CHECKING:
-    from .report import Row, TaskView
+from .aggregate import COST_KEY, COST_LABEL, Row, TaskView, finite  # noqa: E402
 
 DPI = 110
 
 
 def task_figures(rows: list[Row], view: TaskView, folder: Path, stem: str) -> list[tuple[Path, str]]:
     """Every figure for one task's rows: (path, alt text) pairs, skipping figures with nothing to show."""
-    from .report import COST_KEY, COST_LABEL
-
     folder.mkdir(parents=True, exist_ok=True)
     made = []
     for key, label, scale, name, front in (
@@ -53,14 +48,14 @@ def quality_vs_cost(
 ) -> Path | None:
     """Scatter of each row's quality against `cost` x `scale` (log when it spans a decade), labelled by name."""
     points = [(r, r.mean(cost), r.mean(view.quality)) for r in rows]
-    points = [(r, x * scale, y * view.quality_scale) for r, x, y in points if _finite(x) and _finite(y)]
+    points = [(r, x * scale, y * view.quality_scale) for r, x, y in points if finite(x) and finite(y)]
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for row, x, y in points:
         std = row.std(view.quality)
         ax.errorbar(
-            x, y, yerr=std * view.quality_scale if _finite(std) else None, fmt="o",
+            x, y, yerr=std * view.quality_scale if finite(std) else None, fmt="o",
             color="tab:red" if row.pareto and draw_front else "tab:blue", capsize=3,
         )
         ax.annotate(row.architecture, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
@@ -101,7 +96,7 @@ def curves(rows: list[Row], key: str, label: str, scale: float, path: Path) -> P
 
 def cost_bars(rows: list[Row], path: Path) -> Path | None:
     """Side-by-side bars of peak training memory and training/inference throughput per architecture."""
-    named = [r for r in rows if _finite(r.mean("train_throughput"))]
+    named = [r for r in rows if finite(r.mean("train_throughput"))]
     if not named:
         return None
     names = [r.architecture for r in named]
@@ -142,7 +137,7 @@ def sample_grids(rows: list[Row], key: str, path: Path) -> Path | None:
 
 
 def _log_if_wide(ax, values: list[float], axis: str) -> None:
-    positive = [v for v in values if _finite(v) and v > 0]
+    positive = [v for v in values if finite(v) and v > 0]
     if positive and max(positive) / min(positive) >= 10:
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
         scale = ax.xaxis if axis == "x" else ax.yaxis
@@ -155,7 +150,3 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return path
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

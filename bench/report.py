@@ -1,8 +1,7 @@
-"""Reports from records: per-task tables aggregated over seeds, Pareto fronts, plots, REPORT.md or HTML, CSV.
+"""Rendering of aggregated records: per-task tables, REPORT.md or a self-contained HTML page, CSV, legends.
 
-Reports read records only, never models. Records of one configuration (same architecture and
-`config_id`: task, data, device and settings) from any number of seeds or runs become one row with
-mean ± standard deviation and the number of seeds.
+Reports read records only, never models. The rows (a configuration's records over seeds, mean ± std,
+the Pareto front) come from `bench.aggregate`; this module decides what each table shows and writes it.
 """
 
 from __future__ import annotations
@@ -10,37 +9,15 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
-import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from tabulate import tabulate
 
-
-@dataclass(frozen=True)
-class Number:
-    """How a figure is shown: scaled, then to fixed `decimals` or to `significant` figures; std alike."""
-
-    scale: float = 1.0
-    decimals: int | None = None
-    significant: int = 3
-
-    def __call__(self, mean: Any, std: Any = None) -> str:
-        if not _finite(mean):
-            return ""
-        value = mean * self.scale
-        decimals = self.decimals
-        if decimals is None:
-            magnitude = math.floor(math.log10(abs(value))) if value else 0
-            decimals = max(0, self.significant - 1 - magnitude)
-        text = f"{value:.{decimals}f}"
-        if _finite(std):
-            text += f" ± {std * self.scale:.{decimals}f}"
-        return text
-
+from . import plots
+from .aggregate import COST_KEY, VIEW_OF_TASK, VIEWS, Number, Row, TaskView, aggregate, finite, task_groups
 
 @dataclass(frozen=True)
 class Column:
@@ -50,22 +27,11 @@ class Column:
 
 
 @dataclass(frozen=True)
-class TaskView:
-    """What a task's table shows and which figure is its quality (for Pareto fronts and plots)."""
+class Layout:
+    """What one table (a view of `aggregate.VIEWS`) shows: its columns, and whether a task column tells tasks apart."""
 
-    title: str
-    quality: str
-    quality_label: str
-    higher_is_better: bool
     columns: list[Column]
-    curve: str | None = None
-    curve_label: str = ""
-    quality_scale: float = 1.0
-    tasks: tuple[str, ...] = ()
     show_task: bool = False
-    quality_name: str = ""
-    params_key: str = "params"
-    samples_key: str | None = None
 
 
 PERCENT, POINTS = Number(100, decimals=1), Number(100, decimals=1)
@@ -80,32 +46,19 @@ COST_COLUMNS = [
     Column("train_time_s", "train time (s)", SIG3),
 ]
 
-VIEWS: dict[str, TaskView] = {
-    "classify": TaskView(
-        title="Classifiers",
-        quality="test_accuracy",
-        quality_label="test accuracy (%)",
-        quality_scale=100,
-        higher_is_better=True,
-        columns=[
+LAYOUTS: dict[str, Layout] = {
+    "classify": Layout(
+        [
             Column("test_accuracy", "test acc (%)", PERCENT),
             Column("generalization_gap", "gap (pts)", POINTS),
             Column("params", "params (M)", MILLIONS),
             Column("flops_per_sample", "FLOPs/sample (M)", Number(1e-6)),
             *COST_COLUMNS,
             Column("time_to_target_s", "time to target (s)", SIG3),
-        ],
-        curve="curve_test_accuracy",
-        curve_label="test accuracy (%)",
-        tasks=("classify",),
-        quality_name="test accuracy",
+        ]
     ),
-    "generators": TaskView(
-        title="Generators",
-        quality="fid",
-        quality_label="FID on the reference classifier's features",
-        higher_is_better=False,
-        columns=[
+    "generators": Layout(
+        [
             Column("fid", "FID", SIG3),
             Column("kid", "KID", SIG3),
             Column("test_nll", "test NLL (nats)", Number(significant=4)),
@@ -119,14 +72,9 @@ VIEWS: dict[str, TaskView] = {
             Column("train_time_s", "train time (s)", SIG3),
             Column("fid_classifier_accuracy", "FID ref acc (%)", PERCENT),
         ],
-        tasks=("vae", "gan"),
         show_task=True,
-        quality_name="FID",
-        params_key="generator_params",
-        samples_key="sample_grid",
     ),
 }
-VIEW_OF_TASK = {task: name for name, view in VIEWS.items() for task in view.tasks}
 
 # Shown after a task's columns when its table holds a data-parallel record (world size above 1).
 DISTRIBUTED_COLUMNS = [
@@ -136,73 +84,6 @@ DISTRIBUTED_COLUMNS = [
     Column("allreduce_wait_share", "all-reduce wait (%)", Number(100, decimals=0)),
 ]
 
-COST_KEY, COST_LABEL = "train_throughput", "training throughput (samples/s)"
-
-
-@dataclass
-class Row:
-    """One configuration of one architecture, aggregated over its records."""
-
-    task: str
-    dataset: str
-    architecture: str
-    records: list[dict[str, Any]] = field(default_factory=list)
-    pareto: bool = False
-
-    @property
-    def ok(self) -> list[dict[str, Any]]:
-        return [r for r in self.records if r.get("status") == "ok"]
-
-    @property
-    def seeds(self) -> int:
-        return len(self.ok)
-
-    def mean(self, key: str) -> float | None:
-        values = self.values(key)
-        return statistics.fmean(values) if values else None
-
-    def std(self, key: str) -> float | None:
-        """Sample standard deviation over seeds; None with fewer than two."""
-        values = self.values(key)
-        return statistics.stdev(values) if len(values) >= 2 else None
-
-    def status(self) -> str:
-        if self.seeds == len(self.records):
-            return "ok"
-        failures = [r for r in self.records if r.get("status") != "ok"]
-        first = failures[0]
-        what = f"{first.get('status')}: {_first_line(first.get('error'))}"
-        return what if not self.ok else f"{self.seeds}/{len(self.records)} ok; {what}"
-
-    def values(self, key: str) -> list[float]:
-        return [r[key] for r in self.ok if _finite(r.get(key))]
-
-
-def aggregate(records: list[dict[str, Any]]) -> list[Row]:
-    """Records grouped by (task, dataset, architecture, config_id), in the order first seen."""
-    rows: dict[tuple, Row] = {}
-    for record in records:
-        key = (record.get("task"), record.get("dataset"), record.get("architecture"), record.get("config_id"))
-        if key not in rows:
-            rows[key] = Row(str(key[0]), str(key[1]), str(key[2]))
-        rows[key].records.append(record)
-    result = list(rows.values())
-    for (table, _), group in _task_groups(result).items():
-        if table in VIEWS:
-            mark_pareto(group, VIEWS[table].quality, VIEWS[table].higher_is_better)
-    return result
-
-
-def mark_pareto(rows: list[Row], quality: str, higher_is_better: bool, cost: str = COST_KEY) -> None:
-    """Set `row.pareto` for rows no other row beats on both quality and `cost` (higher cost key = cheaper)."""
-    sign = 1 if higher_is_better else -1
-    points = [(row, row.mean(quality), row.mean(cost)) for row in rows]
-    candidates = [(row, sign * q, c) for row, q, c in points if _finite(q) and _finite(c)]
-    for row, q, c in candidates:
-        row.pareto = not any(
-            q2 >= q and c2 >= c and (q2 > q or c2 > c) for other, q2, c2 in candidates if other is not row
-        )
-
 
 def task_table(rows: list[Row], fmt: str = "github") -> str:
     """The table of one task's rows: ★ marks the Pareto front, mean ± std over `seeds`."""
@@ -211,11 +92,12 @@ def task_table(rows: list[Row], fmt: str = "github") -> str:
 
 
 def table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
-    view = VIEWS.get(VIEW_OF_TASK.get(rows[0].task, "")) if rows else None
-    columns = view.columns if view else []
+    """The header and the body cells (strings) of one table's rows, as `task_table` shows them."""
+    layout = LAYOUTS.get(VIEW_OF_TASK.get(rows[0].task, "")) if rows else None
+    columns = layout.columns if layout else []
     if any((r.get("world_size") or 1) > 1 for row in rows for r in row.records):
         columns = columns + DISTRIBUTED_COLUMNS
-    show_task = bool(view and view.show_task)
+    show_task = bool(layout and layout.show_task)
     headers = ["architecture", *(["task"] if show_task else []), "seeds", "status", *(c.header for c in columns)]
     body = []
     for row in rows:
@@ -228,7 +110,7 @@ def table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
 def tables(records: list[dict[str, Any]]) -> str:
     """Every task's table under a heading naming the task and dataset, for the terminal."""
     parts = []
-    for (table, dataset), rows in _task_groups(aggregate(records)).items():
+    for (table, dataset), rows in task_groups(aggregate(records)).items():
         title = VIEWS[table].title if table in VIEWS else table
         parts.append(f"### {title} on {dataset}\n\n{task_table(rows)}")
     return "\n\n".join(parts)
@@ -247,12 +129,10 @@ def write_csv(records: list[dict[str, Any]], path: Path) -> Path:
 
 def write_report(records: list[dict[str, Any]], folder: Path, html_page: bool = False) -> Path:
     """Write REPORT.md (or REPORT.html, self-contained), its plots under plots/, and records.csv into `folder`."""
-    from . import plots
-
     folder.mkdir(parents=True, exist_ok=True)
     rows = aggregate(records)
     blocks: list[tuple] = [("h1", "archbench report"), *_environment_blocks(records)]
-    for (table, dataset), group in _task_groups(rows).items():
+    for (table, dataset), group in task_groups(rows).items():
         view = VIEWS.get(table)
         title = view.title if view else table
         blocks.append(("h2", f"{title} on {dataset}"))
@@ -278,11 +158,11 @@ def write_report(records: list[dict[str, Any]], folder: Path, html_page: bool = 
 def _legend(view: TaskView, rows: list[Row]) -> str:
     front = [r.architecture for r in rows if r.pareto]
     best = max(
-        (r for r in rows if _finite(r.mean(view.quality))),
+        (r for r in rows if finite(r.mean(view.quality))),
         key=lambda r: (r.mean(view.quality) if view.higher_is_better else -r.mean(view.quality)),
         default=None,
     )
-    cheapest = max((r for r in rows if _finite(r.mean(COST_KEY))), key=lambda r: r.mean(COST_KEY), default=None)
+    cheapest = max((r for r in rows if finite(r.mean(COST_KEY))), key=lambda r: r.mean(COST_KEY), default=None)
     parts = []
     if best:
         parts.append(f"Best {view.quality_name}: **{best.architecture}**.")
@@ -363,20 +243,3 @@ def _render_html(blocks: list[tuple]) -> str:
     )
     body = "\n".join(out)
     return f"<!doctype html>\n<html><head><meta charset='utf-8'><title>archbench report</title><style>{style}</style></head>\n<body>\n{body}\n</body></html>\n"
-
-
-def _task_groups(rows: list[Row]) -> dict[tuple[str, str], list[Row]]:
-    """Rows by (table, dataset): a task's view name (generators share one), else the task itself."""
-    groups: dict[tuple[str, str], list[Row]] = {}
-    for row in rows:
-        groups.setdefault((VIEW_OF_TASK.get(row.task, row.task), row.dataset), []).append(row)
-    return groups
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _first_line(text: Any, limit: int = 60) -> str:
-    line = str(text or "").splitlines()[0] if text else ""
-    return line if len(line) <= limit else line[: limit - 1] + "…"

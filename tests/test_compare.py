@@ -1,8 +1,11 @@
-"""The regression gate on real runs of sleep-timed models (steady speed) and on edited copies of their records."""
+"""The regression gate on real runs of sleep-timed models (steady speed), on edited copies of their records,
+and on hand-written records. Verdicts are read from `compare`'s Lines; one test reads the rendered table."""
 
 import json
+import re
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +15,10 @@ from bench import compare, store
 from bench.cli import main
 from bench.errors import UserError
 
+SLOWED = "ARCHBENCH_TEST_SLEEPY_DELAY"  # seconds "sleepy" sleeps instead of 0.02; children inherit the environment
+
 SLEEPY = '''
+import os
 import time
 from torch import nn
 import architectures
@@ -21,7 +27,8 @@ DELAY = {"sleepy": 0.02, "sleepy-ref": 0.02}
 
 
 class Sleepy(nn.Module):
-    """A linear classifier on a 4x4 corner of the image whose forward first sleeps DELAY[name] seconds.
+    """A linear classifier on a 4x4 corner of the image whose forward first sleeps DELAY[name] seconds
+    ($ARCHBENCH_TEST_SLEEPY_DELAY instead for "sleepy" when set).
 
     Its tensor work is too small for torch to wake worker threads, so its speed is the sleep's: known,
     and steady even on a sleepy machine.
@@ -32,7 +39,8 @@ class Sleepy(nn.Module):
         self.name, self.linear = name, nn.Linear(16, num_classes)
 
     def forward(self, x):
-        time.sleep(DELAY[self.name])
+        delay = os.environ.get("ARCHBENCH_TEST_SLEEPY_DELAY") if self.name == "sleepy" else None
+        time.sleep(float(delay) if delay else DELAY[self.name])
         return self.linear(x[:, 0, :4, :4].flatten(1))
 
 
@@ -42,7 +50,8 @@ for _name in DELAY:
     )
 '''
 
-GATE = ["--reference", "sleepy-ref"]
+REFERENCE = "sleepy-ref"
+GATE = ["--reference", REFERENCE]
 
 
 @pytest.fixture(scope="module")
@@ -90,76 +99,83 @@ def edited(records_file, tmp_path, change):
     return path
 
 
-def gate(capsys, baseline, *candidates_and_flags):
-    code = main(["compare", str(baseline), *map(str, candidates_and_flags), *GATE])
+def judge(baseline, *candidates, accept=(), tolerances=None, reference=REFERENCE):
+    """The gate's Comparison of records files, as `archbench compare` makes it, and its verdicts by (architecture, figure)."""
+    limits = replace(compare.load_tolerances(tolerances), reference=reference)
+    base = store.read_records(baseline)
+    comparison = compare.reproduced(
+        [compare.compare(base, store.read_records(c), limits, tuple(accept)) for c in candidates]
+    )
+    return comparison, {(line.architecture, line.figure): line.verdict for line in comparison.lines}
+
+
+def cli(capsys, *argv):
+    code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
-    lines = {}
-    for row in out.splitlines():
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        if len(cells) == 6:
-            lines[(cells[0], cells[1])] = cells[5]
-    return code, lines, out, err
+    return code, out, err
 
 
-def test_an_unchanged_rerun_passes(sleepy, capsys):
-    code, lines, out, err = gate(capsys, sleepy.baseline, sleepy("rerun"))
-    assert code == 0, out
-    assert "regressed" not in lines.values() and ("sleepy", "train_throughput ÷ sleepy-ref") in lines
+def test_an_unchanged_rerun_passes(sleepy):
+    comparison, verdicts = judge(sleepy.baseline, sleepy("rerun"))
+    assert comparison.failures == [], compare.render(comparison)
+    assert ("sleepy", "train_throughput ÷ sleepy-ref") in verdicts
 
 
-def test_an_architecture_slowed_by_20_percent_fails_the_gate(sleepy, capsys):
-    models = sys.modules["sleepy_models"]
-    models.DELAY["sleepy"] = 0.025  # 25% more time per forward: 20% less throughput
-    try:
+def test_an_architecture_slowed_by_20_percent_fails_the_gate(sleepy, capsys, monkeypatch):
+    """The one test of the command itself: its rendered table, its summary, its exit status and its stderr line."""
+    with monkeypatch.context() as patch:
+        patch.setenv(SLOWED, "0.025")  # 25% more time per forward: 20% less throughput
         candidate = sleepy("slowed")
-    finally:
-        models.DELAY["sleepy"] = 0.02
-    code, lines, out, err = gate(capsys, sleepy.baseline, candidate)
+    code, out, err = cli(capsys, "compare", sleepy.baseline, candidate, *GATE)
     assert code == 1
-    assert lines[("sleepy", "train_throughput ÷ sleepy-ref")] == "regressed"
-    assert lines[("sleepy", "infer_throughput ÷ sleepy-ref")] == "regressed"
-    assert lines[("sleepy-ref", "train_throughput (raw)")] == "reference"
-    assert "regression(s): sleepy train_throughput" in err
+    assert re.search(r"^\| architecture +\| figure +\| baseline +\| candidate +\| change +\| verdict +\|$", out, re.M)
+    for figure, verdict in [
+        (r"train_throughput ÷ sleepy-ref", "regressed"),
+        (r"infer_throughput ÷ sleepy-ref", "regressed"),
+        (r"test_accuracy", "ok"),
+    ]:
+        assert re.search(rf"^\| sleepy +\| {figure} +\|.*\| {verdict} +\|$", out, re.M), out
+    assert re.search(r"^\| sleepy-ref +\| train_throughput \(raw\) +\|.*\| reference +\|$", out, re.M), out
+    assert "regressed" in out.splitlines()[-1] and "sleepy-ref's candidate/baseline ratio" in out
+    assert "regression(s): sleepy train_throughput" in err and len(err.strip().splitlines()) == 1
+    assert cli(capsys, "compare", sleepy.baseline, sleepy.baseline, *GATE)[0] == 0
 
 
-def test_with_reruns_a_regression_must_show_in_every_one(sleepy, capsys):
-    models = sys.modules["sleepy_models"]
-    models.DELAY["sleepy"] = 0.025
-    try:
+def test_with_reruns_a_regression_must_show_in_every_one(sleepy, monkeypatch):
+    with monkeypatch.context() as patch:
+        patch.setenv(SLOWED, "0.025")
         slowed, slowed_again = sleepy("slowed-1"), sleepy("slowed-2")
-    finally:
-        models.DELAY["sleepy"] = 0.02
     unchanged = sleepy("unchanged")
-    code, lines, _, err = gate(capsys, sleepy.baseline, slowed, slowed_again)
-    assert code == 1 and lines[("sleepy", "train_throughput ÷ sleepy-ref")] == "regressed", err
-    code, lines, out, _ = gate(capsys, sleepy.baseline, slowed, unchanged)
-    assert code == 0 and lines[("sleepy", "train_throughput ÷ sleepy-ref")] == "noise (not reproduced)", out
+    comparison, verdicts = judge(sleepy.baseline, slowed, slowed_again)
+    assert verdicts[("sleepy", "train_throughput ÷ sleepy-ref")] == "regressed", compare.render(comparison)
+    comparison, verdicts = judge(sleepy.baseline, slowed, unchanged)
+    assert verdicts[("sleepy", "train_throughput ÷ sleepy-ref")] == "noise (not reproduced)"
+    assert comparison.failures == [], compare.render(comparison)
 
 
-def test_a_two_point_accuracy_drop_fails_the_gate(sleepy, tmp_path, capsys):
+def test_a_two_point_accuracy_drop_fails_the_gate(sleepy, tmp_path):
     def drop(record):
         if record["architecture"] == "sleepy":
             record["test_accuracy"] -= 0.02
 
-    code, lines, _, err = gate(capsys, sleepy.baseline, edited(sleepy.baseline, tmp_path, drop))
-    assert code == 1
-    assert lines[("sleepy", "test_accuracy")] == "regressed" and lines[("sleepy-ref", "test_accuracy")] == "ok"
-    assert "sleepy test_accuracy" in err
+    comparison, verdicts = judge(sleepy.baseline, edited(sleepy.baseline, tmp_path, drop))
+    assert verdicts[("sleepy", "test_accuracy")] == "regressed" and verdicts[("sleepy-ref", "test_accuracy")] == "ok"
+    assert [(line.architecture, line.figure) for line in comparison.failures] == [("sleepy", "test_accuracy")]
 
 
-def test_a_changed_parameter_count_fails_unless_accepted(sleepy, tmp_path, capsys):
+def test_a_changed_parameter_count_fails_unless_accepted(sleepy, tmp_path):
     def grow(record):
         if record["architecture"] == "sleepy-ref":
             record["params"] += 1
 
     candidate = edited(sleepy.baseline, tmp_path, grow)
-    code, lines, _, _ = gate(capsys, sleepy.baseline, candidate)
-    assert code == 1 and lines[("sleepy-ref", "params")] == "regressed" and lines[("sleepy", "params")] == "ok"
-    code, lines, _, _ = gate(capsys, sleepy.baseline, candidate, "--accept", "sleepy-ref")
-    assert code == 0 and lines[("sleepy-ref", "params")] == "accepted"
+    comparison, verdicts = judge(sleepy.baseline, candidate)
+    assert verdicts[("sleepy-ref", "params")] == "regressed" and verdicts[("sleepy", "params")] == "ok"
+    comparison, verdicts = judge(sleepy.baseline, candidate, accept=["sleepy-ref"])
+    assert comparison.failures == [] and verdicts[("sleepy-ref", "params")] == "accepted"
 
 
-def test_a_uniformly_slower_machine_is_not_a_regression(sleepy, tmp_path, capsys):
+def test_a_uniformly_slower_machine_is_not_a_regression(sleepy, tmp_path):
     def slower_machine(record):
         for key in ("train_throughput", "infer_throughput"):
             record[key] *= 0.6
@@ -167,10 +183,10 @@ def test_a_uniformly_slower_machine_is_not_a_regression(sleepy, tmp_path, capsys
         record["latency_p50_ms"] /= 0.6
         record["latency_p50_ms_repeats"] = [v / 0.6 for v in record["latency_p50_ms_repeats"]]
 
-    code, lines, out, _ = gate(capsys, sleepy.baseline, edited(sleepy.baseline, tmp_path, slower_machine))
-    assert code == 0, out
-    assert lines[("sleepy", "train_throughput ÷ sleepy-ref")] == "ok"
-    assert lines[("sleepy-ref", "train_throughput (raw)")] == "reference"  # shown, not judged
+    comparison, verdicts = judge(sleepy.baseline, edited(sleepy.baseline, tmp_path, slower_machine))
+    assert comparison.failures == [], compare.render(comparison)
+    assert verdicts[("sleepy", "train_throughput ÷ sleepy-ref")] == "ok"
+    assert verdicts[("sleepy-ref", "train_throughput (raw)")] == "reference"  # shown, not judged
 
 
 def speed_records(speeds: dict[str, float]) -> list[dict]:
@@ -207,26 +223,139 @@ def test_changes_inside_the_spread_are_noise():
     assert base is False and apart is True
 
 
-def test_per_architecture_tolerances_override_the_defaults(sleepy, tmp_path, capsys):
+def test_per_architecture_tolerances_override_the_defaults(sleepy, tmp_path):
     def slower(record):
         if record["architecture"] == "sleepy":
             record["train_throughput_repeats"] = [v * 0.8 for v in record["train_throughput_repeats"]]
             record["train_throughput"] *= 0.8
 
     candidate = edited(sleepy.baseline, tmp_path, slower)
-    assert gate(capsys, sleepy.baseline, candidate)[0] == 1
+    assert judge(sleepy.baseline, candidate)[0].failures
     loose = tmp_path / "loose.toml"
     loose.write_text("[architecture.sleepy]\ntrain_throughput = 0.3\n")
-    code, lines, _, _ = gate(capsys, sleepy.baseline, candidate, "--tolerances", str(loose))
-    assert code == 0 and lines[("sleepy", "train_throughput ÷ sleepy-ref")] == "ok"
+    comparison, verdicts = judge(sleepy.baseline, candidate, tolerances=loose)
+    assert comparison.failures == [] and verdicts[("sleepy", "train_throughput ÷ sleepy-ref")] == "ok"
 
 
-def test_missing_architectures_are_listed_not_dropped(sleepy, tmp_path, capsys):
-    records = [r for r in store.read_records(sleepy.baseline) if r["architecture"] != "sleepy"]
-    candidate = tmp_path / "fewer.jsonl"
-    candidate.write_text("".join(json.dumps(r) + "\n" for r in records))
-    code, lines, out, _ = gate(capsys, sleepy.baseline, candidate)
-    assert code == 0 and "Only in the baseline (not compared): sleepy" in out
+SPREAD = (0.99, 1.0, 1.01, 0.995, 1.005)
+
+
+def hand_record(architecture, accuracy=0.8, speed=100.0, **extra):
+    """A record with the keys the gate reads: an ok classifier on dataset "d", its throughput repeats tight around `speed`."""
+    return {
+        "task": "classify", "dataset": "d", "architecture": architecture, "config_id": "c", "status": "ok", "seed": 0,
+        "test_accuracy": accuracy, "train_throughput": speed, "train_throughput_repeats": [speed * f for f in SPREAD],
+        "params": 1000, **extra,
+    }
+
+
+def write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+HAND = {"a": 100.0, "b": 200.0, "c": 300.0}
+
+
+def hand_run(**changes):
+    """One record per architecture of HAND; `changes[name]` edits that architecture's record (None: leave it out)."""
+    records = [hand_record(name, speed=speed) for name, speed in HAND.items()]
+    for record in records:
+        change = changes.get(record["architecture"], lambda r: r)
+        if change is None:
+            record.clear()
+        else:
+            change(record)
+    return [r for r in records if r]
+
+
+def test_a_candidate_missing_an_architecture_fails_naming_it(tmp_path, capsys):
+    baseline = write(tmp_path / "baseline.jsonl", hand_run())
+    candidate = write(tmp_path / "candidate.jsonl", hand_run(b=None))
+    code, _, err = cli(capsys, "compare", baseline, candidate)
+    assert code == 1 and "archbench compare: 1 regression(s): b record (missing)" in err
+    comparison = compare.compare(hand_run(), hand_run(b=None), compare.load_tolerances())
+    (line,) = [line for line in comparison.lines if line.architecture == "b"]
+    assert (line.figure, line.baseline, line.candidate, line.verdict) == ("record", "ok", "absent", "missing")
+    assert comparison.failures == [line]
+    # An architecture only in the candidate is shown, not judged.
+    extra = compare.compare(hand_run(b=None), hand_run(), compare.load_tolerances())
+    assert extra.only_in_candidate == ["b"] and extra.failures == []
+
+
+def test_a_figure_the_candidate_lacks_is_missing():
+    def lose_accuracy(record):
+        del record["test_accuracy"]
+
+    comparison = compare.compare(hand_run(), hand_run(a=lose_accuracy), compare.load_tolerances())
+    verdicts = {(line.architecture, line.figure): line.verdict for line in comparison.lines}
+    assert verdicts[("a", "test_accuracy")] == "missing" and verdicts[("b", "test_accuracy")] == "ok"
+    assert [(line.architecture, line.figure) for line in comparison.failures] == [("a", "test_accuracy")]
+    # A figure the baseline never had is no failure: nothing was lost.
+    assert compare.compare(hand_run(a=lose_accuracy), hand_run(), compare.load_tolerances()).failures == []
+
+
+def test_records_of_different_versions_are_not_comparable(tmp_path, capsys):
+    def version_2(record):
+        record["record_version"] = 2
+        record["test_accuracy"] = 0.1  # not judged: its meaning may have changed with the version
+
+    def version_1(record):
+        record["record_version"] = 1  # the same as stating none
+
+    comparison = compare.compare(hand_run(), hand_run(a=version_2, b=version_1), compare.load_tolerances())
+    lines = [line for line in comparison.lines if line.architecture == "a"]
+    assert [(l.figure, l.baseline, l.candidate, l.verdict) for l in lines] == [("record_version", "1", "2", "not comparable")]
+    assert comparison.failures == lines
+    assert all(line.verdict == "ok" for line in comparison.lines if line.architecture != "a")
+    baseline = write(tmp_path / "baseline.jsonl", hand_run())
+    candidate = write(tmp_path / "candidate.jsonl", hand_run(a=version_2))
+    code, out, err = cli(capsys, "compare", baseline, candidate)
+    assert code == 1 and "a record_version (not comparable)" in err and "1 not comparable" in out
+
+
+def test_a_false_tolerance_shows_a_figure_without_judging_it(tmp_path):
+    def halved(record):
+        record["train_throughput"] /= 2
+        record["train_throughput_repeats"] = [v / 2 for v in record["train_throughput_repeats"]]
+
+    judged = compare.compare(hand_run(), hand_run(a=halved), compare.load_tolerances())
+    assert [(l.architecture, l.verdict) for l in judged.failures] == [("a", "regressed")]  # the control
+    off = tmp_path / "off.toml"
+    off.write_text("[default]\ntrain_throughput = false\n")
+    comparison = compare.compare(hand_run(), hand_run(a=halved), compare.load_tolerances(off))
+    (line,) = [l for l in comparison.lines if l.architecture == "a" and l.figure.startswith("train_throughput")]
+    assert line.verdict == "unjudged" and line.change == "-50.0%" and comparison.failures == []
+    assert "1 regressed" not in compare.render(comparison) and "3 unjudged" in compare.render(comparison)
+    per_architecture = tmp_path / "per-architecture.toml"
+    per_architecture.write_text("[architecture.a]\ntrain_throughput = false\n")
+    comparison = compare.compare(hand_run(), hand_run(a=halved), compare.load_tolerances(per_architecture))
+    assert {l.architecture: l.verdict for l in comparison.lines if "throughput" in l.figure}["a"] == "unjudged"
+    assert comparison.failures == []
+
+
+@pytest.mark.parametrize("value", ["true", "-0.1", '"fast"'])
+def test_tolerances_are_non_negative_numbers_or_false(tmp_path, value):
+    path = tmp_path / "bad.toml"
+    path.write_text(f"[default]\ntrain_throughput = {value}\n")
+    with pytest.raises(UserError, match="non-negative numbers, or false"):
+        compare.load_tolerances(path)
+
+
+def test_the_ci_gate_judges_quality_memory_and_structure_not_speed():
+    ci = compare.load_tolerances(Path(__file__).parents[1] / ".ci" / "tolerances.toml")
+    speed = [f.key for f in compare.FIGURES if f.speed]
+    assert speed and all(ci.of("any", key) is False for key in speed)
+    assert ci.of("any", "test_accuracy") == 5.0 and isinstance(ci.of("any", "peak_memory_mb"), float)
+
+
+def test_what_a_later_rerun_lacks_is_kept_not_called_noise():
+    tolerances = compare.load_tolerances()
+    complete, lacking = (compare.compare(hand_run(), run, tolerances) for run in (hand_run(), hand_run(c=None)))
+    result = compare.reproduced([complete, lacking])
+    assert [(l.architecture, l.figure, l.candidate, l.verdict) for l in result.failures] == [
+        ("c", "record", "absent (candidate 2)", "missing")
+    ]
 
 
 @pytest.mark.parametrize(
@@ -238,10 +367,11 @@ def test_missing_architectures_are_listed_not_dropped(sleepy, tmp_path, capsys):
     ],
     ids=["corrupt", "nothing-in-common", "missing"],
 )
-def test_unusable_input_exits_2_with_one_line(sleepy, tmp_path, capsys, make, message):
+def test_unusable_input_exits_2_with_one_line(tmp_path, capsys, make, message):
+    baseline = write(tmp_path / "baseline.jsonl", hand_run())
     candidate = tmp_path / "candidate.jsonl"
     make(candidate)
-    code, _, _, err = gate(capsys, sleepy.baseline, candidate)
+    code, _, err = cli(capsys, "compare", baseline, candidate)
     assert code == 2 and message in err.replace("have no architecture and configuration in common", "nothing in common")
     assert len(err.strip().splitlines()) == 1
 
@@ -253,6 +383,5 @@ def test_baseline_update_copies_the_runs_and_their_commit(sleepy, tmp_path, caps
     assert source["git_commit"] == store.read_records(sleepy.baseline)[0]["git_commit"]
     assert source["run_ids"] == [sleepy.baseline.parent.name, rerun.parent.name]
     assert len(store.read_records(tmp_path / "baseline" / "records.jsonl")) == 4
-    capsys.readouterr()
-    code, lines, out, _ = gate(capsys, tmp_path / "baseline", sleepy.baseline)
-    assert code == 0 and lines[("sleepy", "train_throughput ÷ sleepy-ref")] == "ok", out
+    comparison, verdicts = judge(tmp_path / "baseline" / "records.jsonl", sleepy.baseline)
+    assert comparison.failures == [] and verdicts[("sleepy", "train_throughput ÷ sleepy-ref")] == "ok"

@@ -1,0 +1,182 @@
+"""Records -> rows: each configuration aggregated over its seeds, and the Pareto front of each table.
+
+Read by report (tables and pages), plots (figures) and compare (the regression gate); it renders
+nothing itself, beyond `Number`, the way one figure is written. Records of one configuration (same
+architecture and `config_id`: task, data, device and settings) from any number of seeds or runs become
+one `Row` with mean, standard deviation and the number of seeds.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+COST_KEY, COST_LABEL = "train_throughput", "training throughput (samples/s)"
+
+
+@dataclass(frozen=True)
+class Number:
+    """How a figure is shown: scaled, then to fixed `decimals` or to `significant` figures; std alike."""
+
+    scale: float = 1.0
+    decimals: int | None = None
+    significant: int = 3
+
+    def __call__(self, mean: Any, std: Any = None) -> str:
+        if not finite(mean):
+            return ""
+        value = mean * self.scale
+        decimals = self.decimals
+        if decimals is None:
+            magnitude = math.floor(math.log10(abs(value))) if value else 0
+            decimals = max(0, self.significant - 1 - magnitude)
+        text = f"{value:.{decimals}f}"
+        if finite(std):
+            text += f" ± {std * self.scale:.{decimals}f}"
+        return text
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """One table's model: which tasks it holds and which figure is its quality (for Pareto fronts and plots).
+
+    The columns a table shows are the report's business (`report.LAYOUTS`), not this model's.
+    """
+
+    title: str
+    quality: str
+    quality_label: str
+    higher_is_better: bool
+    tasks: tuple[str, ...]
+    quality_name: str
+    quality_scale: float = 1.0
+    curve: str | None = None
+    curve_label: str = ""
+    params_key: str = "params"
+    samples_key: str | None = None
+
+
+VIEWS: dict[str, TaskView] = {
+    "classify": TaskView(
+        title="Classifiers",
+        quality="test_accuracy",
+        quality_label="test accuracy (%)",
+        higher_is_better=True,
+        tasks=("classify",),
+        quality_name="test accuracy",
+        quality_scale=100,
+        curve="curve_test_accuracy",
+        curve_label="test accuracy (%)",
+    ),
+    "generators": TaskView(
+        title="Generators",
+        quality="fid",
+        quality_label="FID on the reference classifier's features",
+        higher_is_better=False,
+        tasks=("vae", "gan"),
+        quality_name="FID",
+        params_key="generator_params",
+        samples_key="sample_grid",
+    ),
+}
+VIEW_OF_TASK = {task: name for name, view in VIEWS.items() for task in view.tasks}
+
+
+def record_version(record: dict[str, Any]) -> int:
+    """The version of a record's layout; records written before versions were stamped are version 1."""
+    version = record.get("record_version")
+    return version if isinstance(version, int) and not isinstance(version, bool) else 1
+
+
+@dataclass
+class Row:
+    """One configuration of one architecture, aggregated over its records."""
+
+    task: str
+    dataset: str
+    architecture: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+    pareto: bool = False
+
+    @property
+    def ok(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("status") == "ok"]
+
+    @property
+    def seeds(self) -> int:
+        return len(self.ok)
+
+    @property
+    def config_id(self) -> Any:
+        return self.records[0].get("config_id") if self.records else None
+
+    @property
+    def record_versions(self) -> tuple[int, ...]:
+        """The record versions among the row's records, ascending (one, unless runs of two versions were pooled)."""
+        return tuple(sorted({record_version(r) for r in self.records}))
+
+    def mean(self, key: str) -> float | None:
+        values = self.values(key)
+        return statistics.fmean(values) if values else None
+
+    def std(self, key: str) -> float | None:
+        """Sample standard deviation over seeds; None with fewer than two."""
+        values = self.values(key)
+        return statistics.stdev(values) if len(values) >= 2 else None
+
+    def status(self) -> str:
+        if self.seeds == len(self.records):
+            return "ok"
+        failures = [r for r in self.records if r.get("status") != "ok"]
+        first = failures[0]
+        what = f"{first.get('status')}: {_first_line(first.get('error'))}"
+        return what if not self.ok else f"{self.seeds}/{len(self.records)} ok; {what}"
+
+    def values(self, key: str) -> list[float]:
+        return [r[key] for r in self.ok if finite(r.get(key))]
+
+
+def aggregate(records: list[dict[str, Any]]) -> list[Row]:
+    """Records grouped by (task, dataset, architecture, config_id), in the order first seen; Pareto fronts marked."""
+    rows: dict[tuple, Row] = {}
+    for record in records:
+        key = (record.get("task"), record.get("dataset"), record.get("architecture"), record.get("config_id"))
+        if key not in rows:
+            rows[key] = Row(str(key[0]), str(key[1]), str(key[2]))
+        rows[key].records.append(record)
+    result = list(rows.values())
+    for (table, _), group in task_groups(result).items():
+        if table in VIEWS:
+            mark_pareto(group, VIEWS[table].quality, VIEWS[table].higher_is_better)
+    return result
+
+
+def mark_pareto(rows: list[Row], quality: str, higher_is_better: bool, cost: str = COST_KEY) -> None:
+    """Set `row.pareto` for rows no other row beats on both quality and `cost` (higher cost key = cheaper)."""
+    sign = 1 if higher_is_better else -1
+    points = [(row, row.mean(quality), row.mean(cost)) for row in rows]
+    candidates = [(row, sign * q, c) for row, q, c in points if finite(q) and finite(c)]
+    for row, q, c in candidates:
+        row.pareto = not any(
+            q2 >= q and c2 >= c and (q2 > q or c2 > c) for other, q2, c2 in candidates if other is not row
+        )
+
+
+def task_groups(rows: list[Row]) -> dict[tuple[str, str], list[Row]]:
+    """Rows by (table, dataset): a task's view name (generators share one), else the task itself."""
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((VIEW_OF_TASK.get(row.task, row.task), row.dataset), []).append(row)
+    return groups
+
+
+def finite(value: Any) -> bool:
+    """Whether `value` is a real, finite number (not a bool, None, NaN or infinity)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _first_line(text: Any, limit: int = 60) -> str:
+    line = str(text or "").splitlines()[0] if text else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
