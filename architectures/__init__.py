@@ -8,6 +8,7 @@ from .registry import (
     get_spec,
     list_architectures,
     load_entry_points,
+    load_module,
     register,
     resolve,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "get_spec",
     "list_architectures",
     "load_entry_points",
+    "load_module",
     "register",
     "resolve",
 ]

@@ -8,9 +8,14 @@ imported (their decorators run on import).
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import importlib
+import importlib.util
 import inspect
+import sys
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Callable
 
 from torch import nn
@@ -27,6 +32,12 @@ class ArchSpec:
     build: Callable[..., nn.Module]
     description: str
     source: str
+    source_hash: str | None = None
+
+    @property
+    def provenance(self) -> dict[str, str | None]:
+        """Where the builder came from: its file and line, and a short hash of its source code."""
+        return {"architecture_source": self.source, "architecture_source_hash": self.source_hash}
 
 
 class UnknownArchitecture(KeyError):
@@ -37,7 +48,7 @@ class UnknownArchitecture(KeyError):
 
 
 class PluginError(RuntimeError):
-    """Raised when a module advertised under the `archbench.architectures` entry points fails to load."""
+    """Raised when a plugin module (an entry point, or a module given by name or path) fails to load."""
 
 
 _REGISTRY: dict[str, ArchSpec] = {}
@@ -47,19 +58,19 @@ _entry_points_loaded = False
 def register(name: str, *, task: str, family: str, description: str = ""):
     """Decorator registering `build(input_shape, num_classes, **overrides) -> nn.Module` as `name`.
 
-    Registering a name twice raises ValueError naming both places.
+    Registering a name twice from two places raises ValueError naming both.
     """
     if task not in TASKS:
         raise ValueError(f"architecture {name!r}: unknown task {task!r} (valid: {', '.join(TASKS)})")
 
     def decorator(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         source = _source_of(build)
-        if name in _REGISTRY:
+        if name in _REGISTRY and _REGISTRY[name].source != source:  # the same file imported again replaces it
             raise ValueError(
                 f"architecture {name!r} registered twice: {_REGISTRY[name].source} and {source}"
             )
         doc = description or (inspect.getdoc(build) or "").split("\n")[0]
-        _REGISTRY[name] = ArchSpec(name, task, family, build, doc, source)
+        _REGISTRY[name] = ArchSpec(name, task, family, build, doc, source, _source_hash(build))
         return build
 
     return decorator
@@ -116,6 +127,46 @@ def load_entry_points() -> None:
                 f"entry point {entry_point.name} = {entry_point.value} ({ENTRY_POINT_GROUP}) failed to load: "
                 f"{type(error).__name__}: {error}"
             ) from error
+
+
+def load_module(name: str) -> None:
+    """Import a module whose decorators register architectures: a dotted name (found from the current
+    folder too) or a path to a .py file. Raises PluginError, on one line, for anything that goes wrong.
+
+    A .py file is imported under a private module name derived from its path, so no file name (bench.py,
+    torchvision.py) can replace a module already imported; importing the same file twice does nothing.
+    """
+    try:
+        if name.endswith(".py"):
+            path = Path(name).resolve()
+            if not path.is_file():
+                raise FileNotFoundError(f"no such file {path}")
+            private = "archbench_user_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
+            if private in sys.modules:
+                return
+            spec = importlib.util.spec_from_file_location(private, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[private] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[private]
+                raise
+        else:
+            if "" not in sys.path and "." not in sys.path:
+                sys.path.insert(0, "")
+            importlib.import_module(name)
+    except SystemExit as error:
+        raise PluginError(f"--arch-module {name}: exited on import (sys.exit({error.code!r}))") from None
+    except Exception as error:  # any failure of the user's module is reported on one line
+        raise PluginError(f"--arch-module {name}: {type(error).__name__}: {error}") from None
+
+
+def _source_hash(fn: Callable) -> str | None:
+    try:
+        return hashlib.sha1(inspect.getsource(fn).encode()).hexdigest()[:12]
+    except (OSError, TypeError):
+        return None
 
 
 def _source_of(fn: Callable) -> str:

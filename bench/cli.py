@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
-import importlib.util
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Sequence
 
 import architectures
 
 from . import baseline as gate_baseline
-from . import compare as gate
 from . import config as configs
-from . import distributed, report, runner, store
+from . import store
 from .data import LOADERS
 from .errors import UserError
 
@@ -33,6 +32,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
 
 
@@ -69,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, metavar="DIR", help=f"where run folders go (default: {configs.DEFAULT_OUT})")
     run.add_argument("--strict", action="store_true", default=None, help="exit 1 if any architecture failed")
     run.add_argument("--quiet", action="store_true", default=None, help="no progress bars or per-run lines")
+    run.add_argument("--isolation", choices=("process", "none"), help="process (default): each architecture and seed "
+                     "in a fresh child process; none: all in this one (for debugging with pdb)")
+    run.add_argument("--arch-timeout", type=_positive_number, metavar="S", help="seconds one architecture and seed may "
+                     "take before its process is stopped and recorded as failed (default: no limit)")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted run in its folder, with its "
+                     "recorded configuration; pairs already recorded ok or diverged are skipped")
+    run.add_argument("--retry-failed", action="store_true", help="with --resume: also rerun the pairs recorded as failed")
     run.add_argument("--nproc", type=_positive_int, metavar="N", help="data-parallel on N local processes (torchrun)")
     run.add_argument("--backend", choices=("auto", "gloo", "nccl"), help="collectives (default auto: nccl on CUDA, else gloo)")
     run.add_argument("--scaling", action="store_true", help="also time one process alone, for the scaling efficiency")
@@ -109,11 +125,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.command_line = shlex.join(["archbench", *argv])
     try:
-        import_arch_modules(getattr(args, "arch_module", []))
+        for module in getattr(args, "arch_module", []):
+            architectures.load_module(module)
         return args.handler(args)
     except (UserError, architectures.UnknownArchitecture, architectures.PluginError) as error:
         print(f"archbench: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("archbench: interrupted", file=sys.stderr)
+        return 130
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -127,31 +147,55 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+# Flags that fix what a run measures: --resume takes them from the run's run.json and refuses new ones.
+_CONFIGURING_FLAGS = (
+    "suite", "arch", "dataset", "epochs", "batch_size", "device", "seeds", "limit_train", "limit_test", "data_root",
+    "download", "out", "arch_timeout", "nproc", "backend", "scaling", "dist_timeout", "arch_module",
+)
+
+
 def _run(args: argparse.Namespace) -> int:
-    config = configs.load(
-        args.suite,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        architectures=args.arch,
-        dataset=args.dataset,
-        device=args.device,
-        seeds=args.seeds,
-        limit_train=args.limit_train,
-        limit_test=args.limit_test,
-        data_root=args.data_root,
-        download=args.download,
-        out=args.out,
-        strict=args.strict,
-        quiet=args.quiet,
-    )
-    echo = (lambda line: None) if config.quiet else print
-    launch = distributed.from_flags(args.nproc, args.backend, args.scaling, args.dist_timeout)
-    if launch is None:
-        run_dir = runner.run_suite(config, echo=echo, command=args.command_line)
+    from . import parallel, report, runner
+
+    if args.resume is not None:
+        config, strategy, arch_modules = _resumed(args)
     else:
-        run_dir = distributed.run_suite(config, launch, args.arch_module, echo, args.command_line)
-        if run_dir is None:  # a rank other than 0 under torchrun; rank 0 prints the tables
-            return 0
+        if args.retry_failed:
+            raise UserError("--retry-failed goes with --resume RUN_DIR")
+        config = configs.load(
+            args.suite,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            architectures=args.arch,
+            dataset=args.dataset,
+            device=args.device,
+            seeds=args.seeds,
+            limit_train=args.limit_train,
+            limit_test=args.limit_test,
+            data_root=args.data_root,
+            download=args.download,
+            out=args.out,
+            strict=args.strict,
+            quiet=args.quiet,
+            arch_timeout=args.arch_timeout,
+        )
+        arch_modules = tuple(args.arch_module)
+        strategy = _strategy(config, args.isolation, parallel.from_flags(args.nproc, args.backend, args.scaling, args.dist_timeout))
+    echo = (lambda line: None) if config.quiet else print
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
+    try:
+        run_dir = runner.run_suite(
+            config, strategy, echo, args.command_line, arch_modules, resume=args.resume, retry_failed=args.retry_failed
+        )
+    except runner.Interrupted as interrupted:
+        print(f"archbench: {interrupted}", file=sys.stderr)
+        return interrupted.exit_code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if run_dir is None:  # a rank other than 0 under torchrun; rank 0 prints the tables
+        return 0
+
     records = store.read_records(run_dir / store.RECORDS)
     print(f"\n{report.tables(records)}\n")
     print(f"records: {run_dir / store.RECORDS}\nreport: {report.write_report(records, run_dir)}")
@@ -161,7 +205,55 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if failed and config.strict else 0
 
 
+def _strategy(config: configs.RunConfig, isolation: str | None, launch):
+    """How each pair runs: a fresh process (default), this process, or a data-parallel group."""
+    from . import isolation as isolated, parallel, runner
+
+    if launch is not None:
+        if isolation is not None or config.arch_timeout is not None:
+            given = "--isolation" if isolation is not None else "arch_timeout (--arch-timeout or the suite's)"
+            raise UserError(f"{given} does not apply to data-parallel runs, whose groups are bounded by --dist-timeout")
+        return parallel.strategy(launch)
+    if isolation == "none":
+        if config.arch_timeout is not None:
+            raise UserError("arch_timeout (--arch-timeout or the suite's) needs each architecture in its own process; drop --isolation none")
+        return runner.Strategy()
+    return isolated.ChildProcess(config.arch_timeout)
+
+
+def _resumed(args: argparse.Namespace):
+    """The configuration, strategy and plugin modules of the interrupted run `args.resume`."""
+    from . import parallel
+
+    info = store.read_run_info(args.resume) if args.resume.is_dir() else {}
+    if not (args.resume / store.RECORDS).is_file() or "config" not in info:
+        raise UserError(f"--resume {args.resume}: not a run folder (no {store.RUN_INFO} with a configuration and {store.RECORDS})")
+    given = [flag for flag in _CONFIGURING_FLAGS if getattr(args, flag) not in (None, False, [])]
+    if args.suite == configs.DEFAULT_SUITE:
+        given = [flag for flag in given if flag != "suite"]
+    if given:
+        flag = "--" + given[0].replace("_", "-").replace("seeds", "seed")
+        raise UserError(f"{flag} cannot change a resumed run; --resume takes the configuration from {args.resume / store.RUN_INFO}")
+    config = configs.from_dict(info["config"])
+    config.quiet, config.strict = bool(args.quiet), bool(args.strict)  # how to show the run, not what it measures
+    arch_modules = tuple(info.get("arch_modules", []))
+    for module in arch_modules:
+        architectures.load_module(module)
+    distributed = info.get("distributed")
+    launch = parallel.Options(**distributed) if distributed else None
+    isolation = args.isolation or info.get("isolation", "process")
+    return config, _strategy(config, None if launch else isolation, launch), arch_modules
+
+
+def _terminate(signum, frame):
+    from . import runner
+
+    raise runner.Terminated()
+
+
 def _report(args: argparse.Namespace) -> int:
+    from . import report
+
     paths = [store.records_path(run, args.out) for run in args.runs or [None]]
     records = [record for path in paths for record in store.read_records(path)]
     if not records:
@@ -172,6 +264,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from . import compare as gate
+
     baseline = store.read_records(store.records_path(args.baseline, args.out))
     candidates = [store.read_records(store.records_path(run, args.out)) for run in args.candidates]
     tolerances = gate.load_tolerances(args.tolerances)
@@ -179,10 +273,13 @@ def _compare(args: argparse.Namespace) -> int:
         tolerances = dataclasses.replace(tolerances, reference=args.reference)
     comparison = gate.reproduced([gate.compare(baseline, run, tolerances, tuple(args.accept)) for run in candidates])
     print(gate.render(comparison))
-    regressions = comparison.regressions
-    if regressions:
-        named = ", ".join(f"{line.architecture} {line.figure}" for line in regressions)
-        print(f"archbench compare: {len(regressions)} regression(s): {named}", file=sys.stderr)
+    failures = comparison.failures  # regressed, missing or not comparable
+    if failures:
+        named = ", ".join(
+            f"{line.architecture} {line.figure}" + ("" if line.verdict == "regressed" else f" ({line.verdict})")
+            for line in failures
+        )
+        print(f"archbench compare: {len(failures)} regression(s): {named}", file=sys.stderr)
         return 1
     return 0
 
@@ -191,28 +288,6 @@ def _baseline_update(args: argparse.Namespace) -> int:
     path = gate_baseline.update([store.records_path(run, args.out) for run in args.runs], args.to)
     print(f"baseline: {path}")
     return 0
-
-
-def import_arch_modules(names: list[str]) -> None:
-    """Import each --arch-module (a dotted name on sys.path or the current folder, or a .py file)."""
-    for name in names:
-        try:
-            if name.endswith(".py"):
-                path = Path(name).resolve()
-                if not path.is_file():
-                    raise FileNotFoundError(f"no such file {path}")
-                if getattr(sys.modules.get(path.stem), "__file__", None) == str(path):
-                    continue
-                spec = importlib.util.spec_from_file_location(path.stem, path)
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[path.stem] = module
-                spec.loader.exec_module(module)
-            else:
-                if "" not in sys.path and "." not in sys.path:
-                    sys.path.insert(0, "")
-                importlib.import_module(name)
-        except Exception as error:  # any failure of the user's module is reported on one line
-            raise UserError(f"--arch-module {name}: {type(error).__name__}: {error}") from None
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ _TOP_LEVEL = {
     "seeds": list,
     "limit_train": int,
     "limit_test": int,
+    "arch_timeout": (int, float),
 }
 
 
@@ -39,6 +40,7 @@ class RunConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     limit_train: int | None = None
     limit_test: int | None = None
+    arch_timeout: float | None = None  # seconds one (architecture, seed) may take in its own process
     tasks: dict[str, TrainingSettings] = field(default_factory=lambda: {n: t.Settings() for n, t in TASKS.items()})
     measure: MeasureSettings = field(default_factory=MeasureSettings)
     fid: FidSettings = field(default_factory=FidSettings)
@@ -106,8 +108,9 @@ def _from_table(table: dict[str, Any], path: Path) -> RunConfig:
         elif key not in _TOP_LEVEL:
             valid = ", ".join([*_TOP_LEVEL, *(f"[{s}]" for s in sorted(sections))])
             raise UserError(f"suite {path}: unknown key {key!r} (valid: {valid})")
-        elif not isinstance(value, _TOP_LEVEL[key]):
-            raise UserError(f"suite {path}: {key} must be a {_TOP_LEVEL[key].__name__}, got {value!r}")
+        elif not isinstance(value, _TOP_LEVEL[key]) or isinstance(value, bool):
+            kind = "number" if isinstance(_TOP_LEVEL[key], tuple) else _TOP_LEVEL[key].__name__
+            raise UserError(f"suite {path}: {key} must be a {kind}, got {value!r}")
         else:
             setattr(config, key, value)
     for name, task in TASKS.items():
@@ -129,6 +132,8 @@ def _settings(cls: type, table: dict[str, Any], where: str):
 
 
 def _typed(value: Any, annotation: str, where: str) -> Any:
+    if value is None and "None" in annotation:  # only from a run.json: TOML has no null
+        return None
     if annotation.startswith("tuple") and isinstance(value, list):
         return tuple(value)
     ok = (
@@ -157,3 +162,17 @@ def _check(config: RunConfig) -> None:
     for flag, limit in (("limit_train", config.limit_train), ("limit_test", config.limit_test)):
         if limit is not None and limit < 1:
             raise UserError(f"{flag} must be a positive number of samples, got {limit}")
+    if config.arch_timeout is not None and not config.arch_timeout > 0:
+        raise UserError(f"arch_timeout must be a positive number of seconds, got {config.arch_timeout}")
+
+
+def from_dict(table: dict[str, Any]) -> RunConfig:
+    """The RunConfig a run recorded in its run.json (`dataclasses.asdict` of it), for `archbench run --resume`."""
+    config = RunConfig(**{k: v for k, v in table.items() if k not in ("tasks", "measure", "fid", "out")})
+    config.out = Path(table.get("out", DEFAULT_OUT))
+    for name, settings in table.get("tasks", {}).items():
+        if name in TASKS:
+            config.tasks[name] = _settings(TASKS[name].Settings, settings, f"[{name}]")
+    config.measure = _settings(MeasureSettings, table.get("measure", {}), "[measure]")
+    config.fid = _settings(FidSettings, table.get("fid", {}), "[fid]")
+    return config

@@ -1,4 +1,9 @@
-"""The suite loop: every (architecture, seed) runs in isolation and ends as one record appended to disk.
+"""THE suite loop: every (architecture, seed) of a run ends as one record appended to its run folder.
+
+`run_suite` resolves the names, the device and the data, creates (or, to resume, reopens) the run folder,
+writes `run.json`, echoes progress and appends each record as it ends. How one pair executes is the
+`Strategy` it is given: in a fresh child process (bench.isolation, the default), in this process, or on a
+data-parallel group (bench.parallel). `run_pair` is what every strategy finally calls for one pair.
 
 A failure to build, train or measure becomes a `failed` record with its error, a non-finite loss a
 `diverged` one; either way the suite goes on.
@@ -8,12 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import hashlib
-import json
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,14 +26,82 @@ from tqdm import tqdm
 import architectures
 
 from . import data as datasets
+from . import record as records
 from . import store
 from .config import RunConfig
 from .errors import UserError
 from .tasks import TASKS
-from .tasks.base import Diverged, RunContext
+from .tasks.base import Diverged, Group, RunContext
+
+FINISHED = ("ok", "diverged")  # statuses a resumed run keeps; `failed` pairs are rerun with --retry-failed
 
 
-CONFIG_FIELDS = ("task", "dataset", "input_shape", "train_samples", "test_samples", "device", "dtype", "world_size")
+@dataclass(frozen=True)
+class Job:
+    """Everything one (architecture, seed) needs to run, in this process or another."""
+
+    name: str
+    seed: int
+    config: RunConfig
+    data: datasets.ImageData
+    device: torch.device
+    run_dir: Path
+    quiet: bool
+    arch_modules: tuple[str, ...] = ()
+    isolation: str = "none"
+
+
+class Strategy:
+    """How the pairs of a suite execute. This one runs each in this process (`--isolation none`).
+
+    Subclasses run them in child processes or on data-parallel groups. A strategy whose `writes` is False
+    (a rank other than 0 under torchrun) runs every pair but leaves the folder, the records and the echo
+    to the rank that writes.
+    """
+
+    isolation = "none"
+    writes = True
+
+    def select(self, names: list[str], echo: Callable[[str], None]) -> list[str]:
+        """The architectures of `names` this strategy can run (echoing why it skips others)."""
+        return names
+
+    def device(self, config: RunConfig) -> torch.device:
+        return resolve_device(config.device)
+
+    def load(self, config: RunConfig, device: torch.device) -> datasets.ImageData:
+        data = datasets.load(config.dataset, config.data_root, config.download, config.limit_train, config.limit_test)
+        return data.to(device)
+
+    def agree(self, run_dir: Path | None) -> Path:
+        """The run folder every process of the run uses (the writer's)."""
+        return run_dir
+
+    def describe(self, device: torch.device) -> str:
+        return f"{device}, each architecture in this process"
+
+    def info(self) -> dict[str, Any]:
+        """What run.json records of this strategy, so that `--resume` can rebuild it."""
+        return {"isolation": self.isolation}
+
+    def execute(self, job: Job) -> dict[str, Any]:
+        return run_pair(job)
+
+    def close(self) -> None:
+        """Release what the strategy holds (processes, groups); called once the suite ends or is interrupted."""
+
+
+class Interrupted(Exception):
+    """The suite was stopped by SIGINT or SIGTERM; finished records are on disk, nothing partial is."""
+
+    def __init__(self, signal_name: str, exit_code: int, done: int, total: int, run_dir: Path | None):
+        self.signal_name, self.exit_code, self.done, self.total, self.run_dir = signal_name, exit_code, done, total, run_dir
+        resume = f"; resume with: archbench run --resume {run_dir}" if run_dir else ""
+        super().__init__(f"interrupted ({signal_name}) after {done} of {total} runs{resume}")
+
+
+class Terminated(BaseException):
+    """Raised in the main thread when SIGTERM arrives, so that the suite stops like on Ctrl-C."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -45,53 +116,107 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def run_suite(config: RunConfig, echo: Callable[[str], None] = print, command: str | None = None) -> Path:
-    """Run every selected architecture for every seed of `config`; return the run folder holding the records.
+def run_suite(
+    config: RunConfig,
+    strategy: Strategy | None = None,
+    echo: Callable[[str], None] = print,
+    command: str | None = None,
+    arch_modules: tuple[str, ...] = (),
+    resume: Path | None = None,
+    retry_failed: bool = False,
+) -> Path | None:
+    """Run every selected architecture for every seed of `config`; return the run folder holding the records
+    (None in a process that does not write).
 
-    `command` is the command line recorded with every record (default: this process's).
+    With `resume`, that run folder is reopened and the pairs it already holds as ok or diverged (and, unless
+    `retry_failed`, as failed) are skipped. `command` is the command line recorded with every record
+    (default: this process's). Raises Interrupted on SIGINT or SIGTERM once the running pair is stopped.
     """
+    strategy = strategy or Strategy()
+    echo = echo if strategy.writes else (lambda line: None)
     try:
-        names = architectures.resolve(config.architectures)
+        names = strategy.select(architectures.resolve(config.architectures), echo)
     except architectures.UnknownArchitecture as error:
         raise UserError(str(error)) from None
-    device = resolve_device(config.device)
-    data = datasets.load(config.dataset, config.data_root, config.download, config.limit_train, config.limit_test)
-    data = data.to(device)
-    run_dir = store.new_run_dir(Path(config.out), config.suite)
-    environment = store.environment(device, command)
-    store.write_run_info(run_dir, {"config": dataclasses.asdict(config), "environment": environment})
-    quiet = config.quiet or not sys.stderr.isatty()
-    echo(f"run {run_dir.name}: {len(names)} architecture(s) x {len(config.seeds)} seed(s) on {data.name}, {device}")
-    for name in names:
-        for seed in config.seeds:
-            record = run_one(name, seed, data, config, device, run_dir, quiet)
-            record.update(environment)
-            store.append_record(run_dir, record)
-            echo(summary(record))
-    return run_dir
+    device = strategy.device(config)
+    data = strategy.load(config, device)
+    pairs = [(name, seed) for name in names for seed in config.seeds]
+    done: dict[tuple[str, int], str] = {}
+    run_dir = None
+    if strategy.writes:
+        if resume is None:
+            run_dir = store.new_run_dir(Path(config.out), config.suite)
+        else:
+            run_dir = resume
+            done = {records.pair(r): r["status"] for r in store.read_records(run_dir / store.RECORDS)}
+        environment = store.environment(device, command)
+        info = {"config": dataclasses.asdict(config), **strategy.info(), "arch_modules": list(arch_modules)}
+        if resume is None:
+            store.write_run_info(run_dir, {**info, "environment": environment})
+    run_dir = strategy.agree(run_dir)
+    todo = [p for p in pairs if p not in done or (retry_failed and done[p] not in FINISHED)]
+    quiet = config.quiet or not strategy.writes or not sys.stderr.isatty()
+    resumed = f", resuming: {len(pairs) - len(todo)} already recorded" if resume else ""
+    echo(
+        f"run {run_dir.name}: {len(names)} architecture(s) x {len(config.seeds)} seed(s) on {data.name}, "
+        f"{strategy.describe(device)}{resumed}"
+    )
+    finished = len(pairs) - len(todo)
+    try:
+        for name, seed in todo:
+            job = Job(name, seed, config, data, device, run_dir, quiet, tuple(arch_modules), strategy.isolation)
+            record = strategy.execute(job)
+            if strategy.writes:
+                record.update(environment)
+                retried = (lambda r: records.pair(r) == (name, seed)) if (name, seed) in done else None
+                store.append_record(run_dir, record, replacing=retried)
+                echo(summary(record))
+            finished += 1
+    except KeyboardInterrupt:
+        raise Interrupted("SIGINT", 130, finished, len(pairs), run_dir if strategy.writes else None) from None
+    except Terminated:
+        raise Interrupted("SIGTERM", 143, finished, len(pairs), run_dir if strategy.writes else None) from None
+    finally:
+        strategy.close()
+    return run_dir if strategy.writes else None
 
 
-def run_one(
-    name: str, seed: int, data: datasets.ImageData, config: RunConfig, device: torch.device, run_dir: Path, quiet: bool
+def run_pair(
+    job: Job, group: Group | None = None, train: Callable[..., None] | None = None, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """One architecture at one seed, as a record; never raises for the architecture's own errors."""
-    spec = architectures.get_spec(name)
-    task = TASKS.get(spec.task)
+    """One architecture at one seed, as a record; never raises for the architecture's own errors.
+
+    The model is built, then trained, evaluated and measured by its task's `run` (or by `train`, with the
+    same arguments). With a data-parallel `group`, errors other than divergence propagate, so that the
+    launcher stops the group and records the failing rank. `extra` fields are added before training.
+    """
+    config, device = job.config, job.device
+    spec = architectures.get_spec(job.name)
     settings = config.tasks.get(spec.task)
-    record = new_record(name, seed, data, config, device, run_dir)
+    record = records.start(
+        job.name, job.seed, run_id=job.run_dir.name, suite=config.suite, data=job.data, device=device,
+        settings=settings, measure=config.measure, world_size=group.world_size if group else 1,
+        isolation=job.isolation,
+    )
+    record.update(extra or {})
     started = time.perf_counter()
     model = None
     try:
+        task = TASKS.get(spec.task)
         if task is None:
             raise RuntimeError(f"no task loop for task {spec.task!r} (known: {', '.join(TASKS)})")
-        torch.manual_seed(seed)
-        model = architectures.create(name, data.input_shape, data.num_classes, **settings.model_overrides()).to(device)
-        context = RunContext(device, seed, config.measure, run_dir, progress_factory(name, seed, quiet), fid=config.fid)
-        task.run(model, data, settings, context, record)
+        torch.manual_seed(job.seed)
+        model = architectures.create(job.name, job.data.input_shape, job.data.num_classes, **settings.model_overrides())
+        model = model.to(device)
+        progress = progress_factory(job.name, job.seed, job.quiet)
+        context = RunContext(device, job.seed, config.measure, job.run_dir, progress, group or Group(), config.fid)
+        (train or task.run)(model, job.data, settings, context, record)
         record["status"] = "ok"
     except Diverged as error:
         record.update(status="diverged", error=str(error), diverged_step=error.step)
-    except Exception as error:  # an architecture's failure is recorded, never fatal to the suite
+    except Exception as error:
+        if group is not None:  # a rank's failure must end the group; the launcher records it
+            raise
         record.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
     finally:
         record["wall_time_s"] = time.perf_counter() - started
@@ -99,44 +224,6 @@ def run_one(
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    return record
-
-
-def new_record(
-    name: str, seed: int, data: datasets.ImageData, config: RunConfig, device: torch.device, run_dir: Path,
-    world_size: int = 1,
-) -> dict[str, Any]:
-    """The fields every record of `name` at `seed` starts with; its status is `failed` until a run says otherwise.
-
-    `config_id` is a short hash of everything that makes two records comparable (task, data, device,
-    world size and the task's settings): records of other seeds or runs with the same configuration
-    share it; reports aggregate and the regression gate matches records by (architecture, config_id).
-    """
-    spec = architectures.get_spec(name)
-    settings = config.tasks.get(spec.task)
-    record = {
-        "run_id": run_dir.name,
-        "suite": config.suite,
-        "architecture": name,
-        "family": spec.family,
-        "task": spec.task,
-        "dataset": data.name,
-        "input_shape": list(data.input_shape),
-        "train_samples": len(data.train_x),
-        "test_samples": len(data.test_x),
-        "device": device.type,
-        "dtype": str(data.train_x.dtype).removeprefix("torch."),
-        "seed": seed,
-        "world_size": world_size,
-        **(dataclasses.asdict(settings) if settings else {}),
-        **{f"measure_{k}": v for k, v in dataclasses.asdict(config.measure).items()},
-        "status": "failed",
-        "error": None,
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    fields = [*CONFIG_FIELDS, *(f.name for f in dataclasses.fields(settings))] if settings else CONFIG_FIELDS
-    described = json.dumps({key: record.get(key) for key in fields}, sort_keys=True)
-    record["config_id"] = hashlib.sha1(described.encode()).hexdigest()[:10]
     return record
 
 
@@ -157,4 +244,3 @@ def summary(record: dict[str, Any]) -> str:
         if isinstance(record.get(key), (int, float))
     )
     return f"{head} {quality}  ({record['wall_time_s']:.1f} s)"
-

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -91,12 +91,28 @@ def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
     (run_dir / RUN_INFO).write_text(json.dumps(_jsonable(info), indent=2) + "\n")
 
 
-def append_record(run_dir: Path, record: dict[str, Any]) -> None:
-    """Append one record as a JSON line and flush it to disk, so an interrupted run keeps it."""
-    with open(run_dir / RECORDS, "a") as f:
-        f.write(json.dumps(_jsonable(record)) + "\n")
+def append_record(
+    run_dir: Path, record: dict[str, Any], replacing: Callable[[dict[str, Any]], bool] | None = None
+) -> None:
+    """Append one record as a JSON line and flush it to disk, so an interrupted run keeps it.
+
+    With `replacing`, the records it selects are dropped in the same step: the file is rewritten beside the
+    old one and renamed over it, so an interruption leaves either the old records or the new ones.
+    """
+    path = run_dir / RECORDS
+    if replacing is None:
+        with open(path, "a") as f:
+            f.write(json.dumps(_jsonable(record)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return
+    kept = [r for r in read_records(path) if not replacing(r)]
+    temporary = path.with_name(f".{RECORDS}.tmp")
+    with open(temporary, "w") as f:
+        f.write("".join(json.dumps(_jsonable(r)) + "\n" for r in [*kept, record]))
         f.flush()
         os.fsync(f.fileno())
+    os.replace(temporary, path)
 
 
 def records_path(run: str | Path | None, out: Path) -> Path:

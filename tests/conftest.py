@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import pickle
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +43,11 @@ latency_min_calls = 3
 
 @pytest.fixture(autouse=True)
 def isolated_registry():
-    """Each test sees the built-in registry; whatever it registers is gone afterwards."""
+    """Each test sees the built-in registry; whatever it registers (also through --arch-module files) is gone afterwards."""
     saved, loaded = dict(registry._REGISTRY), registry._entry_points_loaded
     yield
+    for name in [name for name in sys.modules if name.startswith("archbench_user_")]:
+        del sys.modules[name]
     registry._REGISTRY.clear()
     registry._REGISTRY.update(saved)
     registry._entry_points_loaded = loaded

@@ -9,7 +9,9 @@ import torch
 from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-from bench import data, distributed, report, store
+from bench import data, isolation, report, store
+from bench.parallel import launcher
+from bench.aggregate import aggregate
 from bench.cli import main
 
 TEST_ARCHS = '''
@@ -158,10 +160,10 @@ def test_a_hung_rank_fails_its_architecture_when_the_collective_times_out(tiny_s
 def test_every_rank_of_a_torchrun_group_runs_the_suite_and_rank_0_writes_the_records(tiny_suite, dist_arch_module, tmp_path):
     launch = LaunchConfig(
         min_nodes=1, max_nodes=1, nproc_per_node=2, run_id="test", rdzv_backend="c10d", rdzv_endpoint="localhost:0",
-        max_restarts=0, start_method=distributed._start_method(), logs_specs=DefaultLogsSpecs(str(tmp_path / "logs")),
+        max_restarts=0, start_method=isolation.start_method(), logs_specs=DefaultLogsSpecs(str(tmp_path / "logs")),
     )
     argv = ["run", "--suite", str(tiny_suite("linear")), "--arch-module", str(dist_arch_module), "--epochs", "1"]
-    with distributed._launcher_signals():
+    with launcher._launcher_signals():
         codes = elastic_launch(launch, main)([*argv, "--out", str(tmp_path), "--quiet"])
     assert codes == {0: 0, 1: 0}
     record = records(tmp_path)["linear"]
@@ -195,7 +197,7 @@ def test_nproc_under_torchrun_is_a_user_error(monkeypatch, tmp_path, capsys):
 
 def test_the_classify_table_has_data_parallel_columns_only_when_a_record_is_data_parallel():
     single = {"task": "classify", "architecture": "a", "status": "ok", "world_size": 1, "config_id": "one"}
-    assert "ranks" not in report.task_table(report.aggregate([single]))
+    assert "ranks" not in report.task_table(aggregate([single]))
     parallel = {**single, "world_size": 2, "scaling_efficiency": 0.875, "config_id": "two"}
-    table = report.task_table(report.aggregate([single, parallel]))
+    table = report.task_table(aggregate([single, parallel]))
     assert "| ranks" in table and "| 88 " in table

@@ -1,29 +1,28 @@
-"""Data-parallel runs: `archbench run --nproc N`, and `archbench run` as the ranks of a torchrun group.
+"""The two data-parallel strategies of the suite loop (bench.runner.run_suite).
 
-`--nproc N` launches, for each architecture and seed, its own group of N local processes through torchrun's
-launcher API (torch.distributed.launcher.api.elastic_launch, the engine of the `torchrun` command). torch's
-elastic agent watches the group and stops every rank as soon as one ends badly; the launcher then writes a
-`failed` record naming the rank whose failure ended the group, with its error, and the suite goes on. A
-group that finishes hands rank 0's record to the launcher, which appends it.
+`GroupLaunch` (`--nproc N`) launches, for each architecture and seed, its own group of N local processes
+through torchrun's launcher API (torch.distributed.launcher.api.elastic_launch, the engine of the `torchrun`
+command). torch's elastic agent watches the group and stops every rank as soon as one ends badly; the
+launcher then makes a `failed` record naming the rank whose failure ended the group, with its error, and the
+suite goes on. A group that finishes hands rank 0's record to the launcher.
 
-Under a plain `torchrun ... -m bench run` every rank runs the whole suite together and rank 0 appends the
-records; there a failing rank ends the whole suite (torchrun stops the group), keeping what finished.
+`RankOfGroup` is `archbench run` under a plain `torchrun ... -m bench run`: every rank runs the whole suite
+together and only rank 0 writes; there a failing rank ends the whole suite (torchrun stops the group),
+keeping what finished.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
-import multiprocessing
 import os
 import signal
-import sys
 import tempfile
 import threading
 import time
 import traceback
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -35,230 +34,170 @@ from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 import architectures
 
-from . import data as datasets
-from . import ddp, failures, runner, store
-from .config import RunConfig
-from .errors import UserError
-from .tasks.base import Diverged, RunContext
+from .. import data as datasets
+from .. import isolation, record as records, runner
+from ..config import RunConfig
+from ..errors import UserError
+from . import Options, failures, rank
 
-DEFAULT_TIMEOUT = 300.0
 _LAUNCHER_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
 _AGENT_LOGGERS = ("torch.distributed.elastic.multiprocessing.api", "torch.multiprocessing.spawn")
 
 
-@dataclass(frozen=True)
-class Options:
-    """How a data-parallel run is launched: the --nproc, --backend, --scaling and --dist-timeout flags.
+class _DataParallel(runner.Strategy):
+    """What both data-parallel strategies share: classifiers only, the device and backend, run.json's options."""
 
-    `nproc` is None under torchrun, which has already started the processes.
-    """
+    isolation = "data-parallel"
 
-    nproc: int | None = None
-    backend: str = "auto"
-    scaling: bool = False
-    timeout: float = DEFAULT_TIMEOUT
+    def __init__(self, options: Options):
+        self.options = options
 
+    def select(self, names: list[str], echo: Callable[[str], None]) -> list[str]:
+        """The suite's architectures that have a data-parallel loop (classifiers); the others are named and skipped."""
+        kept = [name for name in names if architectures.get_spec(name).task == "classify"]
+        skipped = [name for name in names if name not in kept]
+        if not kept:
+            raise UserError(f"data-parallel runs train classifiers only; none of {', '.join(names)} is one")
+        if skipped:
+            echo(f"skipping {', '.join(skipped)}: data-parallel runs train classifiers only")
+        return kept
 
-def from_flags(nproc: int | None, backend: str | None, scaling: bool, timeout: float | None) -> Options | None:
-    """The data-parallel options of a run, or None for an ordinary single-process run.
+    def info(self) -> dict[str, Any]:
+        return {"isolation": self.isolation, "distributed": dataclasses.asdict(self.options)}
 
-    Raises UserError for --nproc under torchrun, and for the other flags without --nproc or torchrun.
-    """
-    if nproc is not None and dist.is_torchelastic_launched():
-        raise UserError("--nproc starts torchrun itself; under torchrun leave it out")
-    if nproc is None and not dist.is_torchelastic_launched():
-        flags = (("--backend", backend), ("--scaling", scaling), ("--dist-timeout", timeout))
-        given = [flag for flag, value in flags if value]
-        if given:
-            raise UserError(f"{given[0]} applies to data-parallel runs: add --nproc N, or launch with torchrun")
-        return None
-    return Options(nproc, backend or "auto", bool(scaling), timeout or DEFAULT_TIMEOUT)
-
-
-def run_suite(
-    config: RunConfig, options: Options, arch_modules: list[str], echo: Callable[[str], None], command: str | None = None
-) -> Path | None:
-    """Run the suite data-parallel; the run folder, or None on the ranks other than 0 under torchrun.
-
-    `command` is the command line recorded with every record (default: this process's).
-    """
-    if options.nproc is None:
-        return run_ranks(config, options, echo, command)
-    return launch_suite(config, options, arch_modules, echo, command)
+    def fields(self, job: runner.Job, world_size: int, threads: int) -> dict[str, Any]:
+        batch_size = job.config.tasks[architectures.get_spec(job.name).task].batch_size
+        return {
+            "backend": self.options.backend,
+            "global_batch_size": batch_size * world_size,
+            "threads_per_rank": threads,
+            "dist_timeout_s": self.options.timeout,
+        }
 
 
-def launch_suite(
-    config: RunConfig, options: Options, arch_modules: list[str], echo: Callable[[str], None], command: str | None = None
-) -> Path:
-    """`--nproc N`: one group of N local processes per architecture and seed, each ending as one record."""
-    names = _classifiers(config, echo)
-    device, backend = _device_and_backend(config, options.backend, options.nproc)
-    options = dataclasses.replace(options, backend=backend)
-    data = datasets.load(config.dataset, config.data_root, config.download, config.limit_train, config.limit_test)
-    _check_shards(len(data.train_x), options.nproc)
-    threads = _threads_per_rank(options.nproc)
-    run_dir, environment = _new_run(config, options, device, command)
-    echo(
-        f"run {run_dir.name}: {len(names)} architecture(s) x {len(config.seeds)} seed(s) on {data.name}, "
-        f"{options.nproc} x {device.type} processes ({backend}, {threads} thread(s) each)"
-    )
-    for name in names:
-        for seed in config.seeds:
-            record = launch_one(name, seed, data, config, options, device, threads, arch_modules, run_dir)
-            record.update(environment)
-            store.append_record(run_dir, record)
-            echo(runner.summary(record))
-    return run_dir
+class GroupLaunch(_DataParallel):
+    """`--nproc N`: one fresh group of N local processes per architecture and seed, each ending as one record."""
 
+    def device(self, config: RunConfig) -> torch.device:
+        device, backend = _device_and_backend(config, self.options.backend, self.options.nproc)
+        self.options = dataclasses.replace(self.options, backend=backend)
+        self.threads = _threads_per_rank(self.options.nproc)
+        return device
 
-def launch_one(
-    name: str, seed: int, data: datasets.ImageData, config: RunConfig, options: Options, device: torch.device,
-    threads: int, arch_modules: list[str], run_dir: Path,
-) -> dict[str, Any]:
-    """One architecture at one seed on a fresh group of `options.nproc` processes, as a record.
+    def load(self, config: RunConfig, device: torch.device) -> datasets.ImageData:
+        """The launcher's CPU copy, which torch.multiprocessing hands to the ranks in shared memory."""
+        data = datasets.load(config.dataset, config.data_root, config.download, config.limit_train, config.limit_test)
+        _check_shards(len(data.train_x), self.options.nproc)
+        return data
 
-    Never raises for the group's failures: a rank that fails makes a `failed` record naming the rank that
-    caused it, and a launcher that fails (rendezvous, process start) one with the launcher's error.
-    """
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="archbench-ranks-") as folder:
-        launch = LaunchConfig(
-            min_nodes=1,
-            max_nodes=1,
-            nproc_per_node=options.nproc,
-            run_id=f"{run_dir.name}-{name}-{seed}",
-            rdzv_backend="c10d",
-            rdzv_endpoint="localhost:0",
-            rdzv_configs={"timeout": int(options.timeout)},
-            max_restarts=0,
-            start_method=_start_method(),
-            logs_specs=DefaultLogsSpecs(log_dir=os.path.join(folder, "torchelastic")),
+    def describe(self, device: torch.device) -> str:
+        return f"{self.options.nproc} x {device.type} processes ({self.options.backend}, {self.threads} thread(s) each)"
+
+    def execute(self, job: runner.Job) -> dict[str, Any]:
+        """One architecture at one seed on a fresh group of `options.nproc` processes, as a record.
+
+        Never raises for the group's failures: a rank that fails makes a `failed` record naming the rank that
+        caused it, and a launcher that fails (rendezvous, process start) one with the launcher's error.
+        """
+        options = self.options
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="archbench-ranks-") as folder:
+            launch = LaunchConfig(
+                min_nodes=1,
+                max_nodes=1,
+                nproc_per_node=options.nproc,
+                run_id=f"{job.run_dir.name}-{job.name}-{job.seed}",
+                rdzv_backend="c10d",
+                rdzv_endpoint="localhost:0",
+                rdzv_configs={"timeout": int(options.timeout)},
+                max_restarts=0,
+                start_method=isolation.start_method(),
+                logs_specs=DefaultLogsSpecs(log_dir=os.path.join(folder, "torchelastic")),
+            )
+            fields = self.fields(job, options.nproc, self.threads)
+            try:
+                with _launcher_signals():
+                    return elastic_launch(launch, _rank)(job, options, fields, self.threads, folder)[0]
+            except ChildFailedError as error:
+                failure = failures.failure_fields(error.failures, failures.read_reports(Path(folder)), options.nproc)
+            except Exception as error:  # the launcher itself failed (rendezvous, process start): recorded, suite goes on
+                failure = {"error": f"launcher: {type(error).__name__}: {error}", "traceback": traceback.format_exc()}
+        settings = job.config.tasks[architectures.get_spec(job.name).task]
+        record = records.start(
+            job.name, job.seed, run_id=job.run_dir.name, suite=job.config.suite, data=job.data, device=job.device,
+            settings=settings, measure=job.config.measure, world_size=options.nproc, isolation=self.isolation,
         )
-        args = (config, name, seed, data, run_dir, options, device.type, threads, arch_modules, folder)
-        record = runner.new_record(name, seed, data, config, device, run_dir, options.nproc)
-        record.update(_fields(options, options.nproc, config.tasks[record["task"]].batch_size, threads))
-        try:
-            with _launcher_signals():
-                return elastic_launch(launch, _rank)(*args)[0]
-        except ChildFailedError as error:
-            reports = failures.read_reports(Path(folder))
-            record.update(failures.failure_fields(error.failures, reports, options.nproc))
-        except Exception as error:  # the launcher itself failed (rendezvous, process start): recorded, suite goes on
-            record.update(error=f"launcher: {type(error).__name__}: {error}", traceback=traceback.format_exc())
-    record["wall_time_s"] = time.perf_counter() - started
-    return record
+        record.update(fields, **failure, wall_time_s=time.perf_counter() - started)
+        return record
 
 
-def run_ranks(
-    config: RunConfig, options: Options, echo: Callable[[str], None], command: str | None = None
-) -> Path | None:
-    """`archbench run` as one rank of a torchrun group: all ranks run the suite together, rank 0 writes the records."""
-    rank0 = int(os.environ.get("RANK", "0")) == 0
-    echo = echo if rank0 else lambda line: None
-    names = _classifiers(config, echo)
-    device, backend = _device_and_backend(config, options.backend, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    options = dataclasses.replace(options, backend=backend)
-    with failures.reporting(None):
-        group = ddp.join(backend, device.type, options.timeout)
-        data = _load(config, group)
+class RankOfGroup(_DataParallel):
+    """This process as one rank of a torchrun group: every rank runs every pair, rank 0 writes the records."""
+
+    def __init__(self, options: Options):
+        super().__init__(options)
+        self.writes = int(os.environ.get("RANK", "0")) == 0
+        self.group: rank.DDPGroup | None = None
+        self._failed = False
+
+    def device(self, config: RunConfig) -> torch.device:
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        device, backend = _device_and_backend(config, self.options.backend, local_processes)
+        self.options = dataclasses.replace(self.options, backend=backend)
+        with failures.reporting(None):
+            self.group = rank.join(backend, device.type, self.options.timeout)
+        return self.group.device
+
+    def load(self, config: RunConfig, device: torch.device) -> datasets.ImageData:
+        """The dataset on this rank's device; with --download, local rank 0 downloads before the others read."""
+        group = self.group
+        first = group.local_rank == 0
+        if config.download and not first:
+            group.barrier()
+        data = datasets.load(config.dataset, config.data_root, config.download and first, config.limit_train, config.limit_test)
+        if config.download and first:
+            group.barrier()
         _check_shards(len(data.train_x), group.world_size)
-        run_dir, environment = _new_run(config, options, group.device, command) if rank0 else (None, None)
-        run_dir = group.broadcast(run_dir)
-        echo(
-            f"run {run_dir.name}: {len(names)} architecture(s) x {len(config.seeds)} seed(s) on {data.name}, "
-            f"{group.world_size} x {device.type} processes ({backend})"
-        )
-        quiet = config.quiet or not rank0 or not sys.stderr.isatty()
-        for name in names:
-            for seed in config.seeds:
-                record = run_one(name, seed, data, config, options, group, run_dir, quiet)
-                if rank0:
-                    record.update(environment)
-                    store.append_record(run_dir, record)
-                    echo(runner.summary(record))
-        group.close()
-    return run_dir if rank0 else None
+        return data.to(group.device)
 
+    def agree(self, run_dir: Path | None) -> Path:
+        return self.group.broadcast(run_dir)
 
-def run_one(
-    name: str, seed: int, data: datasets.ImageData, config: RunConfig, options: Options, group: ddp.DDPGroup,
-    run_dir: Path, quiet: bool,
-) -> dict[str, Any]:
-    """One architecture at one seed on every rank of `group`; rank 0's record holds the figures.
+    def describe(self, device: torch.device) -> str:
+        return f"{self.group.world_size} x {device.type} processes ({self.options.backend})"
 
-    A non-finite loss, seen alike by every rank (the losses are averaged over ranks), makes a `diverged`
-    record; any other error propagates and ends this rank, so that the launcher stops the group.
-    """
-    spec = architectures.get_spec(name)
-    settings = config.tasks[spec.task]
-    record = runner.new_record(name, seed, data, config, group.device, run_dir, group.world_size)
-    record.update(_fields(options, group.world_size, settings.batch_size, torch.get_num_threads()))
-    started = time.perf_counter()
-    torch.manual_seed(seed)
-    model = architectures.create(name, data.input_shape, data.num_classes).to(group.device)
-    context = RunContext(group.device, seed, config.measure, run_dir, runner.progress_factory(name, seed, quiet), group)
-    try:
-        ddp.run(model, data, settings, context, record, options.scaling)
-        record["status"] = "ok"
-    except Diverged as error:
-        record.update(status="diverged", error=str(error), diverged_step=error.step)
-    record["wall_time_s"] = time.perf_counter() - started
-    return record
+    def execute(self, job: runner.Job) -> dict[str, Any]:
+        """A non-finite loss, seen alike by every rank, makes a `diverged` record; any other error propagates
+        and ends this rank, so that torchrun stops the group."""
+        fields = self.fields(job, self.group.world_size, torch.get_num_threads())
+        train = functools.partial(rank.train, scaling=self.options.scaling)
+        try:
+            with failures.reporting(None):
+                return runner.run_pair(job, self.group, train, fields)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def close(self) -> None:
+        if self.group is not None and not self._failed:
+            self.group.close()
 
 
 def _rank(
-    config: RunConfig, name: str, seed: int, data: datasets.ImageData, run_dir: Path, options: Options,
-    device_type: str, threads: int, arch_modules: list[str], folder: str,
+    job: runner.Job, options: Options, fields: dict[str, Any], threads: int, folder: str
 ) -> dict[str, Any] | None:
-    """One process of a --nproc group (torch's elastic agent calls it in each): rank 0 returns the record.
-
-    `data` is the launcher's CPU copy, which torch.multiprocessing hands over in shared memory.
-    """
-    from .cli import import_arch_modules
-
+    """One process of a --nproc group (torch's elastic agent calls it in each): rank 0 returns the record."""
     with failures.reporting(Path(folder)):
-        import_arch_modules(arch_modules)
+        for module in job.arch_modules:
+            architectures.load_module(module)
         torch.set_num_threads(threads)
-        group = ddp.join(options.backend, device_type, options.timeout)
-        quiet = config.quiet or group.rank != 0 or not sys.stderr.isatty()
-        record = run_one(name, seed, data.to(group.device), config, options, group, run_dir, quiet)
+        group = rank.join(options.backend, job.device.type, options.timeout)
+        quiet = job.quiet or group.rank != 0
+        job = dataclasses.replace(job, data=job.data.to(group.device), device=group.device, quiet=quiet)
+        train = functools.partial(rank.train, scaling=options.scaling)
+        record = runner.run_pair(job, group, train, fields)
         group.close()
     return record if group.rank == 0 else None
-
-
-def _new_run(
-    config: RunConfig, options: Options, device: torch.device, command: str | None
-) -> tuple[Path, dict[str, Any]]:
-    """A fresh run folder with its run.json (configuration, data-parallel options, environment), and the environment."""
-    run_dir = store.new_run_dir(Path(config.out), config.suite)
-    environment = store.environment(device, command)
-    info = {"config": dataclasses.asdict(config), "distributed": dataclasses.asdict(options)}
-    store.write_run_info(run_dir, {**info, "environment": environment})
-    return run_dir, environment
-
-
-def _fields(options: Options, world_size: int, batch_size: int, threads: int) -> dict[str, Any]:
-    return {
-        "backend": options.backend,
-        "global_batch_size": batch_size * world_size,
-        "threads_per_rank": threads,
-        "dist_timeout_s": options.timeout,
-    }
-
-
-def _classifiers(config: RunConfig, echo: Callable[[str], None]) -> list[str]:
-    """The suite's architectures that have a data-parallel loop (classifiers); the others are named and skipped."""
-    try:
-        names = architectures.resolve(config.architectures)
-    except architectures.UnknownArchitecture as error:
-        raise UserError(str(error)) from None
-    kept = [name for name in names if architectures.get_spec(name).task == "classify"]
-    skipped = [name for name in names if name not in kept]
-    if not kept:
-        raise UserError(f"data-parallel runs train classifiers only; none of {', '.join(names)} is one")
-    if skipped:
-        echo(f"skipping {', '.join(skipped)}: data-parallel runs train classifiers only")
-    return kept
 
 
 def _device_and_backend(config: RunConfig, requested: str, local_processes: int) -> tuple[torch.device, str]:
@@ -288,32 +227,12 @@ def _check_shards(train_samples: int, world_size: int) -> None:
         raise UserError(f"{train_samples} training sample(s) cannot be shared among {world_size} processes")
 
 
-def _load(config: RunConfig, group: ddp.DDPGroup) -> datasets.ImageData:
-    """The dataset on this rank's device; with --download, local rank 0 downloads before the others read."""
-    first = group.local_rank == 0
-    if config.download and not first:
-        group.barrier()
-    download = config.download and first
-    data = datasets.load(config.dataset, config.data_root, download, config.limit_train, config.limit_test)
-    if config.download and first:
-        group.barrier()
-    return data.to(group.device)
-
-
 def _threads_per_rank(nproc: int) -> int:
     """CPU threads each rank uses: $OMP_NUM_THREADS when set, else this machine's cores shared out evenly."""
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores // nproc)
-
-
-def _start_method() -> str:
-    """forkserver with this module preloaded, so that each group starts without re-importing torch; else spawn."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return "spawn"
-    multiprocessing.get_context("forkserver").set_forkserver_preload([__name__])
-    return "forkserver"
 
 
 @contextmanager
@@ -335,6 +254,8 @@ def _launcher_signals() -> Iterator[None]:
     except SignalException as error:
         if error.sigval == signal.SIGINT:
             raise KeyboardInterrupt from None
+        if error.sigval == signal.SIGTERM:
+            raise runner.Terminated from None
         raise SystemExit(128 + error.sigval) from None
     finally:
         for logger, level in loggers.items():

@@ -20,10 +20,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from . import measure
-from .data import ImageData
-from .tasks import classify
-from .tasks.base import Group, RunContext, make_optimizer
+from .. import measure
+from ..data import ImageData
+from ..tasks import classify
+from ..tasks.base import Group, RunContext, make_optimizer
 
 ALLREDUCE_WAIT_METHOD = (
     "1 - median step time under DDP no_sync() / median synced step time (DDP steps on a copy, every rank, "
@@ -85,7 +85,7 @@ def join(backend: str, device_type: str, timeout: float) -> DDPGroup:
     return DDPGroup(dist.get_rank(), dist.get_world_size(), local_rank, backend, device)
 
 
-def run(
+def train(
     model: nn.Module, data: ImageData, settings: classify.Settings, context: RunContext, record: dict, scaling: bool
 ) -> None:
     """classify.run under DistributedDataParallel: costs, then training on every rank, then rank 0's inference costs.

@@ -1,0 +1,194 @@
+"""Each (architecture, seed) in a fresh child process, the parent writing its record (the default strategy).
+
+A child cannot take the suite down: one that raises, calls sys.exit or os._exit, dies from a signal (a
+segfault, the OOM killer) or runs past the time limit becomes a `failed` record saying which, with the
+last lines it wrote to stderr, and the suite goes on. A fresh process per model also keeps one model's
+allocator state, cuDNN choices and memory high-water mark away from the next.
+
+Children start from a fork server that has already imported torch and the harness (CUDA-safe: the server
+never touches the GPU), so a child costs milliseconds to start rather than a fresh interpreter's seconds.
+The dataset is loaded once by the parent and handed to each child in shared memory.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+import architectures
+
+from . import data as datasets
+from . import record as records
+from . import runner
+from .config import RunConfig
+
+STDERR_LINES = 20  # how many of a failed child's last stderr lines its record keeps
+
+
+def start_method() -> str:
+    """forkserver with the harness preloaded where the platform has it (Linux), else spawn; both CUDA-safe."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    multiprocessing.get_context("forkserver").set_forkserver_preload([__name__])
+    return "forkserver"
+
+
+class ChildProcess(runner.Strategy):
+    """Run each pair in a fresh child process; `timeout` (seconds, or None) bounds each one."""
+
+    isolation = "process"
+
+    def __init__(self, timeout: float | None = None):
+        self.timeout = timeout
+        self._logs: tempfile.TemporaryDirectory | None = None
+
+    def load(self, config: RunConfig, device: torch.device) -> datasets.ImageData:
+        """The data on the CPU, in shared memory: children map it instead of reading the files again."""
+        data = datasets.load(config.dataset, config.data_root, config.download, config.limit_train, config.limit_test)
+        for tensor in (data.train_x, data.train_y, data.test_x, data.test_y):
+            tensor.share_memory_()
+        return data
+
+    def describe(self, device: torch.device) -> str:
+        limit = f", at most {self.timeout:g} s each" if self.timeout else ""
+        return f"{device}, each architecture in a fresh process{limit}"
+
+    def info(self) -> dict[str, Any]:
+        return {"isolation": self.isolation}
+
+    def execute(self, job: runner.Job) -> dict[str, Any]:
+        if self._logs is None:
+            self._logs = tempfile.TemporaryDirectory(prefix="archbench-children-")
+        log = Path(self._logs.name) / f"{job.name}-seed{job.seed}.stderr"
+        context = multiprocessing.get_context(start_method())
+        receive, send = context.Pipe(duplex=False)
+        environment = (os.getcwd(), dict(os.environ), torch.get_num_threads())
+        child = context.Process(target=_child, args=(job, send, str(log), *environment), name=f"archbench {job.name}")
+        started = time.perf_counter()
+        child.start()
+        send.close()
+        tail = _Tail(log, show=not job.quiet)
+        try:
+            record, ended = _wait(child, receive, self.timeout)
+        finally:
+            if child.is_alive():
+                child.kill()
+            child.join()
+            receive.close()
+            tail.stop()
+        if record is not None:
+            return record
+        return failed_record(job, ended, tail.last_lines(), time.perf_counter() - started)
+
+    def close(self) -> None:
+        if self._logs is not None:
+            self._logs.cleanup()
+            self._logs = None
+
+
+def failed_record(job: runner.Job, ended: str, stderr: list[str], wall_time_s: float) -> dict[str, Any]:
+    """The record of a child that ended without handing one over: `ended` says how, `stderr` its last lines."""
+    settings = job.config.tasks.get(architectures.get_spec(job.name).task)
+    record = records.start(
+        job.name, job.seed, run_id=job.run_dir.name, suite=job.config.suite, data=job.data, device=job.device,
+        settings=settings, measure=job.config.measure, isolation=job.isolation,
+    )
+    last = f" (last stderr: {stderr[-1]})" if stderr else ""
+    record.update(error=f"{ended}{last}", stderr_tail=stderr, wall_time_s=wall_time_s)
+    return record
+
+
+def _wait(child: multiprocessing.Process, receive: Connection, timeout: float | None) -> tuple[dict | None, str]:
+    """The child's record, or None and how the child ended: exited, killed by a signal, or timed out."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready = wait([receive, child.sentinel], remaining)
+        if not ready:
+            return None, f"timed out after {timeout:g} s"
+        if receive in ready:
+            try:
+                return receive.recv(), ""
+            except EOFError:  # the child closed its end without sending: wait for it to end
+                ready = wait([child.sentinel])
+        child.join()
+        code = child.exitcode
+        if code is not None and code < 0:
+            return None, f"killed by signal {signal.Signals(-code).name}"
+        return None, f"exited with code {code} before its record was written"
+
+
+def _child(
+    job: runner.Job, send: Connection, log: str, cwd: str, environ: dict[str, str], threads: int
+) -> None:
+    """The child's side: the parent's folder, environment and threads; stderr into `log`; one record sent back.
+
+    Ctrl-C reaches the whole process group; the child ignores it and the parent stops it.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tqdm.set_lock(threading.RLock())  # tqdm's default lock holds a semaphore that a killed child would leak
+    stderr = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(stderr, 2)
+    os.close(stderr)
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(environ)
+    torch.set_num_threads(threads)
+    for module in job.arch_modules:
+        architectures.load_module(module)
+    record = runner.run_pair(replace(job, data=job.data.to(job.device)))
+    send.send(record)
+    send.close()
+
+
+class _Tail:
+    """Follows a child's stderr file: copies it to this process's stderr when `show`, keeps its end."""
+
+    def __init__(self, path: Path, show: bool, keep: int = 16384):
+        self.path, self.show, self.keep = path, show, keep
+        self.text, self._offset = "", 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._pump()
+
+    def last_lines(self, count: int = STDERR_LINES) -> list[str]:
+        """The last `count` non-empty lines (a progress bar's redraws count as lines)."""
+        lines = [line.strip() for line in self.text.replace("\r", "\n").splitlines()]
+        return [line for line in lines if line][-count:]
+
+    def _follow(self) -> None:
+        while not self._stop.wait(0.2):
+            self._pump()
+
+    def _pump(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return
+        if not chunk:
+            return
+        self._offset += len(chunk)
+        text = chunk.decode(errors="replace")
+        self.text = (self.text + text)[-self.keep :]
+        if self.show:
+            sys.stderr.write(text)
+            sys.stderr.flush()

@@ -1,0 +1,119 @@
+"""The record: one flat JSON object per (architecture, seed), the contract between runs, reports and the gate.
+
+A record starts with the fields `start` gives it (identity, data, settings, provenance, `config_id`, and
+`record_version`); its task loop adds the task's figures (`TASK_KEYS`), the runner adds how it ended and
+the environment (`ENVIRONMENT_KEYS`). `record_version` changes whenever a key changes meaning or a figure
+is measured differently, so that the gate can say "not comparable" instead of comparing unlike things.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+import architectures
+
+# 1: records before this field existed. 2: each architecture measured in a fresh process, with provenance.
+RECORD_VERSION = 2
+
+# What makes two records comparable besides the task's settings: records of other seeds or runs that agree
+# on all of these share a config_id.
+CONFIG_FIELDS = ("task", "dataset", "input_shape", "train_samples", "test_samples", "device", "dtype", "world_size")
+
+COMMON_KEYS = (
+    "record_version", "run_id", "suite", "architecture", "family", "task", "dataset", "input_shape",
+    "train_samples", "test_samples", "device", "dtype", "seed", "world_size", "isolation",
+    "architecture_source", "architecture_source_hash", "config_id", "started_at",
+    "status", "error", "traceback", "wall_time_s",
+    "params", "trainable_params", "flops_per_sample", "train_throughput", "train_throughput_iqr",
+    "train_throughput_repeats", "latency_p50_ms", "latency_p95_ms", "latency_p50_ms_repeats",
+    "peak_memory_mb", "peak_memory_method", "train_time_s", "curve_train_time_s",
+)
+GENERATOR_KEYS = (
+    "generator_params", "fid", "kid", "kid_std", "fid_samples", "fid_features", "fid_classifier",
+    "fid_classifier_accuracy", "fid_classifier_cached", "fid_classifier_file", "generate_throughput",
+    "generate_throughput_iqr", "generate_throughput_repeats", "sample_grid", "latent_dim",
+)
+TASK_KEYS = {
+    "classify": (
+        "test_accuracy", "test_loss", "train_accuracy", "train_loss", "generalization_gap",
+        "curve_test_accuracy", "curve_test_loss", "curve_train_accuracy", "curve_train_loss",
+        "infer_throughput", "infer_throughput_iqr", "infer_throughput_repeats",
+        "target_accuracy", "epochs_to_target", "time_to_target_s",
+    ),
+    "vae": (
+        *GENERATOR_KEYS, "encoder_params", "test_neg_elbo", "test_reconstruction", "test_kl", "test_nll",
+        "train_loss", "curve_train_loss", "curve_test_neg_elbo", "likelihood", "gaussian_std", "iwae_samples",
+    ),
+    "gan": (
+        *GENERATOR_KEYS, "discriminator_params", "d_loss", "g_loss", "curve_d_loss", "curve_g_loss",
+        "collapse_loss", "collapse_steps",
+    ),
+}
+# Data-parallel records add these (see README, "Distributed data-parallel").
+DATA_PARALLEL_KEYS = (
+    "backend", "global_batch_size", "threads_per_rank", "dist_timeout_s", "per_rank_throughput",
+    "single_process_throughput", "scaling_efficiency", "ddp_step_ms", "ddp_step_no_sync_ms",
+    "allreduce_wait_share", "allreduce_wait_method", "failed_rank", "rank_errors",
+)
+ENVIRONMENT_KEYS = (
+    "python", "torch", "torchvision", "device_name", "cpu", "cpu_threads", "cuda", "hostname", "git_commit", "command",
+)
+# A record without these cannot be reported or compared.
+REQUIRED_KEYS = ("architecture", "task", "dataset", "status", "config_id")
+
+
+def start(
+    name: str, seed: int, *, run_id: str, suite: str, data: Any, device: Any, settings: Any, measure: Any,
+    world_size: int = 1, isolation: str = "process",
+) -> dict[str, Any]:
+    """The fields every record of architecture `name` at `seed` starts with; `failed` until a run says otherwise.
+
+    `data` is the run's ImageData, `settings` the task's training settings (a dataclass, or None when the
+    task has none) and `measure` the measurement settings.
+    """
+    spec = architectures.get_spec(name)
+    record = {
+        "record_version": RECORD_VERSION,
+        "run_id": run_id,
+        "suite": suite,
+        "architecture": name,
+        "family": spec.family,
+        "task": spec.task,
+        "dataset": data.name,
+        "input_shape": list(data.input_shape),
+        "train_samples": len(data.train_x),
+        "test_samples": len(data.test_x),
+        "device": device.type,
+        "dtype": str(data.train_x.dtype).removeprefix("torch."),
+        "seed": seed,
+        "world_size": world_size,
+        "isolation": isolation,
+        **spec.provenance,
+        **(dataclasses.asdict(settings) if settings else {}),
+        **{f"measure_{k}": v for k, v in dataclasses.asdict(measure).items()},
+        "status": "failed",
+        "error": None,
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    record["config_id"] = config_id(record, [f.name for f in dataclasses.fields(settings)] if settings else [])
+    return record
+
+
+def config_id(record: dict[str, Any], setting_keys: list[str]) -> str:
+    """A short hash of everything that makes two records comparable: CONFIG_FIELDS and the task's settings.
+
+    Records of other seeds or runs with the same configuration share it; reports aggregate and the
+    regression gate matches records by (architecture, config_id). How a record was isolated is left out:
+    the figures must not depend on it.
+    """
+    described = json.dumps({key: record.get(key) for key in (*CONFIG_FIELDS, *setting_keys)}, sort_keys=True)
+    return hashlib.sha1(described.encode()).hexdigest()[:10]
+
+
+def pair(record: dict[str, Any]) -> tuple[str, int]:
+    """The (architecture, seed) a record is about."""
+    return record["architecture"], record["seed"]
