@@ -25,7 +25,7 @@ CONFIG_FIELDS = ("task", "dataset", "input_shape", "train_samples", "test_sample
 
 COMMON_KEYS = (
     "record_version", "run_id", "suite", "architecture", "family", "task", "dataset", "input_shape",
-    "train_samples", "test_samples", "device", "dtype", "seed", "world_size", "isolation",
+    "train_samples", "test_samples", "device", "dtype", "seed", "world_size", "isolation", "allocator",
     "architecture_source", "architecture_source_hash", "config_id", "started_at",
     "status", "error", "traceback", "wall_time_s",
     "params", "trainable_params", "flops_per_sample", "train_throughput", "train_throughput_iqr",

@@ -26,6 +26,7 @@ from tqdm import tqdm
 import architectures
 
 from . import data as datasets
+from . import measure
 from . import record as records
 from . import store
 from .config import RunConfig
@@ -198,7 +199,7 @@ def run_pair(
         settings=settings, measure=config.measure, world_size=group.world_size if group else 1,
         isolation=job.isolation,
     )
-    record.update(extra or {})
+    record.update(extra or {}, allocator=measure.steady_allocator())
     started = time.perf_counter()
     model = None
     try:
