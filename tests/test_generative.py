@@ -103,6 +103,7 @@ def test_a_latent_size_below_one_is_refused_by_the_builder(name):
         architectures.create(name, (1, 28, 28), latent_dim=0)
 
 
+@pytest.mark.slow
 def test_fid_puts_the_training_split_far_closer_to_the_test_split_than_one_class_or_noise(
     trained_reference, shapes, fid_settings
 ):
@@ -117,6 +118,7 @@ def test_fid_puts_the_training_split_far_closer_to_the_test_split_than_one_class
     assert abs(same["kid"]) < 0.1 * one_class["kid"]  # KID is unbiased: about 0 for one distribution
 
 
+@pytest.mark.slow
 def test_the_reference_classifier_is_trained_once_cached_and_leaves_the_random_state_alone(
     trained_reference, shapes, fid_settings, monkeypatch
 ):
@@ -136,6 +138,7 @@ def test_the_reference_classifier_is_trained_once_cached_and_leaves_the_random_s
     assert str(reference.cache_dir(reference.FidSettings())) == "/somewhere/else"
 
 
+@pytest.mark.slow
 def test_a_generators_fid_falls_as_it_trains(trained_reference, shapes, fid_settings, tmp_path):
     # Smoothed shapes: a target that a small VAE approaches in a few epochs (pixel noise is beyond a VAE's mean).
     def smooth(x):
@@ -156,6 +159,7 @@ def test_a_generators_fid_falls_as_it_trains(trained_reference, shapes, fid_sett
     assert after < 0.6 * before, (before, after)
 
 
+@pytest.mark.slow
 def test_a_vae_run_records_elbo_nll_fid_and_the_costs_of_its_decoder(trained_reference, shapes, fid_settings, tmp_path):
     settings = vae.Settings(epochs=1, batch_size=32, iwae_samples=10, eval_batch_size=300)
     model = architectures.create("vae-mlp", shapes.input_shape, **settings.model_overrides())
@@ -177,6 +181,7 @@ def test_a_vae_run_records_elbo_nll_fid_and_the_costs_of_its_decoder(trained_ref
         assert grid.format == "PNG" and grid.size == (2 + 8 * 34, 2 + 8 * 34)
 
 
+@pytest.mark.slow
 def test_a_gan_records_generator_and_discriminator_separately(trained_reference, shapes, fid_settings, tmp_path):
     settings = gan.Settings(epochs=1, batch_size=100, latent_dim=32, eval_batch_size=300)
     model = architectures.create("gan-mlp", shapes.input_shape, **settings.model_overrides())
@@ -274,6 +279,7 @@ kid_subsets = 5
 """
 
 
+@pytest.mark.slow
 def test_a_suite_runs_vaes_and_gans_and_prints_them_in_one_generators_table(tiny_suite, tmp_path, capsys):
     (tmp_path / "nan_gan.py").write_text(NAN_GAN)
     suite = tiny_suite("vae-mlp", "gan-nan", "gan-mlp", extra=GENERATIVE_SUITE)

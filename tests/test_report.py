@@ -70,6 +70,7 @@ def small_run(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_a_run_ends_with_a_report_with_valid_plots(small_run):
     text = (small_run / "REPORT.md").read_text()
     assert "## Classifiers on synthetic" in text and "archbench run --suite" in text
@@ -83,6 +84,7 @@ def test_a_run_ends_with_a_report_with_valid_plots(small_run):
     assert (small_run / "records.csv").read_text().count("\n") == 1 + 4  # header + 2 archs x 2 seeds
 
 
+@pytest.mark.slow
 def test_report_of_several_runs_and_html_page(small_run, tmp_path, capsys):
     records_file = small_run / "records.jsonl"
     assert main(["report", str(small_run), str(records_file), "--output", str(tmp_path), "--html"]) == 0

@@ -1,0 +1,45 @@
+"""The record as a contract: every key a run writes is documented in bench/record.py, with version and provenance."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+from bench import record
+from bench.cli import main
+from bench.measure import MeasureSettings
+from bench.tasks import TASKS
+
+
+def documented_keys(task: str) -> set[str]:
+    settings = {f.name for f in dataclasses.fields(TASKS[task].Settings)}
+    measure = {f"measure_{f.name}" for f in dataclasses.fields(MeasureSettings)}
+    return {*record.COMMON_KEYS, *record.TASK_KEYS[task], *record.ENVIRONMENT_KEYS, *settings, *measure}
+
+
+def test_every_key_of_a_classify_record_is_documented_and_it_says_where_its_model_came_from(tiny_suite, tmp_path):
+    (tmp_path / "nets.py").write_text(
+        "from torch import nn\nimport architectures\n"
+        "@architectures.register('flat', task='classify', family='test')\n"
+        "def build(input_shape, num_classes):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))\n"
+    )
+    argv = ["run", "--suite", tiny_suite("flat", "cnn-baseline"), "--out", tmp_path / "runs", "--quiet",
+            "--isolation", "none", "--arch-module", tmp_path / "nets.py", "--epochs", "1"]
+    assert main([str(a) for a in argv]) == 0
+    (path,) = (tmp_path / "runs").glob("*/records.jsonl")
+    flat, baseline = [json.loads(line) for line in path.read_text().splitlines()]
+    assert flat["status"] == baseline["status"] == "ok"
+    for written in (flat, baseline):
+        assert set(written) - documented_keys("classify") == set()
+        assert written["record_version"] == record.RECORD_VERSION
+        assert set(record.REQUIRED_KEYS) <= set(written)
+    assert flat["architecture_source"].startswith(str(tmp_path / "nets.py") + ":")
+    assert baseline["architecture_source"].endswith(tuple(f"cnn.py:{n}" for n in range(1, 200)))
+    assert len(flat["architecture_source_hash"]) == 12 and flat["architecture_source_hash"] != baseline["architecture_source_hash"]
+
+
+def test_config_id_depends_on_settings_not_on_seed_or_isolation():
+    base = {"task": "classify", "dataset": "synthetic", "input_shape": [1, 28, 28], "epochs": 2, "seed": 0, "isolation": "none"}
+    same = record.config_id({**base, "seed": 5, "isolation": "process"}, ["epochs"])
+    assert record.config_id(base, ["epochs"]) == same
+    assert record.config_id({**base, "epochs": 3}, ["epochs"]) != same
