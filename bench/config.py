@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,16 @@ _TOP_LEVEL = {
     "limit_test": int,
     "arch_timeout": (int, float),
 }
+_KIND_NAMES = {
+    "description": "a string",
+    "dataset": "a string",
+    "architectures": "a list of names",
+    "seeds": "a list of whole numbers",
+    "limit_train": "a whole number",
+    "limit_test": "a whole number",
+    "arch_timeout": "a number of seconds",
+}
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes any 64-bit value; seeds are recorded as JSON integers
 
 
 @dataclass
@@ -83,7 +95,11 @@ def load(
     """
     path = suite_path(suite)
     try:
-        table = tomllib.loads(path.read_text())
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise UserError(f"suite {path}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+    except OSError as error:
+        raise UserError(f"suite {path}: cannot read it: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"suite {path}: invalid TOML: {error}") from None
     config = _from_table(table, path)
@@ -109,8 +125,7 @@ def _from_table(table: dict[str, Any], path: Path) -> RunConfig:
             valid = ", ".join([*_TOP_LEVEL, *(f"[{s}]" for s in sorted(sections))])
             raise UserError(f"suite {path}: unknown key {key!r} (valid: {valid})")
         elif not isinstance(value, _TOP_LEVEL[key]) or isinstance(value, bool):
-            kind = "number" if isinstance(_TOP_LEVEL[key], tuple) else _TOP_LEVEL[key].__name__
-            raise UserError(f"suite {path}: {key} must be a {kind}, got {value!r}")
+            raise UserError(f"suite {path}: {key} must be {_KIND_NAMES[key]}, got {value!r}")
         else:
             setattr(config, key, value)
     for name, task in TASKS.items():
@@ -131,20 +146,28 @@ def _settings(cls: type, table: dict[str, Any], where: str):
     return _checked(cls(**values), where)
 
 
+_KINDS = {"int": "a whole number", "float": "a finite number", "str": "a string", "bool": "true or false"}
+
+
 def _typed(value: Any, annotation: str, where: str) -> Any:
+    """`value` checked against a settings field's annotation (int, float, str, bool, `X | None`, `tuple[X, ...]`)."""
     if value is None and "None" in annotation:  # only from a run.json: TOML has no null
         return None
-    if annotation.startswith("tuple") and isinstance(value, list):
-        return tuple(value)
+    if annotation.startswith("tuple["):
+        kinds = [kind.strip() for kind in annotation[len("tuple[") : -1].split(",")]
+        if not isinstance(value, (list, tuple)) or len(value) != len(kinds):
+            raise UserError(f"{where} must be a list of {len(kinds)} {_KINDS[kinds[0]].removeprefix('a ')}s, got {value!r}")
+        return tuple(_typed(item, kind, f"{where}[{i}]") for i, (item, kind) in enumerate(zip(value, kinds)))
+    kind = annotation.split("|")[0].strip()
     ok = (
-        (annotation.startswith("int") and isinstance(value, int) and not isinstance(value, bool))
-        or (annotation.startswith("float") and isinstance(value, (int, float)) and not isinstance(value, bool))
-        or (annotation.startswith("str") and isinstance(value, str))
-        or (annotation.startswith("bool") and isinstance(value, bool))
+        (kind == "int" and isinstance(value, int) and not isinstance(value, bool))
+        or (kind == "float" and isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+        or (kind == "str" and isinstance(value, str))
+        or (kind == "bool" and isinstance(value, bool))
     )
     if not ok:
-        raise UserError(f"{where} must be {annotation}, got {value!r}")
-    return float(value) if annotation.startswith("float") else value
+        raise UserError(f"{where} must be {_KINDS.get(kind, kind)}, got {value!r}")
+    return float(value) if kind == "float" else value
 
 
 def _checked(settings: Any, where: str) -> Any:
@@ -156,14 +179,41 @@ def _checked(settings: Any, where: str) -> Any:
 
 def _check(config: RunConfig) -> None:
     if not config.seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in config.seeds):
-        raise UserError(f"seeds must be a non-empty list of integers, got {config.seeds!r}")
+        raise UserError(f"seeds must be a non-empty list of whole numbers, got {config.seeds!r}")
+    for seed in config.seeds:
+        if not 0 <= seed <= MAX_SEED:
+            raise UserError(f"seed {seed} is out of range: seeds are whole numbers from 0 to 2**63 - 1")
+    if len(set(config.seeds)) != len(config.seeds):
+        raise UserError(f"seeds must be distinct, got {config.seeds!r}")
     if not config.architectures or not all(isinstance(a, str) for a in config.architectures):
         raise UserError(f"architectures must be a non-empty list of names, got {config.architectures!r}")
     for flag, limit in (("limit_train", config.limit_train), ("limit_test", config.limit_test)):
         if limit is not None and limit < 1:
             raise UserError(f"{flag} must be a positive number of samples, got {limit}")
-    if config.arch_timeout is not None and not config.arch_timeout > 0:
+    if config.arch_timeout is not None and not (config.arch_timeout > 0 and math.isfinite(config.arch_timeout)):
         raise UserError(f"arch_timeout must be a positive number of seconds, got {config.arch_timeout}")
+    check_writable_folder(Path(config.out), "--out")
+
+
+def check_writable_folder(path: Path, what: str) -> None:
+    """Raise UserError unless `path` is a folder this process can write into, or can be created as one.
+
+    Tried for real (a temporary file in the folder, or in the nearest existing parent), since permission
+    bits do not tell the whole story (root, read-only mounts).
+    """
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"lies under the file {existing}"
+        raise UserError(f"{what} {path}: {where}; give a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise UserError(f"{what} {path}: cannot write into {existing} ({error.strerror}); give a writable folder") from None
 
 
 def from_dict(table: dict[str, Any]) -> RunConfig:

@@ -29,11 +29,13 @@ from . import data as datasets
 from . import measure
 from . import record as records
 from . import store
-from .config import RunConfig
+from .config import RunConfig, check_writable_folder
 from .errors import UserError
 from .tasks import TASKS
+from .tasks import reference
 from .tasks.base import Diverged, Group, RunContext
 
+GENERATIVE_TASKS = ("vae", "gan")  # their FID needs a reference classifier, cached on disk
 FINISHED = ("ok", "diverged")  # statuses a resumed run keeps; `failed` pairs are rerun with --retry-failed
 
 
@@ -139,6 +141,8 @@ def run_suite(
         names = strategy.select(architectures.resolve(config.architectures), echo)
     except architectures.UnknownArchitecture as error:
         raise UserError(str(error)) from None
+    if any(architectures.get_spec(name).task in GENERATIVE_TASKS for name in names):
+        check_writable_folder(reference.cache_dir(config.fid), "FID cache folder ([fid] cache_dir or $ARCHBENCH_FID_CACHE)")
     device = strategy.device(config)
     data = strategy.load(config, device)
     pairs = [(name, seed) for name in names for seed in config.seeds]

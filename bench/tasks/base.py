@@ -39,6 +39,12 @@ class TrainingSettings:
             found.append(f"batch_size must be at least 1, got {self.batch_size}")
         if self.lr <= 0:
             found.append(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            found.append(f"momentum must be in [0, 1), got {self.momentum}")
+        if not all(0 <= beta < 1 for beta in self.betas):
+            found.append(f"betas must both be in [0, 1), got {list(self.betas)}")
+        if self.weight_decay < 0:
+            found.append(f"weight_decay must not be negative, got {self.weight_decay}")
         if self.optimizer not in OPTIMIZERS:
             found.append(f"unknown optimizer {self.optimizer!r} (valid: {', '.join(OPTIMIZERS)})")
         if self.schedule not in SCHEDULES:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass
 
@@ -82,10 +83,22 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 def run(model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict) -> None:
     """Measure `model`'s training costs, train and evaluate it, then measure inference; fills `record` as it goes."""
     data = data.standardized
+    check_outputs(model, data.train_x[:2], data.num_classes)
     record.update(training_costs(model, data, settings, context))
     torch.manual_seed(context.seed)
     fit(model, data, settings, context, record)
     record.update(inference_costs(model, data, settings, context))
+
+
+def check_outputs(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
+    """Raise ValueError unless `model` maps a batch of `x` to one score per class: (batch, num_classes)."""
+    model.eval()
+    with torch.inference_mode():
+        scores = model(x)
+    expected = (len(x), num_classes)
+    if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != expected:
+        got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise ValueError(f"the model's output has shape {got}; a classifier must return (batch, classes) = {expected}")
 
 
 def training_costs(model: nn.Module, data: ImageData, settings: Settings, context: RunContext) -> dict:
@@ -149,7 +162,10 @@ def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
                 step = epoch * steps_per_epoch + bad + 1
                 raise Diverged(f"non-finite training loss at step {step} (epoch {epoch + 1})", step)
             test_accuracy, test_loss = evaluate(model, data.test_x, data.test_y, settings.eval_batch_size)
-            train_accuracy, _ = evaluate(model, *train_probe, settings.eval_batch_size)
+            train_accuracy, train_probe_loss = evaluate(model, *train_probe, settings.eval_batch_size)
+            if not (math.isfinite(test_loss) and math.isfinite(train_probe_loss)):
+                step = (epoch + 1) * steps_per_epoch
+                raise Diverged(f"non-finite outputs at evaluation after epoch {epoch + 1} (step {step})", step)
             curves["train_loss"].append(losses.mean().item())
             curves["test_accuracy"].append(test_accuracy)
             curves["test_loss"].append(test_loss)

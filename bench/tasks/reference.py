@@ -60,6 +60,8 @@ class FidSettings(TrainingSettings):
             found.append(f"eval_batch_size must be at least 1, got {self.eval_batch_size}")
         if self.kid_subsets < 1:
             found.append(f"kid_subsets must be at least 1, got {self.kid_subsets}")
+        if not 0 <= self.seed < 2**63:
+            found.append(f"seed must be a whole number from 0 to 2**63 - 1, got {self.seed}")
         if self.kid_subset_size < 2:
             found.append(f"kid_subset_size must be at least 2, got {self.kid_subset_size}")
         return found
