@@ -7,7 +7,9 @@ speed is their median and its measured spread includes the machine's variation f
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,12 +18,15 @@ from .errors import UserError
 
 DEFAULT_DIR = Path("results") / "baseline"
 SOURCE = "baseline.json"
+MANAGED = (store.RECORDS, store.RUN_INFO, SOURCE)  # what `update` writes; anything else in the folder is kept
 
 
 def update(records_files: list[Path], folder: Path = DEFAULT_DIR) -> Path:
     """Replace the baseline in `folder` with the records of the runs `records_files`; returns the new records file.
 
-    `baseline.json` says which runs and which commits (the records' git_commit) produced it.
+    `baseline.json` says which runs and which commits (the records' git_commit) produced it. The new baseline
+    is written whole into a temporary folder beside `folder` and then swapped in by renames, so a failure at
+    any point leaves the old baseline as it was. Other files in `folder` are carried over.
     """
     runs = [store.read_records(path) for path in records_files]
     for path, records in zip(records_files, runs):
@@ -29,12 +34,9 @@ def update(records_files: list[Path], folder: Path = DEFAULT_DIR) -> Path:
             raise UserError(f"{path} holds no records")
     records = [record for run in runs for record in run]
     commits = sorted({str(r.get("git_commit")) for r in records})
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / store.RECORDS
-    target.write_text("".join(json.dumps(record) + "\n" for record in records))
-    run_info = records_files[-1].parent / store.RUN_INFO
-    if run_info.is_file():
-        shutil.copyfile(run_info, folder / store.RUN_INFO)
+    folder = Path(folder)
+    store.writable_folder(folder, "--to", create=False)
+    parent = store.writable_folder(folder.absolute().parent, f"--to {folder}: its parent folder")
     source = {
         "run_ids": [run[0].get("run_id") for run in runs],
         "suite": records[0].get("suite"),
@@ -43,5 +45,45 @@ def update(records_files: list[Path], folder: Path = DEFAULT_DIR) -> Path:
         "device_name": records[0].get("device_name"),
         "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    (folder / SOURCE).write_text(json.dumps(source, indent=2) + "\n")
-    return target
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.new-", dir=parent))
+        try:
+            _write(staging, folder, records, records_files[-1].parent / store.RUN_INFO, source)
+            _swap(staging, folder.absolute())
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except OSError as error:
+        raise UserError(f"--to {folder}: cannot write the baseline, left unchanged: {error.strerror or error}") from None
+    return folder / store.RECORDS
+
+
+def _write(staging: Path, old: Path, records: list[dict], run_info: Path, source: dict) -> None:
+    """The new baseline's files in `staging`: records, run.json, baseline.json, and the old folder's other files."""
+    (staging / store.RECORDS).write_text("".join(json.dumps(record) + "\n" for record in records))
+    if run_info.is_file():
+        shutil.copyfile(run_info, staging / store.RUN_INFO)
+    (staging / SOURCE).write_text(json.dumps(source, indent=2) + "\n")
+    if old.is_dir():
+        for entry in old.iterdir():
+            if entry.name in MANAGED:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.copytree(entry, staging / entry.name, symlinks=True)
+            else:
+                shutil.copy2(entry, staging / entry.name, follow_symlinks=False)
+
+
+def _swap(staging: Path, folder: Path) -> None:
+    """Put `staging` in the place of `folder`: old -> backup, new -> folder, backup removed; undone on failure."""
+    if not folder.exists():
+        os.rename(staging, folder)
+        return
+    backup = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+    backup.rmdir()  # only the unique name is wanted: a rename needs the target absent
+    os.rename(folder, backup)
+    try:
+        os.rename(staging, folder)
+    except BaseException:
+        os.rename(backup, folder)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)

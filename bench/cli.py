@@ -258,8 +258,13 @@ def _report(args: argparse.Namespace) -> int:
     records = [record for path in paths for record in store.read_records(path)]
     if not records:
         raise UserError(f"{', '.join(map(str, paths))}: no records")
+    output = store.writable_folder(args.output, "--output") if args.output else paths[-1].parent
     print(report.tables(records))
-    print(f"\nreport: {report.write_report(records, args.output or paths[-1].parent, html_page=args.html)}")
+    try:
+        written = report.write_report(records, output, html_page=args.html)
+    except OSError as error:
+        raise UserError(f"cannot write the report into {output}: {error.strerror or error}") from None
+    print(f"\nreport: {written}")
     return 0
 
 
@@ -268,7 +273,9 @@ def _compare(args: argparse.Namespace) -> int:
 
     baseline = store.read_records(store.records_path(args.baseline, args.out))
     candidates = [store.read_records(store.records_path(run, args.out)) for run in args.candidates]
-    tolerances = gate.load_tolerances(args.tolerances)
+    names = {record["architecture"] for run in (baseline, *candidates) for record in run}
+    tolerances = gate.load_tolerances(args.tolerances, names)
+    gate.check_accepted(args.accept, names)
     if args.reference:
         tolerances = dataclasses.replace(tolerances, reference=args.reference)
     comparison = gate.reproduced([gate.compare(baseline, run, tolerances, tuple(args.accept)) for run in candidates])

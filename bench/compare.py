@@ -20,7 +20,7 @@ import statistics
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from scipy.stats import mannwhitneyu
 from tabulate import tabulate
@@ -110,23 +110,77 @@ class Comparison:
         return [line for line in self.lines if line.verdict in FAILING]
 
 
-def load_tolerances(path: Path | None = None) -> Tolerances:
-    """The default tolerances, with those of `path` (a TOML file of the same shape) on top."""
+def load_tolerances(path: Path | None = None, architectures: Collection[str] | None = None) -> Tolerances:
+    """The default tolerances, with those of `path` (a TOML file of the same shape) on top.
+
+    Every mistake in `path` is a UserError naming the file and the key: an unknown key or figure, a value
+    that is not a non-negative number or false, `reference` not a string, `alpha` outside (0, 1), and, when
+    `architectures` (the names in the runs compared) is given, an `[architecture.NAME]` for a name in none of them.
+    """
     table = _read_toml(DEFAULT_TOLERANCES)
     if path is not None:
         override = _read_toml(path)
         unknown = set(override) - {"reference", "alpha", "default", "architecture"}
         if unknown:
             raise UserError(f"{path}: unknown key {sorted(unknown)[0]!r} (valid: reference, alpha, [default], [architecture.NAME])")
+        _check_table(path, "default", override.get("default", {}))
+        sections = override.get("architecture", {})
+        if not isinstance(sections, dict):
+            raise UserError(f"{path}: 'architecture' must be tables [architecture.NAME], got {_toml_kind(sections)}")
+        for name, section in sections.items():
+            _check_table(path, f"architecture.{name}", section)
+            if architectures is not None and name not in architectures:
+                raise UserError(
+                    f"{path}: [architecture.{name}]: no architecture {name!r} in the runs compared "
+                    f"(they hold: {', '.join(sorted(architectures)) or 'none'})"
+                )
         table["default"] = {**table["default"], **override.get("default", {})}
-        table["architecture"] = {**table.get("architecture", {}), **override.get("architecture", {})}
+        table["architecture"] = {**table.get("architecture", {}), **sections}
         table.update({k: override[k] for k in ("reference", "alpha") if k in override})
-    values = [*table["default"].values(), *(v for t in table.get("architecture", {}).values() for v in t.values())]
-    if not all(v is False or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0) for v in values):
+    else:
+        _check_table(DEFAULT_TOLERANCES, "default", table["default"])
+        for name, section in table.get("architecture", {}).items():
+            _check_table(DEFAULT_TOLERANCES, f"architecture.{name}", section)
+    source = path or DEFAULT_TOLERANCES
+    reference, alpha = table["reference"], table["alpha"]
+    if not isinstance(reference, str):
         raise UserError(
-            f"{path or DEFAULT_TOLERANCES}: tolerances must be non-negative numbers, or false (shown, not judged)"
+            f"{source}: reference must be a string, {MEDIAN!r} or an architecture's name, got {_toml_kind(reference)}"
         )
-    return Tolerances(str(table["reference"]), float(table["alpha"]), table["default"], table.get("architecture", {}))
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise UserError(f"{source}: alpha must be a number between 0 and 1 (exclusive), got {alpha!r}")
+    return Tolerances(reference, float(alpha), table["default"], table.get("architecture", {}))
+
+
+def check_accepted(accept: Collection[str], architectures: Collection[str]) -> None:
+    """UserError for an `--accept` name that is in none of the runs compared."""
+    for name in accept:
+        if name not in architectures:
+            raise UserError(
+                f"--accept {name}: no architecture of that name in the runs compared "
+                f"(they hold: {', '.join(sorted(architectures)) or 'none'})"
+            )
+
+
+TOLERANCE_KEYS = tuple(dict.fromkeys([*(f.key for f in FIGURES), *(f.floor for f in FIGURES if f.floor)]))
+
+
+def _check_table(path: Path, name: str, values: Any) -> None:
+    """UserError unless `values` (the table [name] of `path`) maps known figures to non-negative numbers or false."""
+    if not isinstance(values, dict):
+        raise UserError(f"{path}: [{name}] must be a table of tolerances, got {_toml_kind(values)}")
+    for key, value in values.items():
+        if key not in TOLERANCE_KEYS:
+            raise UserError(f"{path}: [{name}]: unknown figure {key!r} (valid: {', '.join(TOLERANCE_KEYS)})")
+        if not (value is False or (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0)):
+            raise UserError(
+                f"{path}: [{name}] {key} = {value!r}: tolerances must be non-negative numbers, or false (shown, not judged)"
+            )
+
+
+def _toml_kind(value: Any) -> str:
+    kinds = {dict: "a table", list: "an array", str: "a string", bool: "a boolean"}
+    return kinds.get(type(value), f"{value!r}")
 
 
 def compare(
@@ -339,8 +393,14 @@ def _machine_factors(
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(Path(path).read_text())
+        return tomllib.loads(Path(path).read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise UserError(f"tolerances file {path} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"tolerances file {path} is a folder, not a TOML file") from None
+    except OSError as error:
+        raise UserError(f"tolerances file {path}: cannot read: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start})") from None
     except tomllib.TOMLDecodeError as error:
-        raise UserError(f"{path}: invalid TOML: {error}") from None
+        raise UserError(f"{path}: invalid TOML: {' '.join(str(error).split())}") from None

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import store
 from .errors import UserError
 from .measure import MeasureSettings
 from .tasks import TASKS
@@ -192,28 +192,7 @@ def _check(config: RunConfig) -> None:
             raise UserError(f"{flag} must be a positive number of samples, got {limit}")
     if config.arch_timeout is not None and not (config.arch_timeout > 0 and math.isfinite(config.arch_timeout)):
         raise UserError(f"arch_timeout must be a positive number of seconds, got {config.arch_timeout}")
-    check_writable_folder(Path(config.out), "--out")
-
-
-def check_writable_folder(path: Path, what: str) -> None:
-    """Raise UserError unless `path` is a folder this process can write into, or can be created as one.
-
-    Tried for real (a temporary file in the folder, or in the nearest existing parent), since permission
-    bits do not tell the whole story (root, read-only mounts).
-    """
-    existing = path
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        existing = existing.parent
-    if not existing.is_dir():
-        where = "is a file" if existing == path else f"lies under the file {existing}"
-        raise UserError(f"{what} {path}: {where}; give a folder")
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as error:
-        raise UserError(f"{what} {path}: cannot write into {existing} ({error.strerror}); give a writable folder") from None
+    store.writable_folder(Path(config.out), "--out", create=False)
 
 
 def from_dict(table: dict[str, Any]) -> RunConfig:

@@ -29,7 +29,7 @@ from . import data as datasets
 from . import measure
 from . import record as records
 from . import store
-from .config import RunConfig, check_writable_folder
+from .config import RunConfig
 from .errors import UserError
 from .tasks import TASKS
 from .tasks import reference
@@ -52,6 +52,14 @@ class Job:
     quiet: bool
     arch_modules: tuple[str, ...] = ()
     isolation: str = "none"
+
+    def start_record(self, world_size: int = 1) -> dict[str, Any]:
+        """The fields this pair's record starts with (bench.record.start); `failed` until a run says otherwise."""
+        return records.start(
+            self.name, self.seed, run_id=self.run_dir.name, suite=self.config.suite, data=self.data,
+            device=self.device, settings=self.config.tasks.get(architectures.get_spec(self.name).task),
+            measure=self.config.measure, world_size=world_size, isolation=self.isolation,
+        )
 
 
 class Strategy:
@@ -142,7 +150,8 @@ def run_suite(
     except architectures.UnknownArchitecture as error:
         raise UserError(str(error)) from None
     if any(architectures.get_spec(name).task in GENERATIVE_TASKS for name in names):
-        check_writable_folder(reference.cache_dir(config.fid), "FID cache folder ([fid] cache_dir or $ARCHBENCH_FID_CACHE)")
+        what = "FID cache folder ([fid] cache_dir or $ARCHBENCH_FID_CACHE)"
+        store.writable_folder(reference.cache_dir(config.fid), what, create=False)
     device = strategy.device(config)
     data = strategy.load(config, device)
     pairs = [(name, seed) for name in names for seed in config.seeds]
@@ -198,11 +207,7 @@ def run_pair(
     config, device = job.config, job.device
     spec = architectures.get_spec(job.name)
     settings = config.tasks.get(spec.task)
-    record = records.start(
-        job.name, job.seed, run_id=job.run_dir.name, suite=config.suite, data=job.data, device=device,
-        settings=settings, measure=config.measure, world_size=group.world_size if group else 1,
-        isolation=job.isolation,
-    )
+    record = job.start_record(group.world_size if group else 1)
     record.update(extra or {}, allocator=measure.steady_allocator())
     started = time.perf_counter()
     model = None

@@ -14,6 +14,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -21,6 +22,7 @@ from typing import Any, Callable
 import torch
 
 from .errors import UserError
+from .record import REQUIRED_KEYS
 
 RECORDS = "records.jsonl"
 RUN_INFO = "run.json"
@@ -123,28 +125,101 @@ def records_path(run: str | Path | None, out: Path) -> Path:
             raise UserError(f"no runs under {out}; start one with `archbench run`")
         return max(runs, key=lambda p: p.stat().st_mtime)
     path = Path(run)
-    for candidate in (path, path / RECORDS, out / str(run) / RECORDS):
+    candidates = list(dict.fromkeys((path, path / RECORDS, out / str(run) / RECORDS)))
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise UserError(f"no run records at {run} (looked for {path / RECORDS} and {out / str(run) / RECORDS})")
+    for candidate in candidates:
+        if candidate.name == RECORDS and candidate.exists():
+            raise UserError(f"{candidate}: not a file, cannot read run records from it")
+    looked = " and ".join(str(c) for c in candidates[1:])
+    raise UserError(f"no run records at {run} (looked for {looked})")
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Every record of a records file; a corrupt line is a UserError naming file and line."""
+    """Every record of a records file; a line that is no record is a UserError naming file and line.
+
+    Each non-blank line must be UTF-8 text holding one JSON object with the keys `record.REQUIRED_KEYS`
+    (strings). An unreadable file is a UserError naming it.
+    """
+    try:
+        content = Path(path).read_bytes()
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, expected a records file ({RECORDS})") from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot read: {error.strerror or error}") from None
     records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, raw in enumerate(content.split(b"\n"), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise UserError(
+                f"{path}:{number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1}); "
+                "is this a records file?"
+            ) from None
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise UserError(f"{path}:{number}: corrupt record: {error.msg}") from None
+            raise UserError(f"{path}:{number}: corrupt record: {error.msg} (column {error.colno})") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path}:{number}: a record must be a JSON object, got {_json_kind(record)}")
+        missing = [key for key in REQUIRED_KEYS if key not in record]
+        if missing:
+            raise UserError(
+                f"{path}:{number}: record lacks required key(s) {', '.join(missing)} "
+                f"(a record needs {', '.join(REQUIRED_KEYS)})"
+            )
+        wrong = next((key for key in REQUIRED_KEYS if not isinstance(record[key], str)), None)
+        if wrong:
+            raise UserError(f"{path}:{number}: record key {wrong!r} must be a string, got {_json_kind(record[wrong])}")
+        records.append(record)
     return records
 
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:
     path = run_dir / RUN_INFO
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as error:
+        raise UserError(f"{path}: cannot read: {error.strerror or error}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        reason = error.msg if isinstance(error, json.JSONDecodeError) else "not UTF-8 text"
+        raise UserError(f"{path}: corrupt run information: {reason}") from None
+    if not isinstance(info, dict):
+        raise UserError(f"{path}: corrupt run information: a JSON object expected, got {_json_kind(info)}")
+    return info
+
+
+def writable_folder(path: Path, what: str, create: bool = True) -> Path:
+    """`path` as a folder this process can write files into, created if missing; else a UserError naming `what`.
+
+    Writability is tried, not read from permission bits (which do not bind root): a file is created and removed.
+    Without `create`, nothing is made: the probe goes into the nearest folder that exists on the way to `path`.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path}: is a file, not a folder")
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"{what} {path}: {blocker} is a file, not a folder")
+    try:
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        probe = tempfile.NamedTemporaryFile(dir=existing, prefix=".archbench-write-test-")
+        probe.close()
+    except OSError as error:
+        raise UserError(f"{what} {path}: not writable ({error.strerror or error})") from None
+    return path
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {dict: "an object", list: "an array", str: "a string", bool: "true/false", type(None): "null"}
+    return kinds.get(type(value), "a number")
 
 
 def _jsonable(value: Any) -> Any:
