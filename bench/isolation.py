@@ -30,7 +30,6 @@ from tqdm import tqdm
 import architectures
 
 from . import data as datasets
-from . import record as records
 from . import runner
 from .config import RunConfig
 
@@ -65,9 +64,6 @@ class ChildProcess(runner.Strategy):
         limit = f", at most {self.timeout:g} s each" if self.timeout else ""
         return f"{device}, each architecture in a fresh process{limit}"
 
-    def info(self) -> dict[str, Any]:
-        return {"isolation": self.isolation}
-
     def execute(self, job: runner.Job) -> dict[str, Any]:
         if self._logs is None:
             self._logs = tempfile.TemporaryDirectory(prefix="archbench-children-")
@@ -100,11 +96,7 @@ class ChildProcess(runner.Strategy):
 
 def failed_record(job: runner.Job, ended: str, stderr: list[str], wall_time_s: float) -> dict[str, Any]:
     """The record of a child that ended without handing one over: `ended` says how, `stderr` its last lines."""
-    settings = job.config.tasks.get(architectures.get_spec(job.name).task)
-    record = records.start(
-        job.name, job.seed, run_id=job.run_dir.name, suite=job.config.suite, data=job.data, device=job.device,
-        settings=settings, measure=job.config.measure, isolation=job.isolation,
-    )
+    record = job.start_record()
     last = f" (last stderr: {stderr[-1]})" if stderr else ""
     record.update(error=f"{ended}{last}", stderr_tail=stderr, wall_time_s=wall_time_s)
     return record

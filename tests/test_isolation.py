@@ -31,7 +31,10 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 
 
 def test_every_kind_of_fault_is_a_record_and_the_suite_goes_on(tiny_suite, tmp_path, capsys):
-    faults = ["raises-in-builder", "raises", "sys-exit", "os-exit", "killed", "segfaults", "nan-loss", "cnn-baseline"]
+    faults = [
+        "raises-in-builder", "raises", "sys-exit", "os-exit", "killed", "segfaults", "nan-loss", "nan-at-evaluation",
+        "twenty-scores", "cnn-baseline",
+    ]
     argv = ["run", "--suite", tiny_suite(*faults), "--out", tmp_path, "--quiet", "--arch-module", FAULTY, "--epochs", "1"]
     code, _, err = run(capsys, *argv)
     assert code == 0, err
@@ -46,9 +49,13 @@ def test_every_kind_of_fault_is_a_record_and_the_suite_goes_on(tiny_suite, tmp_p
     assert errors["killed"] == ("failed", "killed by signal SIGKILL")
     assert errors["segfaults"][0] == "failed" and errors["segfaults"][1].startswith("killed by signal SIGSEGV")
     assert errors["nan-loss"] == ("diverged", "non-finite training loss at step 3 (epoch 1)")
+    assert errors["nan-at-evaluation"] == ("diverged", "non-finite outputs at evaluation after epoch 1 (step 6)")
+    assert errors["twenty-scores"] == (
+        "failed", "ValueError: the model's output has shape (2, 20); a classifier must return (batch, classes) = (2, 10)"
+    )
     assert got["cnn-baseline"]["status"] == "ok" and got["cnn-baseline"]["isolation"] == "process"
     assert all(r["record_version"] == 2 and r["architecture_source"] for r in got.values())
-    assert "did not finish: raises-in-builder, raises, sys-exit, os-exit, killed, segfaults, nan-loss" in err
+    assert f"did not finish: {', '.join(faults[:-1])}" in err
 
 
 def test_a_hung_architecture_times_out_and_the_next_one_runs(tiny_suite, tmp_path, capsys):

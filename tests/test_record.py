@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-from pathlib import Path
 
 from bench import record
 from bench.cli import main

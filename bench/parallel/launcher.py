@@ -35,7 +35,7 @@ from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 import architectures
 
 from .. import data as datasets
-from .. import isolation, record as records, runner
+from .. import isolation, runner
 from ..config import RunConfig
 from ..errors import UserError
 from . import Options, failures, rank
@@ -122,11 +122,7 @@ class GroupLaunch(_DataParallel):
                 failure = failures.failure_fields(error.failures, failures.read_reports(Path(folder)), options.nproc)
             except Exception as error:  # the launcher itself failed (rendezvous, process start): recorded, suite goes on
                 failure = {"error": f"launcher: {type(error).__name__}: {error}", "traceback": traceback.format_exc()}
-        settings = job.config.tasks[architectures.get_spec(job.name).task]
-        record = records.start(
-            job.name, job.seed, run_id=job.run_dir.name, suite=job.config.suite, data=job.data, device=job.device,
-            settings=settings, measure=job.config.measure, world_size=options.nproc, isolation=self.isolation,
-        )
+        record = job.start_record(options.nproc)
         record.update(fields, **failure, wall_time_s=time.perf_counter() - started)
         return record
 

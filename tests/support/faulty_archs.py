@@ -82,6 +82,24 @@ faulty("nan-loss", "NaN inputs from training step 3 on", lambda x: torch.full_li
 faulty("pauses-once", "sleeps at training step 3 the first time only", _pause_once)
 
 
+class NanAtEvaluation(Faulty):
+    """Trains like a linear model; its evaluation outputs (inference mode, whole eval batches) are NaN."""
+
+    def forward(self, x):
+        scores = super().forward(x)
+        return scores * float("nan") if torch.is_inference_mode_enabled() and len(x) > 2 else scores
+
+
+@architectures.register("nan-at-evaluation", task="classify", family="test", description="NaN scores at evaluation")
+def nan_at_evaluation(input_shape, num_classes):
+    return NanAtEvaluation(input_shape, num_classes, lambda x: x)
+
+
+@architectures.register("twenty-scores", task="classify", family="test", description="20 scores for 10 classes")
+def twenty_scores(input_shape, num_classes):
+    return Faulty(input_shape, 2 * num_classes, lambda x: x)
+
+
 @architectures.register("raises-in-builder", task="classify", family="test", description="its builder raises")
 def raises_in_builder(input_shape, num_classes):
     raise ValueError("no such layer")
