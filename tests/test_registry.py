@@ -108,3 +108,18 @@ def test_a_broken_plugin_is_reported_by_name(tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "_entry_points_loaded", False)
     with pytest.raises(architectures.PluginError, match="bad = no_such_module_here"):
         architectures.list_architectures()
+
+
+@pytest.mark.parametrize("stem", ["bench", "torchvision", "architectures"])
+def test_a_plugin_file_named_like_an_imported_module_replaces_nothing(stem, tmp_path):
+    (tmp_path / f"{stem}.py").write_text(
+        "from torch import nn\nimport architectures\n"
+        f"@architectures.register('from-{stem}-py', task='classify', family='test')\n"
+        "def build(input_shape, num_classes):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))\n"
+    )
+    __import__(stem)
+    before = sys.modules[stem]
+    architectures.load_module(str(tmp_path / f"{stem}.py"))
+    assert sys.modules[stem] is before
+    assert architectures.create(f"from-{stem}-py", (1, 8, 8), 3)(torch.zeros(2, 1, 8, 8)).shape == (2, 3)
