@@ -12,6 +12,7 @@ The dataset is loaded once by the parent and handed to each child in shared memo
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import os
 import signal
@@ -33,7 +34,7 @@ from . import data as datasets
 from . import runner
 from .config import RunConfig
 
-STDERR_LINES = 20  # how many of a failed child's last stderr lines its record keeps
+STDERR_LINES = 40  # how many of a failed child's last stderr lines its record keeps (a crash's stack fits)
 
 
 def start_method() -> str:
@@ -97,9 +98,18 @@ class ChildProcess(runner.Strategy):
 def failed_record(job: runner.Job, ended: str, stderr: list[str], wall_time_s: float) -> dict[str, Any]:
     """The record of a child that ended without handing one over: `ended` says how, `stderr` its last lines."""
     record = job.start_record()
-    last = f" (last stderr: {stderr[-1]})" if stderr else ""
+    last = f" ({_gist(stderr)})" if stderr else ""
     record.update(error=f"{ended}{last}", stderr_tail=stderr, wall_time_s=wall_time_s)
     return record
+
+
+def _gist(stderr: list[str]) -> str:
+    """The stderr line that says most: where a crash happened (faulthandler's innermost frame), else the last."""
+    fatal = next((i for i, line in enumerate(stderr) if line.startswith("Fatal Python error")), None)
+    if fatal is not None:
+        frame = next((line for line in stderr[fatal:] if line.startswith("File ")), "")
+        return f"{stderr[fatal]}; {frame}".rstrip("; ")
+    return f"last stderr: {stderr[-1]}"
 
 
 def _wait(child: multiprocessing.Process, receive: Connection, timeout: float | None) -> tuple[dict | None, str]:
@@ -134,6 +144,7 @@ def _child(
     stderr = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(stderr, 2)
     os.close(stderr)
+    faulthandler.enable()  # a segfault or abort leaves the Python stack in the record's stderr_tail
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(environ)

@@ -48,6 +48,8 @@ def test_every_kind_of_fault_is_a_record_and_the_suite_goes_on(tiny_suite, tmp_p
     assert got["os-exit"]["stderr_tail"] == ["about to os._exit"]
     assert errors["killed"] == ("failed", "killed by signal SIGKILL")
     assert errors["segfaults"][0] == "failed" and errors["segfaults"][1].startswith("killed by signal SIGSEGV")
+    assert errors["segfaults"][1].startswith("killed by signal SIGSEGV (Fatal Python error: Segmentation fault; File ")
+    assert any("faulty_archs.py" in line and "_segfault" in line for line in got["segfaults"]["stderr_tail"])
     assert errors["nan-loss"] == ("diverged", "non-finite training loss at step 3 (epoch 1)")
     assert errors["nan-at-evaluation"] == ("diverged", "non-finite outputs at evaluation after epoch 1 (step 6)")
     assert errors["twenty-scores"] == (
