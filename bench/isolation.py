@@ -15,6 +15,7 @@ from __future__ import annotations
 import faulthandler
 import multiprocessing
 import os
+import select
 import signal
 import sys
 import tempfile
@@ -68,15 +69,16 @@ class ChildProcess(runner.Strategy):
     def execute(self, job: runner.Job) -> dict[str, Any]:
         if self._logs is None:
             self._logs = tempfile.TemporaryDirectory(prefix="archbench-children-")
-        log = Path(self._logs.name) / f"{job.name}-seed{job.seed}.stderr"
+        handle, log = tempfile.mkstemp(suffix=".stderr", dir=self._logs.name)  # names may hold any character
+        os.close(handle)
         context = multiprocessing.get_context(start_method())
         receive, send = context.Pipe(duplex=False)
-        environment = (os.getcwd(), dict(os.environ), torch.get_num_threads())
-        child = context.Process(target=_child, args=(job, send, str(log), *environment), name=f"archbench {job.name}")
+        environment = (os.getpid(), os.getcwd(), dict(os.environ), torch.get_num_threads())
+        child = context.Process(target=_child, args=(job, send, log, *environment), name=f"archbench {job.name}")
         started = time.perf_counter()
         child.start()
         send.close()
-        tail = _Tail(log, show=not job.quiet)
+        tail = _Tail(Path(log), show=not job.quiet)
         try:
             record, ended = _wait(child, receive, self.timeout)
         finally:
@@ -123,8 +125,8 @@ def _wait(child: multiprocessing.Process, receive: Connection, timeout: float | 
         if receive in ready:
             try:
                 return receive.recv(), ""
-            except EOFError:  # the child closed its end without sending: wait for it to end
-                ready = wait([child.sentinel])
+            except EOFError:  # the child's end closed without a record: it is exiting
+                pass
         child.join()
         code = child.exitcode
         if code is not None and code < 0:
@@ -133,13 +135,15 @@ def _wait(child: multiprocessing.Process, receive: Connection, timeout: float | 
 
 
 def _child(
-    job: runner.Job, send: Connection, log: str, cwd: str, environ: dict[str, str], threads: int
+    job: runner.Job, send: Connection, log: str, archbench: int, cwd: str, environ: dict[str, str], threads: int
 ) -> None:
-    """The child's side: the parent's folder, environment and threads; stderr into `log`; one record sent back.
+    """The child's side: the parent's folder, environment and threads; stderr into `log`; one record sent back;
+    ended when the parent process `archbench` ends.
 
     Ctrl-C reaches the whole process group; the child ignores it and the parent stops it.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _end_with(archbench)
     tqdm.set_lock(threading.RLock())  # tqdm's default lock holds a semaphore that a killed child would leak
     stderr = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(stderr, 2)
@@ -154,6 +158,24 @@ def _child(
     record = runner.run_pair(replace(job, data=job.data.to(job.device)))
     send.send(record)
     send.close()
+
+
+def _end_with(pid: int) -> None:
+    """End this child when process `pid` (archbench) ends, even killed outright: no model runs on unwatched.
+
+    The child's own parent is the fork server, which outlives archbench while a child runs, so a watcher thread
+    waits on a pidfd of archbench itself (Linux 5.3 and newer; elsewhere nothing is watched).
+    """
+    try:
+        watched = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return
+
+    def watch() -> None:
+        select.select([watched], [], [])
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 class _Tail:

@@ -164,8 +164,8 @@ def run_suite(
             run_dir = resume
             done = {records.pair(r): r["status"] for r in store.read_records(run_dir / store.RECORDS)}
         environment = store.environment(device, command)
-        info = {"config": dataclasses.asdict(config), **strategy.info(), "arch_modules": list(arch_modules)}
         if resume is None:
+            info = {"config": dataclasses.asdict(config), **strategy.info(), "arch_modules": list(arch_modules)}
             store.write_run_info(run_dir, {**info, "environment": environment})
     run_dir = strategy.agree(run_dir)
     todo = [p for p in pairs if p not in done or (retry_failed and done[p] not in FINISHED)]

@@ -102,9 +102,12 @@ def test_an_exception_that_escapes_in_process_is_an_interruption_with_its_resume
 
 
 def _start(argv, env) -> subprocess.Popen:
+    """archbench in its own process group, with Ctrl-C's default meaning even where this test process was started
+    with SIGINT ignored (a background job of a non-interactive shell, as CI may be): Python only turns SIGINT into
+    KeyboardInterrupt when it is not ignored at start."""
     command = [sys.executable, "-m", "bench", *map(str, argv)]
     return subprocess.Popen(command, cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 @pytest.mark.parametrize("signal_number, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
