@@ -163,21 +163,3 @@ def test_retry_failed_reruns_failed_pairs_and_replaces_their_records(tiny_suite,
     assert [r["status"] for r in records(tmp_path / "runs")] == ["ok", "failed"]
     assert run(capsys, "run", "--resume", run_dir, "--quiet", "--retry-failed")[0] == 0
     assert [(r["architecture"], r["status"]) for r in records(tmp_path / "runs")] == [("cnn-baseline", "ok"), ("pauses-once", "ok")]
-
-
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["--retry-failed"], "--retry-failed goes with --resume RUN_DIR"),
-        (["--isolation", "none", "--arch-timeout", "5"], "needs each architecture in its own process"),
-        (["--arch-timeout", "0"], "argument --arch-timeout: must be positive, got 0"),
-        (["--resume", "/nonexistent"], "--resume /nonexistent: not a run folder"),
-    ],
-)
-def test_impossible_isolation_settings_give_one_line_and_exit_2(argv, message, tmp_path, capsys):
-    try:
-        code = main(["run", "--out", str(tmp_path), *argv])
-    except SystemExit as exit:
-        code = exit.code
-    err = capsys.readouterr().err
-    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -285,8 +285,21 @@ CASES = [
     ("arch-module-raises-on-import", module_file("import nonexistent_package_xyz\n"),
      "--arch-module {tmp}/mine.py: ModuleNotFoundError: No module named 'nonexistent_package_xyz'"),
     ("arch-module-missing", lambda tmp: quick_run("--arch-module", tmp / "nothere.py")(tmp), "--arch-module {tmp}/nothere.py: FileNotFoundError"),
+    # isolation and resume
     ("resume-with-a-new-setting", lambda tmp: ["run", "--resume", resumable(tmp), "--epochs", "3"],
      "--epochs cannot change a resumed run; --resume takes the configuration from {tmp}/run/run.json"),
+    ("resume-not-a-run-folder", lambda tmp: ["run", "--resume", tmp / "nothere"], "--resume {tmp}/nothere: not a run folder"),
+    ("retry-failed-without-resume", quick_run("--retry-failed"), "--retry-failed goes with --resume RUN_DIR"),
+    ("arch-timeout-in-process", quick_run("--isolation", "none", "--arch-timeout", "5"),
+     "arch_timeout (--arch-timeout or the suite's) needs each architecture in its own process; drop --isolation none"),
+    # data-parallel runs
+    ("nproc-zero", quick_run("--nproc", "0"), "argument --nproc: must be at least 1, got 0"),
+    ("nproc-nccl-on-cpu", quick_run("--nproc", "2", "--backend", "nccl", "--device", "cpu"), "--backend nccl needs CUDA devices"),
+    ("scaling-without-nproc", quick_run("--scaling"), "--scaling applies to data-parallel runs: add --nproc N, or launch with torchrun"),
+    ("nproc-more-than-samples", lambda tmp: quick_run("--nproc", "2")(tmp)[:3] + ["--limit-train", "1", "--out", tmp / "runs", "--nproc", "2"],
+     "1 training sample(s) cannot be shared among 2 processes"),
+    ("nproc-unknown-architecture", lambda tmp: ["run", "--arch", "nope", "--nproc", "2", "--out", tmp / "runs"], "unknown architecture 'nope'"),
+    ("nproc-with-isolation", quick_run("--nproc", "2", "--isolation", "none"), "--isolation does not apply to data-parallel runs"),
 ]
 
 
