@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 COST_KEY, COST_LABEL = "train_throughput", "training throughput (samples/s)"
+# A record was measured under load when other processes took more than this share of the machine's CPU meanwhile.
+LOADED_SHARE = 0.10
 
 
 @dataclass(frozen=True)

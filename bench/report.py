@@ -17,7 +17,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from . import plots
-from .aggregate import COST_KEY, VIEW_OF_TASK, VIEWS, Number, Row, TaskView, aggregate, finite, task_groups
+from .aggregate import COST_KEY, LOADED_SHARE, VIEW_OF_TASK, VIEWS, Number, Row, TaskView, aggregate, finite, task_groups
 
 @dataclass(frozen=True)
 class Column:
@@ -174,6 +174,14 @@ def _legend(view: TaskView, rows: list[Row]) -> str:
             f"{view.quality_name} and faster to train."
         )
     parts.append("Figures are mean ± standard deviation over `seeds` seeds where there is more than one.")
+    loaded = {row.architecture: max(row.values("other_cpu_share")) for row in rows if row.values("other_cpu_share")}
+    loaded = {name: share for name, share in loaded.items() if share > LOADED_SHARE}
+    if loaded:
+        named = ", ".join(f"{name} ({share:.0%})" for name, share in loaded.items())
+        parts.append(
+            f"**Measured under load** (other processes took over {LOADED_SHARE:.0%} of the CPU during the run; "
+            f"their speed figures are suspect): {named}."
+        )
     return " ".join(parts)
 
 

@@ -210,31 +210,37 @@ def run_pair(
     record = job.start_record(group.world_size if group else 1)
     record.update(extra or {}, allocator=measure.steady_allocator())
     started = time.perf_counter()
-    model = None
-    try:
-        task = TASKS.get(spec.task)
-        if task is None:
-            raise RuntimeError(f"no task loop for task {spec.task!r} (known: {', '.join(TASKS)})")
-        torch.manual_seed(job.seed)
-        model = architectures.create(job.name, job.data.input_shape, job.data.num_classes, **settings.model_overrides())
-        model = model.to(device)
-        progress = progress_factory(job.name, job.seed, job.quiet)
-        context = RunContext(device, job.seed, config.measure, job.run_dir, progress, group or Group(), config.fid)
-        (train or task.run)(model, job.data, settings, context, record)
-        record["status"] = "ok"
-    except Diverged as error:
-        record.update(status="diverged", error=str(error), diverged_step=error.step)
-    except Exception as error:
-        if group is not None:  # a rank's failure must end the group; the launcher records it
-            raise
-        record.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
-    finally:
-        record["wall_time_s"] = time.perf_counter() - started
-        del model
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    with measure.machine_load() as load:
+        try:
+            _build_and_run(job, spec.task, settings, group, train, record)
+            record["status"] = "ok"
+        except Diverged as error:
+            record.update(status="diverged", error=str(error), diverged_step=error.step)
+        except Exception as error:
+            if group is not None:  # a rank's failure must end the group; the launcher records it
+                raise
+            record.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
+        finally:
+            record["wall_time_s"] = time.perf_counter() - started
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    record.update(load)
     return record
+
+
+def _build_and_run(
+    job: Job, task_name: str, settings: Any, group: Group | None, train: Callable[..., None] | None, record: dict
+) -> None:
+    """Build the model at the job's seed and hand it to its task loop (or `train`), which fills `record`."""
+    task = TASKS.get(task_name)
+    if task is None:
+        raise RuntimeError(f"no task loop for task {task_name!r} (known: {', '.join(TASKS)})")
+    torch.manual_seed(job.seed)
+    model = architectures.create(job.name, job.data.input_shape, job.data.num_classes, **settings.model_overrides())
+    progress = progress_factory(job.name, job.seed, job.quiet)
+    context = RunContext(job.device, job.seed, job.config.measure, job.run_dir, progress, group or Group(), job.config.fid)
+    (train or task.run)(model.to(job.device), job.data, settings, context, record)
 
 
 def progress_factory(name: str, seed: int, quiet: bool):

@@ -1,8 +1,12 @@
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
 from torch import nn
 
-from bench import measure
+from bench import aggregate, measure, report
 from conftest import FAST_MEASURE
 
 CPU = torch.device("cpu")
@@ -52,3 +56,24 @@ def test_training_costs_measure_a_fresh_copy_each_time():
     costs = measure.training_costs(make_step, 32, CPU, FAST_MEASURE)
     assert len(made) == 2 and len(costs["train_throughput_repeats"]) == 5
     assert costs["train_throughput"] > 0 and costs["peak_memory_mb"] is not None
+
+
+def test_machine_load_counts_the_cpu_other_processes_take():
+    """A busy loop in another process shows as other_cpu_s; this process's own work does not."""
+    with measure.machine_load() as alone:
+        deadline = time.perf_counter() + 0.5
+        while time.perf_counter() < deadline:
+            pass
+    burner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"])
+    with measure.machine_load() as loaded:
+        burner.wait()
+    assert alone["load_1min"] is not None and loaded["other_cpu_s"] > alone["other_cpu_s"] + 0.5
+    assert 0 <= alone["other_cpu_share"] < loaded["other_cpu_share"] <= 1
+
+
+def test_the_report_names_architectures_measured_under_load():
+    ok = {"task": "classify", "dataset": "d", "status": "ok", "config_id": "c", "test_accuracy": 0.5, "train_throughput": 10}
+    rows = aggregate.aggregate([{**ok, "architecture": "calm", "other_cpu_share": 0.01},
+                                {**ok, "architecture": "busy", "other_cpu_share": 0.35}])
+    legend = report._legend(aggregate.VIEWS["classify"], rows)
+    assert "Measured under load" in legend and "busy (35%)" in legend and "calm" not in legend.split("load")[-1]
