@@ -197,7 +197,8 @@ def _check(config: RunConfig) -> None:
 
 def from_dict(table: dict[str, Any]) -> RunConfig:
     """The RunConfig a run recorded in its run.json (`dataclasses.asdict` of it), for `archbench run --resume`."""
-    config = RunConfig(**{k: v for k, v in table.items() if k not in ("tasks", "measure", "fid", "out")})
+    plain = {f.name for f in dataclasses.fields(RunConfig)} - {"tasks", "measure", "fid", "out"}
+    config = RunConfig(**{k: v for k, v in table.items() if k in plain})
     config.out = Path(table.get("out", DEFAULT_OUT))
     for name, settings in table.get("tasks", {}).items():
         if name in TASKS:
