@@ -16,6 +16,8 @@ from typing import Any
 COST_KEY, COST_LABEL = "train_throughput", "training throughput (samples/s)"
 # A record was measured under load when other processes took more than this share of the machine's CPU meanwhile.
 LOADED_SHARE = 0.10
+# The timed windows' training throughput should agree with the training loop's own clock within this.
+CLOCK_AGREEMENT = 0.10
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ COMMON_KEYS = (
     "train_samples", "test_samples", "device", "dtype", "seed", "world_size", "isolation", "allocator",
     "architecture_source", "architecture_source_hash", "config_id", "started_at",
     "status", "error", "traceback", "stderr_tail", "diverged_step", "wall_time_s",
-    "load_1min", "other_cpu_s", "other_cpu_share",
+    "load_1min", "other_cpu_s", "other_cpu_share", "train_loop_throughput",
     "params", "trainable_params", "flops_per_sample", "train_throughput", "train_throughput_iqr",
     "train_throughput_repeats", "latency_p50_ms", "latency_p95_ms", "latency_p50_ms_repeats",
     "peak_memory_mb", "peak_memory_method", "train_time_s", "curve_train_time_s",
@@ -113,6 +113,17 @@ def config_id(record: dict[str, Any], setting_keys: list[str]) -> str:
     """
     described = json.dumps({key: record.get(key) for key in (*CONFIG_FIELDS, *setting_keys)}, sort_keys=True)
     return hashlib.sha1(described.encode()).hexdigest()[:10]
+
+
+def loop_throughput(record: dict[str, Any]) -> float | None:
+    """Samples per second the record's own training loop achieved in its epochs after the first (the first
+    holds warm-up), from `train_samples` and the cumulative `curve_train_time_s`; None with fewer than 2 epochs.
+
+    The clock that the timed windows' `train_throughput` must agree with."""
+    times = record.get("curve_train_time_s") or []
+    if len(times) < 2 or not times[-1] > times[0]:
+        return None
+    return (len(times) - 1) * record["train_samples"] / (times[-1] - times[0])
 
 
 def pair(record: dict[str, Any]) -> tuple[str, int]:

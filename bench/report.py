@@ -17,7 +17,9 @@ import pandas as pd
 from tabulate import tabulate
 
 from . import plots
-from .aggregate import COST_KEY, LOADED_SHARE, VIEW_OF_TASK, VIEWS, Number, Row, TaskView, aggregate, finite, task_groups
+from .aggregate import (
+    CLOCK_AGREEMENT, COST_KEY, LOADED_SHARE, VIEW_OF_TASK, VIEWS, Number, Row, TaskView, aggregate, finite, task_groups,
+)
 
 @dataclass(frozen=True)
 class Column:
@@ -174,6 +176,18 @@ def _legend(view: TaskView, rows: list[Row]) -> str:
             f"{view.quality_name} and faster to train."
         )
     parts.append("Figures are mean ± standard deviation over `seeds` seeds where there is more than one.")
+    disagree = {
+        row.architecture: (row.mean(COST_KEY), row.mean("train_loop_throughput"))
+        for row in rows
+        if finite(row.mean(COST_KEY)) and finite(row.mean("train_loop_throughput"))
+        and abs(row.mean(COST_KEY) / row.mean("train_loop_throughput") - 1) > CLOCK_AGREEMENT
+    }
+    if disagree:
+        named = ", ".join(f"{name} ({windows:.3g} vs {loop:.3g} samples/s)" for name, (windows, loop) in disagree.items())
+        parts.append(
+            f"**Timing windows disagree with the training loop** by over {CLOCK_AGREEMENT:.0%} (timed training "
+            f"throughput vs the loop's own samples/s after its first epoch): {named}."
+        )
     loaded = {row.architecture: max(row.values("other_cpu_share")) for row in rows if row.values("other_cpu_share")}
     loaded = {name: share for name, share in loaded.items() if share > LOADED_SHARE}
     if loaded:

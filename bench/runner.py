@@ -213,7 +213,7 @@ def run_pair(
     with measure.machine_load() as load:
         try:
             _build_and_run(job, spec.task, settings, group, train, record)
-            record["status"] = "ok"
+            record.update(status="ok", train_loop_throughput=records.loop_throughput(record))
         except Diverged as error:
             record.update(status="diverged", error=str(error), diverged_step=error.step)
         except Exception as error:

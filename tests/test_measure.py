@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench import aggregate, measure, report
+from bench import measure
 from conftest import FAST_MEASURE
 
 CPU = torch.device("cpu")
@@ -70,10 +70,3 @@ def test_machine_load_counts_the_cpu_other_processes_take():
     assert alone["load_1min"] is not None and loaded["other_cpu_s"] > alone["other_cpu_s"] + 0.5
     assert 0 <= alone["other_cpu_share"] < loaded["other_cpu_share"] <= 1
 
-
-def test_the_report_names_architectures_measured_under_load():
-    ok = {"task": "classify", "dataset": "d", "status": "ok", "config_id": "c", "test_accuracy": 0.5, "train_throughput": 10}
-    rows = aggregate.aggregate([{**ok, "architecture": "calm", "other_cpu_share": 0.01},
-                                {**ok, "architecture": "busy", "other_cpu_share": 0.35}])
-    legend = report._legend(aggregate.VIEWS["classify"], rows)
-    assert "Measured under load" in legend and "busy (35%)" in legend and "calm" not in legend.split("load")[-1]

@@ -3,6 +3,8 @@
 import dataclasses
 import json
 
+import pytest
+
 from bench import record
 from bench.cli import main
 from bench.measure import MeasureSettings
@@ -23,7 +25,7 @@ def test_every_key_of_a_classify_record_is_documented_and_it_says_where_its_mode
         "    return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))\n"
     )
     argv = ["run", "--suite", tiny_suite("flat", "cnn-baseline"), "--out", tmp_path / "runs", "--quiet",
-            "--isolation", "none", "--arch-module", tmp_path / "nets.py", "--epochs", "1"]
+            "--isolation", "none", "--arch-module", tmp_path / "nets.py"]
     assert main([str(a) for a in argv]) == 0
     (path,) = (tmp_path / "runs").glob("*/records.jsonl")
     flat, baseline = [json.loads(line) for line in path.read_text().splitlines()]
@@ -32,6 +34,8 @@ def test_every_key_of_a_classify_record_is_documented_and_it_says_where_its_mode
         assert set(written) - documented_keys("classify") == set()
         assert written["record_version"] == record.RECORD_VERSION
         assert set(record.REQUIRED_KEYS) <= set(written)
+    times = baseline["curve_train_time_s"]  # 2 epochs of the tiny suite
+    assert baseline["train_loop_throughput"] == pytest.approx(baseline["train_samples"] / (times[1] - times[0]))
     assert flat["architecture_source"].startswith(str(tmp_path / "nets.py") + ":")
     assert baseline["architecture_source"].endswith(tuple(f"cnn.py:{n}" for n in range(1, 200)))
     assert len(flat["architecture_source_hash"]) == 12 and flat["architecture_source_hash"] != baseline["architecture_source_hash"]
@@ -42,3 +46,8 @@ def test_config_id_depends_on_settings_not_on_seed_or_isolation():
     same = record.config_id({**base, "seed": 5, "isolation": "process"}, ["epochs"])
     assert record.config_id(base, ["epochs"]) == same
     assert record.config_id({**base, "epochs": 3}, ["epochs"]) != same
+
+
+def test_the_loop_throughput_counts_the_epochs_after_the_first():
+    assert record.loop_throughput({"train_samples": 1000, "curve_train_time_s": [3.0, 5.0, 7.0]}) == 500.0  # 2 epochs in 4 s
+    assert record.loop_throughput({"train_samples": 1000, "curve_train_time_s": [3.0]}) is None

@@ -97,3 +97,19 @@ def test_report_of_several_runs_and_html_page(small_run, tmp_path, capsys):
     assert (tmp_path / "records.csv").read_text().count("\n") == 1 + 8
     headers, body = report.table_cells(aggregate.aggregate(store.read_records(records_file) * 2))
     assert {dict(zip(headers, cells))["seeds"] for cells in body} == {"4"}
+
+
+def test_the_report_names_architectures_measured_under_load():
+    ok = {"task": "classify", "dataset": "d", "status": "ok", "config_id": "c", "test_accuracy": 0.5, "train_throughput": 10}
+    rows = aggregate.aggregate([{**ok, "architecture": "calm", "other_cpu_share": 0.01},
+                                {**ok, "architecture": "busy", "other_cpu_share": 0.35}])
+    legend = report._legend(aggregate.VIEWS["classify"], rows)
+    assert "Measured under load" in legend and "busy (35%)" in legend and "calm" not in legend.split("load")[-1]
+
+
+def test_the_report_names_architectures_whose_timing_windows_disagree_with_their_training_loop():
+    ok = {"task": "classify", "dataset": "d", "status": "ok", "config_id": "c", "test_accuracy": 0.5}
+    rows = aggregate.aggregate([{**ok, "architecture": "steady", "train_throughput": 104, "train_loop_throughput": 100},
+                                {**ok, "architecture": "deep", "train_throughput": 292, "train_loop_throughput": 410}])
+    legend = report._legend(aggregate.VIEWS["classify"], rows)
+    assert "deep (292 vs 410 samples/s)" in legend and "steady" not in legend.split("training loop")[-1]
