@@ -180,9 +180,11 @@ def _run(args: argparse.Namespace) -> int:
             arch_timeout=args.arch_timeout,
         )
         arch_modules = tuple(args.arch_module)
-        strategy = _strategy(config, args.isolation, parallel.from_flags(args.nproc, args.backend, args.scaling, args.dist_timeout))
+        launch = parallel.from_flags(args.nproc, args.backend, args.scaling, args.dist_timeout)
+        strategy = _strategy(config, args.isolation, launch)
     echo = (lambda line: None) if config.quiet else print
-    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         run_dir = runner.run_suite(
             config, strategy, echo, args.command_line, arch_modules, resume=args.resume, retry_failed=args.retry_failed
@@ -216,7 +218,10 @@ def _strategy(config: configs.RunConfig, isolation: str | None, launch):
         return parallel.strategy(launch)
     if isolation == "none":
         if config.arch_timeout is not None:
-            raise UserError("arch_timeout (--arch-timeout or the suite's) needs each architecture in its own process; drop --isolation none")
+            raise UserError(
+                "arch_timeout (--arch-timeout or the suite's) needs each architecture in its own process; "
+                "drop --isolation none"
+            )
         return runner.Strategy()
     return isolated.ChildProcess(config.arch_timeout)
 
@@ -227,13 +232,16 @@ def _resumed(args: argparse.Namespace):
 
     info = store.read_run_info(args.resume) if args.resume.is_dir() else {}
     if not (args.resume / store.RECORDS).is_file() or "config" not in info:
-        raise UserError(f"--resume {args.resume}: not a run folder (no {store.RUN_INFO} with a configuration and {store.RECORDS})")
+        raise UserError(
+            f"--resume {args.resume}: not a run folder (no {store.RUN_INFO} with a configuration and {store.RECORDS})"
+        )
     given = [flag for flag in _CONFIGURING_FLAGS if getattr(args, flag) not in (None, False, [])]
     if args.suite == configs.DEFAULT_SUITE:
         given = [flag for flag in given if flag != "suite"]
     if given:
         flag = "--" + given[0].replace("_", "-").replace("seeds", "seed")
-        raise UserError(f"{flag} cannot change a resumed run; --resume takes the configuration from {args.resume / store.RUN_INFO}")
+        where = args.resume / store.RUN_INFO
+        raise UserError(f"{flag} cannot change a resumed run; --resume takes the configuration from {where}")
     config = configs.from_dict(info["config"])
     config.quiet, config.strict = bool(args.quiet), bool(args.strict)  # how to show the run, not what it measures
     arch_modules = tuple(info.get("arch_modules", []))
