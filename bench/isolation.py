@@ -57,7 +57,7 @@ class ChildProcess(runner.Strategy):
 
     def load(self, config: RunConfig, device: torch.device) -> datasets.ImageData:
         """The data on the CPU, in shared memory: children map it instead of reading the files again."""
-        data = datasets.load(config.dataset, config.data_root, config.download, config.limit_train, config.limit_test)
+        data = runner.load_data(config)
         for tensor in (data.train_x, data.train_y, data.test_x, data.test_y):
             tensor.share_memory_()
         return data

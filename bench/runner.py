@@ -81,8 +81,7 @@ class Strategy:
         return resolve_device(config.device)
 
     def load(self, config: RunConfig, device: torch.device) -> datasets.ImageData:
-        data = datasets.load(config.dataset, config.data_root, config.download, config.limit_train, config.limit_test)
-        return data.to(device)
+        return load_data(config).to(device)
 
     def agree(self, run_dir: Path | None) -> Path:
         """The run folder every process of the run uses (the writer's)."""
@@ -125,6 +124,12 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda", "mps"):
         raise UserError(f"unknown device {name!r} (valid: auto, cpu, cuda, mps)")
     return torch.device(name)
+
+
+def load_data(config: RunConfig, download: bool | None = None) -> datasets.ImageData:
+    """The run's dataset on the CPU, cut to its limits; `download` overrides the configuration's."""
+    download = config.download if download is None else download
+    return datasets.load(config.dataset, config.data_root, download, config.limit_train, config.limit_test)
 
 
 def run_suite(

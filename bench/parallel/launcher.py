@@ -86,7 +86,7 @@ class GroupLaunch(_DataParallel):
 
     def load(self, config: RunConfig, device: torch.device) -> datasets.ImageData:
         """The launcher's CPU copy, which torch.multiprocessing hands to the ranks in shared memory."""
-        data = datasets.load(config.dataset, config.data_root, config.download, config.limit_train, config.limit_test)
+        data = runner.load_data(config)
         _check_shards(len(data.train_x), self.options.nproc)
         return data
 
@@ -150,7 +150,7 @@ class RankOfGroup(_DataParallel):
         first = group.local_rank == 0
         if config.download and not first:
             group.barrier()
-        data = datasets.load(config.dataset, config.data_root, config.download and first, config.limit_train, config.limit_test)
+        data = runner.load_data(config, download=config.download and first)
         if config.download and first:
             group.barrier()
         _check_shards(len(data.train_x), group.world_size)

@@ -94,6 +94,7 @@ def train(
     throughput of the same setup while the other ranks wait, for the scaling efficiency.
     """
     data = data.standardized
+    classify.check_outputs(model, data.train_x[:2], data.num_classes)
     group = context.group
     record.update(training_costs(model, data, settings, context, scaling))
     torch.manual_seed(context.seed + group.rank)  # the same initial weights (DDP broadcasts rank 0's); own dropout
