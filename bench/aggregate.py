@@ -113,6 +113,16 @@ class Row:
         return len(self.ok)
 
     @property
+    def mode(self) -> str:
+        """The mode (bench.modes) the row's records ran in; records from before modes ran in fp32."""
+        return (self.records[0].get("mode") if self.records else None) or "fp32"
+
+    @property
+    def label(self) -> str:
+        """The architecture, with its mode unless that is fp32: how a row is named outside a table."""
+        return self.architecture if self.mode == "fp32" else f"{self.architecture} ({self.mode})"
+
+    @property
     def config_id(self) -> Any:
         return self.records[0].get("config_id") if self.records else None
 
@@ -155,6 +165,15 @@ def aggregate(records: list[dict[str, Any]]) -> list[Row]:
         if table in VIEWS:
             mark_pareto(group, VIEWS[table].quality, VIEWS[table].higher_is_better)
     return result
+
+
+def reference_rows(rows: list[Row]) -> dict[str, Row]:
+    """Per architecture, the row of the first mode it appears in among `rows` (a suite's first mode, since
+    runs record the modes in the suite's order): what other modes of it are compared with."""
+    first: dict[str, Row] = {}
+    for row in rows:
+        first.setdefault(row.architecture, row)
+    return first
 
 
 def mark_pareto(rows: list[Row], quality: str, higher_is_better: bool, cost: str = COST_KEY) -> None:

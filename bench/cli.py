@@ -15,6 +15,7 @@ import architectures
 
 from . import baseline as gate_baseline
 from . import config as configs
+from . import modes as run_modes
 from . import store
 from .data import LOADERS
 from .errors import UserError
@@ -43,6 +44,13 @@ def _positive_number(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
+
+
+def _mode_list(text: str) -> list[str]:
+    modes = [part.strip() for part in text.split(",") if part.strip()]
+    if not modes:
+        raise argparse.ArgumentTypeError(f"expected modes separated by commas, got {text!r}")
+    return modes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, metavar="DIR", help=f"where run folders go (default: {configs.DEFAULT_OUT})")
     run.add_argument("--strict", action="store_true", default=None, help="exit 1 if any architecture failed")
     run.add_argument("--quiet", action="store_true", default=None, help="no progress bars or per-run lines")
+    run.add_argument("--precision", choices=run_modes.PRECISIONS, help="autocast precision (auto: bf16 where the "
+                     "device runs it natively, else fp32); with --channels-last and --compile, the run's one mode")
+    run.add_argument("--channels-last", action="store_true", default=None, help="models and batches in channels_last")
+    run.add_argument("--compile", nargs="?", const="default", choices=run_modes.COMPILE_MODES, metavar="MODE",
+                     help=f"torch.compile the models (MODE: {', '.join(run_modes.COMPILE_MODES)}; default: default)")
+    run.add_argument("--modes", type=_mode_list, metavar="M,M", help="several modes, e.g. fp32,bf16+channels_last "
+                     "(instead of --precision/--channels-last/--compile; the first is the reference)")
+    run.add_argument("--compile-backend", metavar="NAME", help="torch.compile backend (default: inductor)")
     run.add_argument("--isolation", choices=("process", "none"), help="process (default): each architecture and seed "
                      "in a fresh child process; none: all in this one (for debugging with pdb)")
     run.add_argument("--arch-timeout", type=_positive_number, metavar="S", help="seconds one architecture and seed may "
@@ -151,6 +167,7 @@ def _list(args: argparse.Namespace) -> int:
 _CONFIGURING_FLAGS = (
     "suite", "arch", "dataset", "epochs", "batch_size", "device", "seeds", "limit_train", "limit_test", "data_root",
     "download", "out", "arch_timeout", "nproc", "backend", "scaling", "dist_timeout", "arch_module",
+    "precision", "channels_last", "compile", "modes", "compile_backend",
 )
 
 
@@ -162,6 +179,9 @@ def _run(args: argparse.Namespace) -> int:
     else:
         if args.retry_failed:
             raise UserError("--retry-failed goes with --resume RUN_DIR")
+        mode = run_modes.from_flags(args.precision, bool(args.channels_last), args.compile)
+        if mode is not None and args.modes is not None:
+            raise UserError("--modes lists every mode; it does not go with --precision, --channels-last or --compile")
         config = configs.load(
             args.suite,
             epochs=args.epochs,
@@ -178,6 +198,8 @@ def _run(args: argparse.Namespace) -> int:
             strict=args.strict,
             quiet=args.quiet,
             arch_timeout=args.arch_timeout,
+            modes=args.modes or ([mode] if mode else None),
+            compile_backend=args.compile_backend,
         )
         arch_modules = tuple(args.arch_module)
         launch = parallel.from_flags(args.nproc, args.backend, args.scaling, args.dist_timeout)
@@ -201,10 +223,16 @@ def _run(args: argparse.Namespace) -> int:
     records = store.read_records(run_dir / store.RECORDS)
     print(f"\n{report.tables(records)}\n")
     print(f"records: {run_dir / store.RECORDS}\nreport: {report.write_report(records, run_dir)}")
-    failed = [r["architecture"] for r in records if r["status"] != "ok"]
+    failed = [_named(r) for r in records if r["status"] != "ok"]
     if failed:
         print(f"{len(failed)} run(s) did not finish: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed and config.strict else 0
+
+
+def _named(record: dict) -> str:
+    """The architecture of a record, with its mode unless that is fp32."""
+    mode = record.get("mode") or "fp32"
+    return record["architecture"] if mode == "fp32" else f"{record['architecture']} ({mode})"
 
 
 def _strategy(config: configs.RunConfig, isolation: str | None, launch):

@@ -16,6 +16,7 @@ figure whose tolerance is `false` is shown with its change but "unjudged": taken
 
 from __future__ import annotations
 
+
 import statistics
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -196,8 +197,8 @@ def compare(
         raise UserError("the two runs have no architecture and configuration in common")
     comparison = Comparison(
         [],
-        sorted({k[2] for k in base_rows if k not in cand_rows}),
-        sorted({k[2] for k in cand_rows if k not in base_rows}),
+        sorted({row.label for k, row in base_rows.items() if k not in cand_rows}),
+        sorted({row.label for k, row in cand_rows.items() if k not in base_rows}),
         tolerances.reference,
     )
     compared = sorted({key[2] for key in common})
@@ -209,16 +210,16 @@ def compare(
     for key, base in base_rows.items():
         cand = cand_rows.get(key)
         if cand is None:
-            comparison.lines.append(Line(base.architecture, "record", base.status(), "absent", "", "missing"))
+            comparison.lines.append(Line(base.label, "record", base.status(), "absent", "", "missing"))
             continue
         status = _version_line(base, cand) or _status_line(base, cand)
         if status:
-            comparison.lines.append(status)
+            comparison.lines.append(replace(status, architecture=base.label))
             continue
         for figure in FIGURES:
             line = _judge(figure, base, cand, machine.get((key[1], figure.key)), tolerances, accept)
             if line:
-                comparison.lines.append(line)
+                comparison.lines.append(replace(line, architecture=base.label))
     return comparison
 
 

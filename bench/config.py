@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import modes as run_modes
 from . import store
 from .errors import UserError
 from .measure import MeasureSettings
@@ -28,6 +29,8 @@ _TOP_LEVEL = {
     "limit_train": int,
     "limit_test": int,
     "arch_timeout": (int, float),
+    "modes": list,
+    "compile_backend": str,
 }
 _KIND_NAMES = {
     "description": "a string",
@@ -37,6 +40,8 @@ _KIND_NAMES = {
     "limit_train": "a whole number",
     "limit_test": "a whole number",
     "arch_timeout": "a number of seconds",
+    "modes": "a list of modes (e.g. [\"fp32\", \"bf16+channels_last\"])",
+    "compile_backend": "a torch.compile backend name",
 }
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes any 64-bit value; seeds are recorded as JSON integers
 
@@ -52,7 +57,9 @@ class RunConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     limit_train: int | None = None
     limit_test: int | None = None
-    arch_timeout: float | None = None  # seconds one (architecture, seed) may take in its own process
+    arch_timeout: float | None = None  # seconds one (architecture, mode, seed) may take in its own process
+    modes: list[str] = field(default_factory=lambda: ["fp32"])  # bench.modes syntax; the first is the reference
+    compile_backend: str = "inductor"
     tasks: dict[str, TrainingSettings] = field(default_factory=lambda: {n: t.Settings() for n, t in TASKS.items()})
     measure: MeasureSettings = field(default_factory=MeasureSettings)
     fid: FidSettings = field(default_factory=FidSettings)
@@ -190,9 +197,23 @@ def _check(config: RunConfig) -> None:
     for flag, limit in (("limit_train", config.limit_train), ("limit_test", config.limit_test)):
         if limit is not None and limit < 1:
             raise UserError(f"{flag} must be a positive number of samples, got {limit}")
+    if not config.modes or not all(isinstance(m, str) for m in config.modes):
+        raise UserError(f"modes must be a non-empty list of modes such as \"bf16+channels_last\", got {config.modes!r}")
+    parsed = [run_modes.parse(text, config.compile_backend) for text in config.modes]
+    if len({m.name for m in parsed}) != len(parsed):
+        raise UserError(f"modes must be distinct, got {config.modes!r}")
+    if any(m.compile for m in parsed) and config.compile_backend not in run_modes.compile_backends():
+        raise UserError(
+            f"unknown compile_backend {config.compile_backend!r} (valid: {', '.join(run_modes.compile_backends())})"
+        )
     if config.arch_timeout is not None and not (config.arch_timeout > 0 and math.isfinite(config.arch_timeout)):
         raise UserError(f"arch_timeout must be a positive number of seconds, got {config.arch_timeout}")
     store.writable_folder(Path(config.out), "--out", create=False)
+
+
+def modes(config: RunConfig) -> list[run_modes.Mode]:
+    """The run's modes, parsed (the first is the reference the report compares the others with)."""
+    return [run_modes.parse(text, config.compile_backend) for text in config.modes]
 
 
 def from_dict(table: dict[str, Any]) -> RunConfig:

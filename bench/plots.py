@@ -58,7 +58,7 @@ def quality_vs_cost(
             x, y, yerr=std * view.quality_scale if finite(std) else None, fmt="o",
             color="tab:red" if row.pareto and draw_front else "tab:blue", capsize=3,
         )
-        ax.annotate(row.architecture, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.annotate(row.label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     if draw_front:
         front = sorted((x, y) for r, x, y in points if r.pareto)
         if len(front) > 1:
@@ -79,7 +79,7 @@ def curves(rows: list[Row], key: str, label: str, scale: float, path: Path) -> P
         series = [r[key] for r in row.ok if isinstance(r.get(key), list) and r[key]]
         if series:
             length = min(len(s) for s in series)
-            lines.append((row.architecture, [statistics.fmean(s[i] for s in series) * scale for i in range(length)]))
+            lines.append((row.label, [statistics.fmean(s[i] for s in series) * scale for i in range(length)]))
     if not lines:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -99,7 +99,7 @@ def cost_bars(rows: list[Row], path: Path) -> Path | None:
     named = [r for r in rows if finite(r.mean("train_throughput"))]
     if not named:
         return None
-    names = [r.architecture for r in named]
+    names = [r.label for r in named]
     fig, (memory, speed) = plt.subplots(1, 2, figsize=(11, 0.45 * len(names) + 1.8))
     positions = range(len(names))
     memory.barh(positions, [r.mean("peak_memory_mb") or 0 for r in named], color="tab:purple")
@@ -125,7 +125,7 @@ def sample_grids(rows: list[Row], key: str, path: Path) -> Path | None:
     for row in rows:
         found = [Path(r[key]) for r in row.ok if r.get(key) and Path(r[key]).is_file()]
         if found:
-            grids.append((row.architecture, plt.imread(found[0])))
+            grids.append((row.label, plt.imread(found[0])))
     if not grids:
         return None
     fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.5), squeeze=False)

@@ -17,15 +17,20 @@ from typing import Any
 import architectures
 
 # 1: records before this field existed. 2: each architecture measured in a fresh process, with provenance.
-RECORD_VERSION = 2
+# 3: a mode (precision, memory format, compilation) is part of every record and of its config_id.
+RECORD_VERSION = 3
 
 # What makes two records comparable besides the task's settings: records of other seeds or runs that agree
 # on all of these share a config_id.
-CONFIG_FIELDS = ("task", "dataset", "input_shape", "train_samples", "test_samples", "device", "dtype", "world_size")
+CONFIG_FIELDS = (
+    "task", "dataset", "input_shape", "train_samples", "test_samples", "device", "dtype", "world_size",
+    "precision", "memory_format", "compile", "compile_backend",
+)
 
 COMMON_KEYS = (
     "record_version", "run_id", "suite", "architecture", "family", "task", "dataset", "input_shape",
     "train_samples", "test_samples", "device", "dtype", "seed", "world_size", "isolation", "allocator",
+    "mode", "precision", "memory_format", "compile", "compile_backend", "compute_dtype", "compile_time_s",
     "architecture_source", "architecture_source_hash", "config_id", "started_at",
     "status", "error", "traceback", "stderr_tail", "diverged_step", "wall_time_s",
     "load_1min", "other_cpu_s", "other_cpu_share", "train_loop_throughput",
@@ -69,12 +74,13 @@ REQUIRED_KEYS = ("architecture", "task", "dataset", "status", "config_id")
 
 def start(
     name: str, seed: int, *, run_id: str, suite: str, data: Any, device: Any, settings: Any, measure: Any,
-    world_size: int = 1, isolation: str = "process",
+    mode: Any, world_size: int = 1, isolation: str = "process",
 ) -> dict[str, Any]:
-    """The fields every record of architecture `name` at `seed` starts with; `failed` until a run says otherwise.
+    """The fields every record of architecture `name` in `mode` at `seed` starts with; `failed` until a run says
+    otherwise.
 
     `data` is the run's ImageData, `settings` the task's training settings (a dataclass, or None when the
-    task has none) and `measure` the measurement settings.
+    task has none), `measure` the measurement settings and `mode` the resolved bench.modes.Mode.
     """
     spec = architectures.get_spec(name)
     record = {
@@ -93,6 +99,7 @@ def start(
         "seed": seed,
         "world_size": world_size,
         "isolation": isolation,
+        **mode.record(),
         **spec.provenance,
         **(dataclasses.asdict(settings) if settings else {}),
         **{f"measure_{k}": v for k, v in dataclasses.asdict(measure).items()},
@@ -126,6 +133,6 @@ def loop_throughput(record: dict[str, Any]) -> float | None:
     return (len(times) - 1) * record["train_samples"] / (times[-1] - times[0])
 
 
-def pair(record: dict[str, Any]) -> tuple[str, int]:
-    """The (architecture, seed) a record is about."""
-    return record["architecture"], record["seed"]
+def pair(record: dict[str, Any]) -> tuple[str, str, int]:
+    """The (architecture, mode, seed) a record is about (records before modes: fp32)."""
+    return record["architecture"], record.get("mode") or "fp32", record["seed"]

@@ -18,7 +18,8 @@ from tabulate import tabulate
 
 from . import plots
 from .aggregate import (
-    CLOCK_AGREEMENT, COST_KEY, LOADED_SHARE, VIEW_OF_TASK, VIEWS, Number, Row, TaskView, aggregate, finite, task_groups,
+    CLOCK_AGREEMENT, COST_KEY, LOADED_SHARE, VIEW_OF_TASK, VIEWS, Number, Row, TaskView, aggregate, finite,
+    reference_rows, task_groups,
 )
 
 @dataclass(frozen=True)
@@ -78,6 +79,9 @@ LAYOUTS: dict[str, Layout] = {
     ),
 }
 
+# Shown when a table holds a compiled record: torch.compile's time, kept out of every other time and throughput.
+COMPILE_COLUMN = Column("compile_time_s", "compile (s)", SIG3)
+
 # Shown after a task's columns when its table holds a data-parallel record (world size above 1).
 DISTRIBUTED_COLUMNS = [
     Column("world_size", "ranks", Number(decimals=0)),
@@ -85,6 +89,30 @@ DISTRIBUTED_COLUMNS = [
     Column("scaling_efficiency", "scaling eff (%)", Number(100, decimals=0)),
     Column("allreduce_wait_share", "all-reduce wait (%)", Number(100, decimals=0)),
 ]
+
+
+def _mode_shown(row: Row) -> str:
+    """The row's mode as written, with the precision it resolved to where it was `auto`."""
+    precision = row.records[0].get("precision")
+    return f"{row.mode} (={precision})" if row.mode.startswith("auto") and precision else row.mode
+
+
+def _speedup(row: Row, reference: Row) -> str:
+    ratio = _ratio(row.mean(COST_KEY), reference.mean(COST_KEY))
+    return "" if ratio is None else f"×{ratio:.2f}"
+
+
+def _quality_change(row: Row, reference: Row, view: TaskView | None) -> str:
+    if view is None:
+        return ""
+    new, old = row.mean(view.quality), reference.mean(view.quality)
+    if not (finite(new) and finite(old)):
+        return ""
+    return f"{(new - old) * view.quality_scale:+.{1 if view.quality_scale == 100 else 2}f}"
+
+
+def _ratio(new: Any, old: Any) -> float | None:
+    return new / old if finite(new) and finite(old) and old > 0 else None
 
 
 def task_table(rows: list[Row], fmt: str = "github") -> str:
@@ -99,13 +127,24 @@ def table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     columns = layout.columns if layout else []
     if any((r.get("world_size") or 1) > 1 for row in rows for r in row.records):
         columns = columns + DISTRIBUTED_COLUMNS
+    if any(finite(r.get("compile_time_s")) for row in rows for r in row.records):
+        columns = columns + [COMPILE_COLUMN]
     show_task = bool(layout and layout.show_task)
-    headers = ["architecture", *(["task"] if show_task else []), "seeds", "status", *(c.header for c in columns)]
+    view = VIEWS.get(VIEW_OF_TASK.get(rows[0].task, "")) if rows else None
+    show_modes = len({row.mode for row in rows}) > 1
+    references = reference_rows(rows)
+    headers = ["architecture", *(["mode"] if show_modes else []), *(["task"] if show_task else []), "seeds", "status"]
+    if show_modes:
+        headers += ["train speedup", f"Δ {view.quality_name if view else 'quality'}"]
+    headers += [c.header for c in columns]
     body = []
     for row in rows:
         name = f"★ {row.architecture}" if row.pareto else row.architecture
-        figures = [c.number(row.mean(c.key), row.std(c.key)) for c in columns]
-        body.append([name, *([row.task] if show_task else []), str(row.seeds), row.status(), *figures])
+        cells = [name, *([_mode_shown(row)] if show_modes else []), *([row.task] if show_task else []), str(row.seeds), row.status()]
+        if show_modes:
+            reference = references[row.architecture]
+            cells += ["", ""] if reference is row else [_speedup(row, reference), _quality_change(row, reference, view)]
+        body.append([*cells, *(c.number(row.mean(c.key), row.std(c.key)) for c in columns)])
     return headers, body
 
 
@@ -158,7 +197,7 @@ def write_report(records: list[dict[str, Any]], folder: Path, html_page: bool = 
 
 
 def _legend(view: TaskView, rows: list[Row]) -> str:
-    front = [r.architecture for r in rows if r.pareto]
+    front = [r.label for r in rows if r.pareto]
     best = max(
         (r for r in rows if finite(r.mean(view.quality))),
         key=lambda r: (r.mean(view.quality) if view.higher_is_better else -r.mean(view.quality)),
@@ -167,17 +206,23 @@ def _legend(view: TaskView, rows: list[Row]) -> str:
     cheapest = max((r for r in rows if finite(r.mean(COST_KEY))), key=lambda r: r.mean(COST_KEY), default=None)
     parts = []
     if best:
-        parts.append(f"Best {view.quality_name}: **{best.architecture}**.")
+        parts.append(f"Best {view.quality_name}: **{best.label}**.")
     if cheapest:
-        parts.append(f"Fastest to train: **{cheapest.architecture}**.")
+        parts.append(f"Fastest to train: **{cheapest.label}**.")
     if front:
         parts.append(
             f"★ Pareto front ({', '.join(front)}): no other architecture is both better in "
             f"{view.quality_name} and faster to train."
         )
     parts.append("Figures are mean ± standard deviation over `seeds` seeds where there is more than one.")
+    if len({row.mode for row in rows}) > 1:
+        scale = " (points)" if view.quality_scale == 100 else ""
+        parts.append(
+            f"`train speedup` and `Δ {view.quality_name}`{scale} compare a mode with the first mode of the same "
+            "architecture (training throughput ratio; difference of the means)."
+        )
     disagree = {
-        row.architecture: (row.mean(COST_KEY), row.mean("train_loop_throughput"))
+        row.label: (row.mean(COST_KEY), row.mean("train_loop_throughput"))
         for row in rows
         if finite(row.mean(COST_KEY)) and finite(row.mean("train_loop_throughput"))
         and abs(row.mean(COST_KEY) / row.mean("train_loop_throughput") - 1) > CLOCK_AGREEMENT
@@ -188,7 +233,7 @@ def _legend(view: TaskView, rows: list[Row]) -> str:
             f"**Timing windows disagree with the training loop** by over {CLOCK_AGREEMENT:.0%} (timed training "
             f"throughput vs the loop's own samples/s after its first epoch): {named}."
         )
-    loaded = {row.architecture: max(row.values("other_cpu_share")) for row in rows if row.values("other_cpu_share")}
+    loaded = {row.label: max(row.values("other_cpu_share")) for row in rows if row.values("other_cpu_share")}
     loaded = {name: share for name, share in loaded.items() if share > LOADED_SHARE}
     if loaded:
         named = ", ".join(f"{name} ({share:.0%})" for name, share in loaded.items())

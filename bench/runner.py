@@ -16,7 +16,7 @@ import gc
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,11 +26,13 @@ from tqdm import tqdm
 import architectures
 
 from . import data as datasets
+from . import config as configs
 from . import measure
 from . import record as records
 from . import store
 from .config import RunConfig
 from .errors import UserError
+from .modes import Mode, compile_seconds, fresh_compiler
 from .tasks import TASKS
 from .tasks import reference
 from .tasks.base import Diverged, Group, RunContext
@@ -41,7 +43,7 @@ FINISHED = ("ok", "diverged")  # statuses a resumed run keeps; `failed` pairs ar
 
 @dataclass(frozen=True)
 class Job:
-    """Everything one (architecture, seed) needs to run, in this process or another."""
+    """Everything one (architecture, mode, seed) needs to run, in this process or another; `mode` is resolved."""
 
     name: str
     seed: int
@@ -52,13 +54,14 @@ class Job:
     quiet: bool
     arch_modules: tuple[str, ...] = ()
     isolation: str = "none"
+    mode: Mode = field(default_factory=Mode)
 
     def start_record(self, world_size: int = 1) -> dict[str, Any]:
         """The fields this pair's record starts with (bench.record.start); `failed` until a run says otherwise."""
         return records.start(
             self.name, self.seed, run_id=self.run_dir.name, suite=self.config.suite, data=self.data,
             device=self.device, settings=self.config.tasks.get(architectures.get_spec(self.name).task),
-            measure=self.config.measure, world_size=world_size, isolation=self.isolation,
+            measure=self.config.measure, mode=self.mode, world_size=world_size, isolation=self.isolation,
         )
 
 
@@ -72,6 +75,7 @@ class Strategy:
 
     isolation = "none"
     writes = True
+    compiles = True  # whether the strategy can run compiling modes
 
     def select(self, names: list[str], echo: Callable[[str], None]) -> list[str]:
         """The architectures of `names` this strategy can run (echoing why it skips others)."""
@@ -158,9 +162,12 @@ def run_suite(
         what = "FID cache folder ([fid] cache_dir or $ARCHBENCH_FID_CACHE)"
         store.writable_folder(reference.cache_dir(config.fid), what, create=False)
     device = strategy.device(config)
+    modes = {mode.name: mode.resolved(device) for mode in configs.modes(config)}
+    if not strategy.compiles and any(mode.compile for mode in modes.values()):
+        raise UserError("compiling modes are not supported in data-parallel runs (--nproc, torchrun); drop compile")
     data = strategy.load(config, device)
-    pairs = [(name, seed) for name in names for seed in config.seeds]
-    done: dict[tuple[str, int], str] = {}
+    pairs = [(name, mode, seed) for name in names for mode in modes for seed in config.seeds]
+    done: dict[tuple[str, str, int], str] = {}
     run_dir = None
     if strategy.writes:
         if resume is None:
@@ -176,18 +183,22 @@ def run_suite(
     todo = [p for p in pairs if p not in done or (retry_failed and done[p] not in FINISHED)]
     quiet = config.quiet or not strategy.writes or not sys.stderr.isatty()
     resumed = f", resuming: {len(pairs) - len(todo)} already recorded" if resume else ""
+    in_modes = f" x {len(modes)} modes ({', '.join(modes)})" if len(modes) > 1 else f" in {next(iter(modes))}"
     echo(
-        f"run {run_dir.name}: {len(names)} architecture(s) x {len(config.seeds)} seed(s) on {data.name}, "
+        f"run {run_dir.name}: {len(names)} architecture(s){in_modes} x {len(config.seeds)} seed(s) on {data.name}, "
         f"{strategy.describe(device)}{resumed}"
     )
     finished = len(pairs) - len(todo)
     try:
-        for name, seed in todo:
-            job = Job(name, seed, config, data, device, run_dir, quiet, tuple(arch_modules), strategy.isolation)
+        for pair in todo:
+            name, mode, seed = pair
+            job = Job(
+                name, seed, config, data, device, run_dir, quiet, tuple(arch_modules), strategy.isolation, modes[mode]
+            )
             record = strategy.execute(job)
             if strategy.writes:
                 record.update(environment)
-                retried = (lambda r: records.pair(r) == (name, seed)) if (name, seed) in done else None
+                retried = (lambda r, this=pair: records.pair(r) == this) if pair in done else None
                 store.append_record(run_dir, record, replacing=retried)
                 echo(summary(record))
             finished += 1
@@ -203,18 +214,22 @@ def run_suite(
 def run_pair(
     job: Job, group: Group | None = None, train: Callable[..., None] | None = None, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """One architecture at one seed, as a record; never raises for the architecture's own errors.
+    """One architecture in one mode at one seed, as a record; never raises for the architecture's own errors.
 
     The model is built, then trained, evaluated and measured by its task's `run` (or by `train`, with the
     same arguments). With a data-parallel `group`, errors other than divergence propagate, so that the
     launcher stops the group and records the failing rank. `extra` fields are added before training.
+    A compiling mode's compilation time is `compile_time_s` (torch.compile's own clock, over the whole pair);
+    a failure to compile is a failed record that says so.
     """
     config, device = job.config, job.device
     spec = architectures.get_spec(job.name)
     settings = config.tasks.get(spec.task)
     record = job.start_record(group.world_size if group else 1)
     record.update(extra or {}, allocator=measure.steady_allocator())
-    started = time.perf_counter()
+    if job.mode.compile:
+        fresh_compiler()
+    started, compiled = time.perf_counter(), compile_seconds()
     with measure.machine_load() as load:
         try:
             _build_and_run(job, spec.task, settings, group, train, record)
@@ -224,9 +239,13 @@ def run_pair(
         except Exception as error:
             if group is not None:  # a rank's failure must end the group; the launcher records it
                 raise
-            record.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
+            what = "torch.compile failed: " if job.mode.compile and _from_compiler(error) else ""
+            record.update(
+                status="failed", error=f"{what}{type(error).__name__}: {error}", traceback=traceback.format_exc()
+            )
         finally:
             record["wall_time_s"] = time.perf_counter() - started
+            record["compile_time_s"] = compile_seconds() - compiled if job.mode.compile else None
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -243,20 +262,30 @@ def _build_and_run(
         raise RuntimeError(f"no task loop for task {task_name!r} (known: {', '.join(TASKS)})")
     torch.manual_seed(job.seed)
     model = architectures.create(job.name, job.data.input_shape, job.data.num_classes, **settings.model_overrides())
-    progress = progress_factory(job.name, job.seed, job.quiet)
-    context = RunContext(job.device, job.seed, job.config.measure, job.run_dir, progress, group or Group(), job.config.fid)
+    progress = progress_factory(job.name, job.seed, job.quiet, job.mode.name)
+    context = RunContext(
+        job.device, job.seed, job.config.measure, job.run_dir, progress, group or Group(), job.config.fid, job.mode
+    )
     (train or task.run)(model.to(job.device), job.data, settings, context, record)
 
 
-def progress_factory(name: str, seed: int, quiet: bool):
+def _from_compiler(error: BaseException) -> bool:
+    """Whether `error` was raised by torch.compile (Dynamo, AOTAutograd or a backend) rather than by the model."""
+    dynamo = sys.modules.get("torch._dynamo.exc")
+    return dynamo is not None and isinstance(error, dynamo.TorchDynamoException)
+
+
+def progress_factory(name: str, seed: int, quiet: bool, mode: str = "fp32"):
     def progress(total: int, description: str):
-        return tqdm(total=total, desc=f"{name} seed {seed} {description}", unit="step", leave=False, disable=quiet)
+        label = f"{name} {mode} seed {seed} {description}"
+        return tqdm(total=total, desc=label, unit="step", leave=False, disable=quiet)
 
     return progress
 
 
 def summary(record: dict[str, Any]) -> str:
-    head = f"  {record['architecture']:<16} seed {record['seed']:<3} {record['status']:<8}"
+    mode = f" {record['mode']:<12}" if record.get("mode", "fp32") != "fp32" else ""
+    head = f"  {record['architecture']:<16}{mode} seed {record['seed']:<3} {record['status']:<8}"
     if record["status"] != "ok":
         return f"{head} {record['error']}"
     quality = ", ".join(

@@ -50,6 +50,28 @@ def test_pareto_front_holds_the_architectures_no_other_beats_on_both():
     assert [cells[0] for cells in body] == ["★ accurate", "★ fast", "★ balanced", "dominated", "tied-but-slower"]
 
 
+def test_modes_show_as_a_column_with_speedup_and_quality_change_against_the_first_mode():
+    fast = {"mode": "auto+channels_last", "precision": "bf16"}
+    rows = aggregate.aggregate(
+        [
+            record("a", 0, 0.80, 100, mode="fp32"),
+            record("a", 1, 0.84, 100, mode="fp32"),
+            record("a", 0, 0.81, 250, config="c2", **fast),
+            record("a", 1, 0.81, 250, config="c2", **fast),
+            record("b", 0, 0.70, 50, config="c3", **fast),
+            record("b", 0, 0.72, 40, config="c4", mode="fp32"),
+        ]
+    )
+    headers, body = report.table_cells(rows)
+    cells = [dict(zip(headers, line)) for line in body]
+    assert [c["mode"] for c in cells] == ["fp32", "auto+channels_last (=bf16)", "auto+channels_last (=bf16)", "fp32"]
+    assert [c["train speedup"] for c in cells] == ["", "×2.50", "", "×0.80"]  # b's first mode is the fast one
+    assert [c["Δ test accuracy"] for c in cells] == ["", "-1.0", "", "+2.0"]
+    assert rows[1].label == "a (auto+channels_last)" and rows[0].label == "a"
+    single = report.table_cells(aggregate.aggregate([record("a", 0, 0.8, 100, mode="bf16")]))[0]
+    assert "mode" not in single and "train speedup" not in single
+
+
 def test_lower_is_better_quality_flips_the_front():
     rows = aggregate.aggregate([record("a", 0, 0.9, 10), record("b", 0, 0.5, 10)])
     aggregate.mark_pareto(rows, "test_accuracy", higher_is_better=False)

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_idx, write_mnist_files
 
 from bench import baseline, data, store
 from bench.cli import main
-from conftest import write_idx, write_mnist_files
+from bench.modes import native_fp16_cpu
 
 AS_ROOT = pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permission bits")
 
@@ -275,6 +276,20 @@ CASES = [
     ("seed-flag-too-large", quick_run("--seed", "99999999999999999999999"),
      "seed 99999999999999999999999 is out of range: seeds are whole numbers from 0 to 2**63 - 1"),
     ("arch-timeout-flag-zero", quick_run("--arch-timeout", "0"), "argument --arch-timeout: must be positive, got 0"),
+    # modes
+    ("mode-unknown-precision", quick_run("--modes", "fp32,bf17"), "mode 'bf17': unknown precision 'bf17' (valid: fp32, bf16, fp16, auto)"),
+    ("mode-unknown-part", quick_run("--modes", "bf16+nhwc"), "mode 'bf16+nhwc': unexpected part 'nhwc'"),
+    ("modes-repeated", quick_run("--modes", "fp32,bf16,fp32"), "modes must be distinct, got ['fp32', 'bf16', 'fp32']"),
+    ("modes-with-mode-flags", quick_run("--modes", "fp32", "--precision", "bf16"),
+     "--modes lists every mode; it does not go with --precision, --channels-last or --compile"),
+    ("compile-unknown-mode", quick_run("--compile", "fastest"), "argument --compile: invalid choice: 'fastest'"),
+    ("compile-unknown-backend", quick_run("--compile", "--compile-backend", "nope"), "unknown compile_backend 'nope' (valid: "),
+    ("suite-modes-not-a-list", suite_with('modes = "bf16"\n'), "modes must be a list of modes"),
+    ("suite-modes-empty", suite_with("modes = []\n"), "modes must be a non-empty list of modes"),
+    ("compile-data-parallel", quick_run("--compile", "--nproc", "2"),
+     "compiling modes are not supported in data-parallel runs (--nproc, torchrun); drop compile"),
+    *([("fp16-on-this-cpu", quick_run("--precision", "fp16", "--device", "cpu"),
+        "mode fp16: this CPU has no native float16 (AMX-FP16); use bf16 or fp32 on it")] if not native_fp16_cpu() else []),
     # where the run writes: checked before any architecture runs
     ("out-a-file", lambda tmp: quick_run()(tmp)[:-2] + ["--out", a_file(tmp)], "--out {tmp}/afile: is a file, not a folder"),
     ("out-under-a-file", lambda tmp: quick_run()(tmp)[:-2] + ["--out", a_file(tmp) / "runs"],

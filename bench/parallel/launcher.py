@@ -48,6 +48,7 @@ class _DataParallel(runner.Strategy):
     """What both data-parallel strategies share: classifiers only, the device and backend, run.json's options."""
 
     isolation = "data-parallel"
+    compiles = False
 
     def __init__(self, options: Options):
         self.options = options

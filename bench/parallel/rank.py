@@ -22,8 +22,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import measure
 from ..data import ImageData
+from ..modes import Amp, Mode
 from ..tasks import classify
-from ..tasks.base import Group, RunContext, make_optimizer
+from ..tasks.base import Group, RunContext, compute_dtype, make_optimizer
 
 ALLREDUCE_WAIT_METHOD = (
     "1 - median step time under DDP no_sync() / median synced step time (DDP steps on a copy, every rank, "
@@ -93,7 +94,8 @@ def train(
     `context.group` is this rank's DDPGroup. With `scaling`, rank 0 first measures the single-process training
     throughput of the same setup while the other ranks wait, for the scaling efficiency.
     """
-    data = data.standardized
+    data = context.mode.data(data.standardized)
+    model = context.mode.prepare(model)
     classify.check_outputs(model, data.train_x[:2], data.num_classes)
     group = context.group
     record.update(training_costs(model, data, settings, context, scaling))
@@ -119,16 +121,18 @@ def training_costs(
     model.eval()
     with torch.inference_mode():
         flops = measure.flops(lambda: model(x[:1]))
+    dtype = compute_dtype(model, lambda: model(x[:2]), context)
+    mode = context.mode
     single = None
     if scaling:
         if group.rank == 0:
-            seconds = measure.time_repeats(_step(model, settings, x, y), device, timing)
+            seconds = measure.time_repeats(_step(model, settings, x, y, mode), device, timing)
             single = measure.summarize_rates(seconds, len(x))["median"]
         group.barrier()
-    synced = time_steps(_step(model, settings, x, y, group), group, device, timing)
-    unsynced = time_steps(_step(model, settings, x, y, group, sync=False), group, device, timing)
+    synced = time_steps(_step(model, settings, x, y, mode, group), group, device, timing)
+    unsynced = time_steps(_step(model, settings, x, y, mode, group, sync=False), group, device, timing)
     with measure.peak_memory(device) as memory:
-        step = _step(model, settings, x, y, group)
+        step = _step(model, settings, x, y, mode, group)
         step()
         step()
         del step
@@ -138,6 +142,7 @@ def training_costs(
         "params": total,
         "trainable_params": trainable,
         "flops_per_sample": flops,
+        "compute_dtype": dtype,
         "train_throughput": rates["median"],
         "train_throughput_iqr": rates["iqr"],
         "train_throughput_repeats": rates["repeats"],
@@ -180,21 +185,21 @@ def _repeat(step: Callable[[], object], calls: int, group: DDPGroup, device: tor
 
 
 def _step(
-    model: nn.Module, settings: classify.Settings, x: torch.Tensor, y: torch.Tensor,
+    model: nn.Module, settings: classify.Settings, x: torch.Tensor, y: torch.Tensor, mode: Mode,
     group: DDPGroup | None = None, sync: bool = True,
 ) -> Callable[[], torch.Tensor]:
-    """The harness's training step on a fresh copy of `model` with a fresh optimizer; DDP-wrapped with a group,
-    and then without gradient all-reduce unless `sync`."""
+    """The harness's training step in `mode` on a fresh copy of `model` with a fresh optimizer; DDP-wrapped with
+    a group, and then without gradient all-reduce unless `sync`."""
     trainee = copy.deepcopy(model).train()
-    optimizer = make_optimizer(trainee.parameters(), settings)
+    optimizer, amp = make_optimizer(trainee.parameters(), settings), Amp(mode, x.device)
     if group is None:
-        return lambda: classify.train_step(trainee, optimizer, x, y)
+        return lambda: classify.train_step(trainee, optimizer, x, y, amp)
     trainee = group.wrap(trainee)
     if sync:
-        return lambda: classify.train_step(trainee, optimizer, x, y)
+        return lambda: classify.train_step(trainee, optimizer, x, y, amp)
 
     def step() -> torch.Tensor:
         with trainee.no_sync():
-            return classify.train_step(trainee, optimizer, x, y)
+            return classify.train_step(trainee, optimizer, x, y, amp)
 
     return step

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
 import torch
+from torch import nn
 
 from ..measure import MeasureSettings, synchronize
+from ..modes import Mode, compile_seconds, compute_dtypes
 
 if TYPE_CHECKING:
     from .reference import FidSettings
@@ -97,6 +101,7 @@ class RunContext:
     """Everything a task loop needs besides the model, the data and its settings.
 
     `fid` is the suite's `[fid]` table (the reference classifier of generators); None stands for its defaults.
+    `mode` is the precision, memory format and compilation every forward pass and step runs in (resolved).
     """
 
     device: torch.device
@@ -106,6 +111,42 @@ class RunContext:
     progress: Callable[[int, str], Progress] = lambda total, description: Progress()
     group: Group = field(default_factory=Group)
     fid: FidSettings | None = None
+    mode: Mode = field(default_factory=Mode)
+
+
+class TrainClock:
+    """The training time of a fit: the seconds spent inside `with clock:` blocks, the device (every rank of
+    `group`) synchronized at both ends, less what torch.compile spent compiling meanwhile (recorded apart)."""
+
+    def __init__(self, device: torch.device, group: Group):
+        self.device, self.group, self.seconds = device, group, 0.0
+
+    def __enter__(self) -> "TrainClock":
+        self.group.synchronize(self.device)
+        self._compiled, self._started = compile_seconds(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.group.synchronize(self.device)
+        elapsed = time.perf_counter() - self._started
+        self.seconds += max(0.0, elapsed - (compile_seconds() - self._compiled))
+
+
+def trainee(model: nn.Module, mode: Mode, parts: Callable[[nn.Module], Iterable[nn.Module]]) -> nn.Module:
+    """A fresh copy of `model` in training mode, for measuring, with the modules `parts(copy)` compiled when the
+    mode compiles (the modules its task calls)."""
+    copied = copy.deepcopy(model).train()
+    mode.compile_modules(*parts(copied))
+    return copied
+
+
+def compute_dtype(model: nn.Module, call: Callable[[], object], context: RunContext) -> str:
+    """The dtypes `model`'s convolutions and linear layers run in during `call()` under the context's mode,
+    comma-separated (e.g. `bfloat16`); what autocast actually did, not what was asked."""
+    model.eval()
+    with compute_dtypes(model) as seen, torch.inference_mode(), context.mode.autocast(context.device):
+        call()
+    return ",".join(sorted(seen))
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], settings: TrainingSettings) -> torch.optim.Optimizer:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import copy
 import math
-import time
 from dataclasses import dataclass
 
 import torch
@@ -13,8 +11,10 @@ from torch import nn
 
 from .. import measure
 from ..data import ImageData, batch_count, batches
+from ..modes import Amp
 from .base import (
-    Diverged, Progress, RunContext, TrainingSettings, first_non_finite, make_optimizer, make_schedule, run_epoch,
+    Diverged, Progress, RunContext, TrainClock, TrainingSettings, compute_dtype, first_non_finite, make_optimizer,
+    make_schedule, run_epoch, trainee,
 )
 
 
@@ -34,12 +34,20 @@ class Settings(TrainingSettings):
         return found
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """One optimizer step on cross-entropy; returns the detached loss without synchronizing the device."""
+def compiled_parts(model: nn.Module) -> tuple[nn.Module, ...]:
+    """The modules this task calls, which a compiling mode compiles: the classifier itself."""
+    return (model,)
+
+
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, amp: Amp
+) -> torch.Tensor:
+    """One optimizer step on cross-entropy in `amp`'s mode; returns the detached loss without synchronizing."""
     optimizer.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(model(x), y)
-    loss.backward()
-    optimizer.step()
+    with amp.autocast():
+        loss = F.cross_entropy(model(x).float(), y)
+    amp.step(loss, optimizer)
+    amp.update()
     return loss.detach()
 
 
@@ -50,6 +58,7 @@ def train_epoch(
     y: torch.Tensor,
     batch_size: int,
     generator: torch.Generator,
+    amp: Amp,
     schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
     progress: Progress = Progress(),
     rank: int = 0,
@@ -59,7 +68,7 @@ def train_epoch(
     returns every step's loss, kept on the device."""
     model.train()
     return run_epoch(
-        lambda xb, yb: train_step(model, optimizer, xb, yb),
+        lambda xb, yb: train_step(model, optimizer, xb, yb, amp),
         batches(x, y, batch_size, generator, rank, world_size),
         batch_count(len(x), batch_size, world_size),
         [schedule],
@@ -74,17 +83,23 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     correct = torch.zeros((), device=x.device)
     loss = torch.zeros((), device=x.device)
     for xb, yb in batches(x, y, batch_size):
-        logits = model(xb)
+        logits = model(xb).float()
         loss += F.cross_entropy(logits, yb, reduction="sum")
         correct += (logits.argmax(1) == yb).sum()
     return correct.item() / len(x), loss.item() / len(x)
 
 
 def run(model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict) -> None:
-    """Measure `model`'s training costs, train and evaluate it, then measure inference; fills `record` as it goes."""
-    data = data.standardized
+    """Measure `model`'s training costs, train and evaluate it, then measure inference; fills `record` as it goes.
+
+    Everything runs in the context's mode: the standardized images and the model in its memory format, the
+    measured copies and then the model compiled when it compiles, forward passes under its autocast."""
+    mode = context.mode
+    data = mode.data(data.standardized)
+    model = mode.prepare(model)
     check_outputs(model, data.train_x[:2], data.num_classes)
     record.update(training_costs(model, data, settings, context))
+    mode.compile_modules(*compiled_parts(model))
     torch.manual_seed(context.seed)
     fit(model, data, settings, context, record)
     record.update(inference_costs(model, data, settings, context))
@@ -102,27 +117,31 @@ def check_outputs(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
 
 
 def training_costs(model: nn.Module, data: ImageData, settings: Settings, context: RunContext) -> dict:
-    """Parameters, FLOPs per sample, training-step throughput and peak memory, on copies of `model`."""
+    """Parameters, FLOPs per sample (counted on the eager model), the dtype its layers compute in, and
+    training-step throughput and peak memory on copies of `model` in the context's mode."""
     x, y = data.train_x[: settings.batch_size], data.train_y[: settings.batch_size]
     total, trainable = measure.parameter_counts(model)
     model.eval()
     with torch.inference_mode():
         flops = measure.flops(lambda: model(x[:1]))
+    dtype = compute_dtype(model, lambda: model(x[:2]), context)
 
     def make_step():
-        trainee = copy.deepcopy(model).train()
-        optimizer = make_optimizer(trainee.parameters(), settings)
-        return lambda: train_step(trainee, optimizer, x, y)
+        copied = trainee(model, context.mode, compiled_parts)
+        optimizer, amp = make_optimizer(copied.parameters(), settings), Amp(context.mode, context.device)
+        return lambda: train_step(copied, optimizer, x, y, amp)
 
     costs = measure.training_costs(make_step, len(x), context.device, context.measure)
-    return {"params": total, "trainable_params": trainable, "flops_per_sample": flops, **costs}
+    return {"params": total, "trainable_params": trainable, "flops_per_sample": flops, "compute_dtype": dtype, **costs}
 
 
 def inference_costs(model: nn.Module, data: ImageData, settings: Settings, context: RunContext) -> dict:
-    """Inference throughput at the suite's batch size and batch-1 latency percentiles, in eval mode."""
+    """Inference throughput at the suite's batch size and batch-1 latency percentiles, in eval mode, in the
+    context's mode."""
     x = data.test_x[: settings.batch_size]
     model.eval()
-    return measure.inference_costs(lambda: model(x), lambda: model(x[:1]), len(x), context.device, context.measure)
+    with context.mode.autocast(context.device):
+        return measure.inference_costs(lambda: model(x), lambda: model(x[:1]), len(x), context.device, context.measure)
 
 
 def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict) -> None:
@@ -138,7 +157,7 @@ def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
     """
     device, group = context.device, context.group
     generator = torch.Generator().manual_seed(context.seed)
-    optimizer = make_optimizer(model.parameters(), settings)
+    optimizer, amp, clock = make_optimizer(model.parameters(), settings), Amp(context.mode, device), TrainClock(device, group)
     steps_per_epoch = batch_count(len(data.train_x), settings.batch_size, group.world_size)
     schedule = make_schedule(optimizer, settings, settings.epochs * steps_per_epoch)
     train_probe = data.train_x[: len(data.test_x)], data.train_y[: len(data.test_x)]
@@ -148,21 +167,20 @@ def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
     progress = context.progress(settings.epochs * steps_per_epoch, "train")
     try:
         for epoch in range(settings.epochs):
-            group.synchronize(device)
-            started = time.perf_counter()
-            losses = train_epoch(
-                model, optimizer, data.train_x, data.train_y, settings.batch_size, generator, schedule, progress,
-                group.rank, group.world_size,
-            )
-            group.synchronize(device)
-            record["train_time_s"] += time.perf_counter() - started
+            with clock:
+                losses = train_epoch(
+                    model, optimizer, data.train_x, data.train_y, settings.batch_size, generator, amp, schedule,
+                    progress, group.rank, group.world_size,
+                )
+            record["train_time_s"] = clock.seconds
             losses = group.mean(losses)
             bad = first_non_finite(losses)
             if bad is not None:
                 step = epoch * steps_per_epoch + bad + 1
                 raise Diverged(f"non-finite training loss at step {step} (epoch {epoch + 1})", step)
-            test_accuracy, test_loss = evaluate(model, data.test_x, data.test_y, settings.eval_batch_size)
-            train_accuracy, train_probe_loss = evaluate(model, *train_probe, settings.eval_batch_size)
+            with amp.autocast():
+                test_accuracy, test_loss = evaluate(model, data.test_x, data.test_y, settings.eval_batch_size)
+                train_accuracy, train_probe_loss = evaluate(model, *train_probe, settings.eval_batch_size)
             if not (math.isfinite(test_loss) and math.isfinite(train_probe_loss)):
                 step = (epoch + 1) * steps_per_epoch
                 raise Diverged(f"non-finite outputs at evaluation after epoch {epoch + 1} (step {step})", step)

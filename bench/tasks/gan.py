@@ -9,8 +9,6 @@ has stopped getting through.
 
 from __future__ import annotations
 
-import copy
-import time
 from dataclasses import dataclass
 
 import torch
@@ -19,8 +17,11 @@ from torch import nn
 
 from .. import measure
 from ..data import ImageData, batch_count, batches
+from ..modes import Amp
 from . import generative
-from .base import Diverged, Progress, RunContext, first_non_finite, make_optimizer, make_schedule, run_epoch
+from .base import (
+    Diverged, Progress, RunContext, TrainClock, first_non_finite, make_optimizer, make_schedule, run_epoch, trainee,
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,11 @@ class Settings(generative.GenerativeSettings):
         return found
 
 
+def compiled_parts(model: nn.Module) -> tuple[nn.Module, ...]:
+    """The modules this task calls, which a compiling mode compiles: the generator and the discriminator."""
+    return model.generator, model.discriminator
+
+
 def optimizers(model: nn.Module, settings: Settings) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
     """One optimizer of the suite's kind for the generator, one for the discriminator."""
     generator, discriminator = model.generator.parameters(), model.discriminator.parameters()
@@ -51,22 +57,25 @@ def optimizers(model: nn.Module, settings: Settings) -> tuple[torch.optim.Optimi
 
 
 def train_step(
-    model: nn.Module, g_optimizer: torch.optim.Optimizer, d_optimizer: torch.optim.Optimizer, x: torch.Tensor
+    model: nn.Module, g_optimizer: torch.optim.Optimizer, d_optimizer: torch.optim.Optimizer, x: torch.Tensor,
+    amp: Amp,
 ) -> torch.Tensor:
-    """One discriminator step, then one generator step; returns (discriminator loss, generator loss), detached."""
-    fake = model.generator(torch.randn(len(x), model.latent_dim, device=x.device))
+    """One discriminator step, then one generator step, in `amp`'s mode; returns (discriminator loss, generator
+    loss), detached. The losses are computed in float32 from the discriminator's logits."""
     d_optimizer.zero_grad(set_to_none=True)
-    real_logits = model.discriminator(x).reshape(-1)
-    fake_logits = model.discriminator(fake.detach()).reshape(-1)
-    d_loss = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-    d_loss = d_loss + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-    d_loss.backward()
-    d_optimizer.step()
+    with amp.autocast():
+        fake = model.generator(torch.randn(len(x), model.latent_dim, device=x.device))
+        real_logits = model.discriminator(x).reshape(-1).float()
+        fake_logits = model.discriminator(fake.detach()).reshape(-1).float()
+        d_loss = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+        d_loss = d_loss + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    amp.step(d_loss, d_optimizer)
     g_optimizer.zero_grad(set_to_none=True)
-    fooled = model.discriminator(fake).reshape(-1)
-    g_loss = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
-    g_loss.backward()
-    g_optimizer.step()
+    with amp.autocast():
+        fooled = model.discriminator(fake).reshape(-1).float()
+        g_loss = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
+    amp.step(g_loss, g_optimizer)
+    amp.update()
     return torch.stack([d_loss.detach(), g_loss.detach()])
 
 
@@ -77,13 +86,14 @@ def train_epoch(
     x: torch.Tensor,
     batch_size: int,
     generator: torch.Generator,
+    amp: Amp,
     schedules: list[torch.optim.lr_scheduler.LRScheduler],
     progress: Progress = Progress(),
 ) -> torch.Tensor:
     """One pass over x in the generator's order; returns every step's (discriminator, generator) loss, on the device."""
     model.train()
     return run_epoch(
-        lambda xb, _: train_step(model, g_optimizer, d_optimizer, xb),
+        lambda xb, _: train_step(model, g_optimizer, d_optimizer, xb, amp),
         batches(x, x, batch_size, generator),
         batch_count(len(x), batch_size),
         schedules,
@@ -105,19 +115,23 @@ def run(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
     """Measure costs on copies, train, then record generation costs and the generator's FID/KID.
 
     Beyond the costs every generator has (bench.tasks.generative): `latent_dim`, `discriminator_params`,
-    the last epoch's mean `d_loss` and `g_loss`, and their per-epoch curves.
+    the last epoch's mean `d_loss` and `g_loss`, and their per-epoch curves. Everything runs in the context's
+    mode (see classify.run); FID compares against the original test images.
     """
-    x = data.train_x[: settings.batch_size]
+    mode = context.mode
+    images, model = mode.data(data), mode.prepare(model)
+    x = images.train_x[: settings.batch_size]
 
     def make_step():
-        trainee = copy.deepcopy(model).train()
-        g_optimizer, d_optimizer = optimizers(trainee, settings)
-        return lambda: train_step(trainee, g_optimizer, d_optimizer, x)
+        copied = trainee(model, mode, compiled_parts)
+        (g_optimizer, d_optimizer), amp = optimizers(copied, settings), Amp(mode, context.device)
+        return lambda: train_step(copied, g_optimizer, d_optimizer, x, amp)
 
     record.update(latent_dim=model.latent_dim, discriminator_params=measure.parameter_counts(model.discriminator)[0])
     record.update(generative.training_costs(model, model.generator, model.generator, make_step, len(x), context))
+    mode.compile_modules(*compiled_parts(model))
     torch.manual_seed(context.seed)
-    fit(model, data, settings, context, record)
+    fit(model, images, settings, context, record)
     record.update(generative.generation_costs(model, model.generator, settings, context))
     generative.evaluate_samples(model, model.generator, data, settings, context, record)
 
@@ -129,7 +143,8 @@ def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
     """
     device = context.device
     generator = torch.Generator().manual_seed(context.seed)
-    g_optimizer, d_optimizer = optimizers(model, settings)
+    (g_optimizer, d_optimizer), amp = optimizers(model, settings), Amp(context.mode, device)
+    clock = TrainClock(device, context.group)
     steps_per_epoch = batch_count(len(data.train_x), settings.batch_size)
     total = settings.epochs * steps_per_epoch
     schedules = [s for s in (make_schedule(o, settings, total) for o in (g_optimizer, d_optimizer)) if s is not None]
@@ -140,13 +155,12 @@ def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
     progress = context.progress(total, "train")
     try:
         for epoch in range(settings.epochs):
-            measure.synchronize(device)
-            started = time.perf_counter()
-            losses = train_epoch(
-                model, g_optimizer, d_optimizer, data.train_x, settings.batch_size, generator, schedules, progress
-            )
-            measure.synchronize(device)
-            record["train_time_s"] += time.perf_counter() - started
+            with clock:
+                losses = train_epoch(
+                    model, g_optimizer, d_optimizer, data.train_x, settings.batch_size, generator, amp, schedules,
+                    progress,
+                )
+            record["train_time_s"] = clock.seconds
             bad = first_non_finite(losses.sum(1))
             if bad is not None:
                 step = epoch * steps_per_epoch + bad + 1

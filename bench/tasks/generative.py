@@ -18,7 +18,7 @@ from torchvision.utils import save_image
 from .. import measure
 from ..data import ImageData
 from ..fid import sample_quality
-from .base import RunContext, TrainingSettings
+from .base import RunContext, TrainingSettings, compute_dtype
 from .reference import FidSettings, load_or_train
 
 Sampler = Callable[[torch.Tensor], torch.Tensor]
@@ -51,8 +51,8 @@ def codes(n: int, latent_dim: int, seed: int, device: torch.device) -> torch.Ten
 
 @torch.no_grad()
 def generate(sample: Sampler, z: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """The images `sample` makes of codes `z`, computed in batches of `batch_size`."""
-    return torch.cat([sample(z[start : start + batch_size]) for start in range(0, len(z), batch_size)])
+    """The images `sample` makes of codes `z` as float32, computed in batches of `batch_size`."""
+    return torch.cat([sample(z[start : start + batch_size]).float() for start in range(0, len(z), batch_size)])
 
 
 def training_costs(
@@ -63,7 +63,8 @@ def training_costs(
     images_per_step: int,
     context: RunContext,
 ) -> dict:
-    """Parameters (all, and the generator's), FLOPs per generated sample, training-step throughput and peak memory.
+    """Parameters (all, and the generator's), FLOPs per generated sample (counted on the eager model), the dtype
+    the generator computes in, training-step throughput and peak memory.
 
     `make_step()` returns one training step on `images_per_step` training images over a fresh copy of
     `model` and fresh optimizers (see measure.training_costs).
@@ -73,23 +74,27 @@ def training_costs(
     model.eval()
     with torch.inference_mode():
         flops = measure.flops(lambda: sample(z))
+    dtype = compute_dtype(generator, lambda: sample(z), context)
     costs = measure.training_costs(make_step, images_per_step, context.device, context.measure)
     return {
         "params": total,
         "trainable_params": trainable,
         "generator_params": measure.parameter_counts(generator)[0],
         "flops_per_sample": flops,
+        "compute_dtype": dtype,
         **costs,
     }
 
 
 def generation_costs(model: nn.Module, sample: Sampler, settings: GenerativeSettings, context: RunContext) -> dict:
-    """Generation throughput at the suite's batch size and batch-1 latency (`generate_*`, `latency_*`), in eval mode."""
+    """Generation throughput at the suite's batch size and batch-1 latency (`generate_*`, `latency_*`), in eval mode,
+    in the context's mode."""
     z = codes(settings.batch_size, model.latent_dim, context.seed, context.device)
     model.eval()
-    return measure.inference_costs(
-        lambda: sample(z), lambda: sample(z[:1]), len(z), context.device, context.measure, prefix="generate"
-    )
+    with context.mode.autocast(context.device):
+        return measure.inference_costs(
+            lambda: sample(z), lambda: sample(z[:1]), len(z), context.device, context.measure, prefix="generate"
+        )
 
 
 def evaluate_samples(
@@ -104,7 +109,8 @@ def evaluate_samples(
     reference = load_or_train(fid_settings, data, context.device, context.progress)
     model.eval()
     z = codes(len(data.test_x), model.latent_dim, context.seed, context.device)
-    fake = generate(sample, z, settings.eval_batch_size)
+    with context.mode.autocast(context.device):
+        fake = generate(sample, z, settings.eval_batch_size)
     grid = context.run_dir / f"{record.get('architecture', 'generator')}-seed{context.seed}-samples.png"
     save_image(fake[: GRID_ROWS**2], grid, nrow=GRID_ROWS)
     record.update(reference.record())

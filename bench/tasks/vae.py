@@ -12,9 +12,7 @@ All figures are in nats per image. Generated samples are the likelihood's mean, 
 
 from __future__ import annotations
 
-import copy
 import math
-import time
 from dataclasses import dataclass
 
 import torch
@@ -23,8 +21,11 @@ from torch import nn
 
 from .. import measure
 from ..data import ImageData, batch_count, batches
+from ..modes import Amp
 from . import generative
-from .base import Diverged, Progress, RunContext, first_non_finite, make_optimizer, make_schedule, run_epoch
+from .base import (
+    Diverged, Progress, RunContext, TrainClock, first_non_finite, make_optimizer, make_schedule, run_epoch, trainee,
+)
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -50,8 +51,14 @@ class Settings(generative.GenerativeSettings):
         return found
 
 
+def compiled_parts(model: nn.Module) -> tuple[nn.Module, ...]:
+    """The modules this task calls, which a compiling mode compiles: the encoder and the decoder."""
+    return model.encoder, model.decoder
+
+
 def log_likelihood(logits: torch.Tensor, x: torch.Tensor, settings: Settings) -> torch.Tensor:
-    """log p(x | z) per image (N,) for decoder logits (N, C, H, W) and images x in [0, 1]."""
+    """log p(x | z) per image (N,) for decoder logits (N, C, H, W) and images x in [0, 1], in float32."""
+    logits = logits.float()
     if settings.likelihood == "bernoulli":
         per_pixel = -F.binary_cross_entropy_with_logits(logits, x, reduction="none")
     else:
@@ -61,21 +68,25 @@ def log_likelihood(logits: torch.Tensor, x: torch.Tensor, settings: Settings) ->
 
 
 def elbo_terms(model: nn.Module, x: torch.Tensor, settings: Settings) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per image (N,): the reconstruction term -log p(x | z) at one reparameterized z ~ q(z | x), and KL(q || p(z))."""
-    mean, log_var = model.encode(x)
+    """Per image (N,): the reconstruction term -log p(x | z) at one reparameterized z ~ q(z | x), and KL(q || p(z)),
+    in float32 whatever the precision the encoder and decoder ran in."""
+    mean, log_var = (t.float() for t in model.encode(x))
     z = mean + torch.randn_like(mean) * torch.exp(0.5 * log_var)
     reconstruction = -log_likelihood(model.decode(z), x, settings)
     kl = 0.5 * (mean.square() + log_var.exp() - 1 - log_var).sum(1)
     return reconstruction, kl
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, settings: Settings) -> torch.Tensor:
-    """One optimizer step on the mean negative ELBO; returns it detached, without synchronizing the device."""
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, settings: Settings, amp: Amp
+) -> torch.Tensor:
+    """One optimizer step on the mean negative ELBO in `amp`'s mode; returns it detached, without synchronizing."""
     optimizer.zero_grad(set_to_none=True)
-    reconstruction, kl = elbo_terms(model, x, settings)
-    loss = (reconstruction + kl).mean()
-    loss.backward()
-    optimizer.step()
+    with amp.autocast():
+        reconstruction, kl = elbo_terms(model, x, settings)
+        loss = (reconstruction + kl).mean()
+    amp.step(loss, optimizer)
+    amp.update()
     return loss.detach()
 
 
@@ -85,13 +96,14 @@ def train_epoch(
     x: torch.Tensor,
     settings: Settings,
     generator: torch.Generator,
+    amp: Amp,
     schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
     progress: Progress = Progress(),
 ) -> torch.Tensor:
     """One pass over x in the generator's order; returns every step's loss, kept on the device."""
     model.train()
     return run_epoch(
-        lambda xb, _: train_step(model, optimizer, xb, settings),
+        lambda xb, _: train_step(model, optimizer, xb, settings, amp),
         batches(x, x, settings.batch_size, generator),
         batch_count(len(x), settings.batch_size),
         [schedule],
@@ -122,7 +134,7 @@ def iwae_nll(model: nn.Module, x: torch.Tensor, settings: Settings) -> float:
     k = settings.iwae_samples
     total = torch.zeros((), device=x.device)
     for xb, _ in batches(x, x, max(1, settings.eval_batch_size // k)):
-        mean, log_var = model.encode(xb)
+        mean, log_var = (t.float() for t in model.encode(xb))
         std = torch.exp(0.5 * log_var)
         eps = torch.randn(k, *mean.shape, device=x.device)
         z = mean + eps * std
@@ -144,19 +156,24 @@ def run(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
 
     Beyond the costs every generator has (bench.tasks.generative): `latent_dim`, `encoder_params`,
     `test_neg_elbo` = `test_reconstruction` + `test_kl` and `test_nll` (IWAE), all in nats per test image.
+    Everything runs in the context's mode (see classify.run); FID compares against the original test images.
     """
-    sample, x = sampler(model), data.train_x[: settings.batch_size]
+    mode = context.mode
+    images, model = mode.data(data), mode.prepare(model)
+    sample, x = sampler(model), images.train_x[: settings.batch_size]
 
     def make_step():
-        trainee = copy.deepcopy(model).train()
-        optimizer = make_optimizer(trainee.parameters(), settings)
-        return lambda: train_step(trainee, optimizer, x, settings)
+        copied = trainee(model, mode, compiled_parts)
+        optimizer, amp = make_optimizer(copied.parameters(), settings), Amp(mode, context.device)
+        return lambda: train_step(copied, optimizer, x, settings, amp)
 
     record.update(latent_dim=model.latent_dim, encoder_params=measure.parameter_counts(model.encoder)[0])
     record.update(generative.training_costs(model, model.decoder, sample, make_step, len(x), context))
+    mode.compile_modules(*compiled_parts(model))
     torch.manual_seed(context.seed)
-    fit(model, data, settings, context, record)
-    record["test_nll"] = iwae_nll(model, data.test_x, settings)
+    fit(model, images, settings, context, record)
+    with mode.autocast(context.device):
+        record["test_nll"] = iwae_nll(model, images.test_x, settings)
     record.update(generative.generation_costs(model, sample, settings, context))
     generative.evaluate_samples(model, sample, data, settings, context, record)
 
@@ -169,7 +186,7 @@ def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
     """
     device = context.device
     generator = torch.Generator().manual_seed(context.seed)
-    optimizer = make_optimizer(model.parameters(), settings)
+    optimizer, amp, clock = make_optimizer(model.parameters(), settings), Amp(context.mode, device), TrainClock(device, context.group)
     steps_per_epoch = batch_count(len(data.train_x), settings.batch_size)
     schedule = make_schedule(optimizer, settings, settings.epochs * steps_per_epoch)
     curves = {key: [] for key in ("train_loss", "test_neg_elbo", "train_time_s")}
@@ -178,16 +195,15 @@ def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
     progress = context.progress(settings.epochs * steps_per_epoch, "train")
     try:
         for epoch in range(settings.epochs):
-            measure.synchronize(device)
-            started = time.perf_counter()
-            losses = train_epoch(model, optimizer, data.train_x, settings, generator, schedule, progress)
-            measure.synchronize(device)
-            record["train_time_s"] += time.perf_counter() - started
+            with clock:
+                losses = train_epoch(model, optimizer, data.train_x, settings, generator, amp, schedule, progress)
+            record["train_time_s"] = clock.seconds
             bad = first_non_finite(losses)
             if bad is not None:
                 step = epoch * steps_per_epoch + bad + 1
                 raise Diverged(f"non-finite training loss at step {step} (epoch {epoch + 1})", step)
-            test = evaluate(model, data.test_x, settings)
+            with amp.autocast():
+                test = evaluate(model, data.test_x, settings)
             curves["train_loss"].append(losses.mean().item())
             curves["test_neg_elbo"].append(test["neg_elbo"])
             curves["train_time_s"].append(record["train_time_s"])

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 import architectures
 from bench import data
+from bench.modes import Amp, Mode
 from bench.tasks import classify
 
 BATCH, STEPS = 100, 10
@@ -52,6 +53,8 @@ def test_harness_epoch(benchmark, samples):
     model, optimizer = model_and_optimizer()
     generator = torch.Generator().manual_seed(0)
     losses = benchmark.pedantic(
-        lambda: classify.train_epoch(model, optimizer, x, y, BATCH, generator), rounds=7, warmup_rounds=1
+        lambda: classify.train_epoch(model, optimizer, x, y, BATCH, generator, Amp(Mode(), x.device)),
+        rounds=7,
+        warmup_rounds=1,
     )
     assert losses.shape == (STEPS,) and torch.isfinite(losses).all()
