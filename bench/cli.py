@@ -8,8 +8,8 @@ import shlex
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import architectures
 
@@ -51,6 +51,16 @@ def _mode_list(text: str) -> list[str]:
     if not modes:
         raise argparse.ArgumentTypeError(f"expected modes separated by commas, got {text!r}")
     return modes
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.1 or 10%, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +135,24 @@ def build_parser() -> argparse.ArgumentParser:
                       help="architectures whose parameter and FLOP changes are intended")
     comparing.add_argument("--out", type=Path, default=configs.DEFAULT_OUT, metavar="DIR", help="where run folders are")
     comparing.set_defaults(handler=_compare)
+
+    paired = commands.add_parser("ab", help="the paired speed gate: two git revisions measured here, alternating")
+    paired.add_argument("base", help="the base revision (a commit, tag or branch)")
+    paired.add_argument("candidate", nargs="?", help="the candidate revision (default: the working tree, as it is)")
+    paired.add_argument("--suite", default=configs.DEFAULT_SUITE, help="a built-in suite name (each side's own) or a .toml path")
+    paired.add_argument("--arch", nargs="+", action="extend", metavar="A", help="architectures or wildcards (default: the suite's)")
+    paired.add_argument("--mode", help="the mode to measure in (default: the suite's first)")
+    paired.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
+    paired.add_argument("--arch-module", dest="side_modules", action="append", default=[], metavar="MODULE",
+                        help="a plugin module of each side (a relative path is taken inside each side's checkout)")
+    paired.add_argument("--tolerance", type=_fraction, default=0.10, metavar="F", help="e.g. 0.10: 10%% (default)")
+    paired.add_argument("--budget", type=_positive_number, default=480.0, metavar="S", help="seconds of rounds at most (default 480)")
+    paired.add_argument("--min-rounds", type=_positive_int, default=6, metavar="N", help="rounds before judging (default 6, the fewest for a 95%% interval)")
+    paired.add_argument("--max-rounds", type=_positive_int, default=40, metavar="N", help="default 40")
+    paired.add_argument("--calibrate", action="store_true", help="A/A: BASE on both sides, every round the budget "
+                        "allows; prints the noise floor (the smallest tolerance this machine supports in that time)")
+    paired.add_argument("--repo", type=Path, default=Path("."), metavar="DIR", help="the git repository (default: here)")
+    paired.set_defaults(handler=_ab)
 
     baselines = commands.add_parser("baseline", help="manage the committed baseline of the regression gate")
     baseline_commands = baselines.add_subparsers(dest="baseline_command", required=True, parser_class=_Parser)
@@ -237,7 +265,8 @@ def _named(record: dict) -> str:
 
 def _strategy(config: configs.RunConfig, isolation: str | None, launch):
     """How each pair runs: a fresh process (default), this process, or a data-parallel group."""
-    from . import isolation as isolated, parallel, runner
+    from . import isolation as isolated
+    from . import parallel, runner
 
     if launch is not None:
         if isolation is not None or config.arch_timeout is not None:
@@ -279,6 +308,44 @@ def _resumed(args: argparse.Namespace):
     launch = parallel.Options(**distributed) if distributed else None
     isolation = args.isolation or info.get("isolation", "process")
     return config, _strategy(config, None if launch else isolation, launch), arch_modules
+
+
+def _ab(args: argparse.Namespace) -> int:
+    from . import ab
+
+    if args.calibrate and args.candidate is not None:
+        raise UserError("--calibrate measures BASE against itself; give no CANDIDATE")
+    if args.min_rounds < ab.MIN_ROUNDS:
+        raise UserError(f"--min-rounds must be at least {ab.MIN_ROUNDS}: fewer paired ratios give no 95% interval")
+    if args.max_rounds < args.min_rounds:
+        raise UserError(f"--max-rounds ({args.max_rounds}) is below --min-rounds ({args.min_rounds})")
+    suite = args.suite
+    if suite.endswith(".toml") or "/" in suite:  # a file: the same one for both sides
+        suite = str(configs.suite_path(suite).resolve())
+    request = ab.Request(suite, tuple(args.arch or ()), args.mode, args.device, tuple(args.side_modules))
+    candidate = args.base if args.calibrate else args.candidate
+    with ab.checkouts(args.repo.resolve(), args.base, candidate) as sides:
+        print(f"base {sides[0].rev} ({sides[0].commit[:10]}) vs candidate {sides[1].rev}"
+              + (f" ({sides[1].commit[:10]})" if sides[1].commit else f" ({sides[1].path})")
+              + f": rounds alternate A B, B A, ...; budget {args.budget:.0f} s", flush=True)
+        result = ab.run(
+            sides, ab.probe_measurer(request), args.tolerance, args.budget, args.min_rounds, args.max_rounds,
+            until_budget=args.calibrate, echo=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    print(f"\n{ab.table(result)}\n")
+    print(f"{result.rounds} rounds in {result.seconds:.0f} s; tolerance {args.tolerance:.0%}; each side measured by "
+          f"its own code: base {result.harness.get('base')}, candidate {result.harness.get('candidate')}")
+    if args.calibrate:
+        floor = ab.noise_floor(result)
+        for figure, width in floor.items():
+            print(f"noise floor of {figure}: {width:.1%} (an A/A interval reached this far from 1)")
+        return 0
+    inconclusive = [line for line in result.lines if line.verdict == "inconclusive"]
+    if inconclusive:
+        print(f"{len(inconclusive)} figure(s) inconclusive within the budget: raise --budget or --tolerance", file=sys.stderr)
+    failing = result.failing
+    print(f"{len(failing)} failing: " + ", ".join(f"{l.architecture} {l.figure} {l.verdict}" for l in failing) if failing else "no regression")
+    return 1 if failing else 0
 
 
 def _terminate(signum, frame):

@@ -89,8 +89,11 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct.item() / len(x), loss.item() / len(x)
 
 
-def run(model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict) -> None:
+def run(
+    model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict, train: bool = True
+) -> None:
     """Measure `model`'s training costs, train and evaluate it, then measure inference; fills `record` as it goes.
+    Without `train`, only the cost figures (what `python -m bench.probe` measures).
 
     Everything runs in the context's mode: the standardized images and the model in its memory format, the
     measured copies and then the model compiled when it compiles, forward passes under its autocast."""
@@ -100,8 +103,9 @@ def run(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
     check_outputs(model, data.train_x[:2], data.num_classes)
     record.update(training_costs(model, data, settings, context))
     mode.compile_modules(*compiled_parts(model))
-    torch.manual_seed(context.seed)
-    fit(model, data, settings, context, record)
+    if train:
+        torch.manual_seed(context.seed)
+        fit(model, data, settings, context, record)
     record.update(inference_costs(model, data, settings, context))
 
 

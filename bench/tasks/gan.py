@@ -111,8 +111,11 @@ def collapse_step(d_losses: torch.Tensor, threshold: float, window: int) -> int 
     return int(hits[0, 0]) + window if len(hits) else None
 
 
-def run(model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict) -> None:
+def run(
+    model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict, train: bool = True
+) -> None:
     """Measure costs on copies, train, then record generation costs and the generator's FID/KID.
+    Without `train`, only the cost figures (what `python -m bench.probe` measures).
 
     Beyond the costs every generator has (bench.tasks.generative): `latent_dim`, `discriminator_params`,
     the last epoch's mean `d_loss` and `g_loss`, and their per-epoch curves. Everything runs in the context's
@@ -130,10 +133,12 @@ def run(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
     record.update(latent_dim=model.latent_dim, discriminator_params=measure.parameter_counts(model.discriminator)[0])
     record.update(generative.training_costs(model, model.generator, model.generator, make_step, len(x), context))
     mode.compile_modules(*compiled_parts(model))
-    torch.manual_seed(context.seed)
-    fit(model, images, settings, context, record)
+    if train:
+        torch.manual_seed(context.seed)
+        fit(model, images, settings, context, record)
     record.update(generative.generation_costs(model, model.generator, settings, context))
-    generative.evaluate_samples(model, model.generator, data, settings, context, record)
+    if train:
+        generative.evaluate_samples(model, model.generator, data, settings, context, record)
 
 
 def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict) -> None:

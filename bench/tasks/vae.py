@@ -151,8 +151,11 @@ def sampler(model: nn.Module) -> generative.Sampler:
     return lambda z: torch.sigmoid(model.decode(z))
 
 
-def run(model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict) -> None:
+def run(
+    model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict, train: bool = True
+) -> None:
     """Measure costs on copies, train, then record the test ELBO, the IWAE bound, generation costs and FID/KID.
+    Without `train`, only the cost figures (what `python -m bench.probe` measures).
 
     Beyond the costs every generator has (bench.tasks.generative): `latent_dim`, `encoder_params`,
     `test_neg_elbo` = `test_reconstruction` + `test_kl` and `test_nll` (IWAE), all in nats per test image.
@@ -170,12 +173,14 @@ def run(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
     record.update(latent_dim=model.latent_dim, encoder_params=measure.parameter_counts(model.encoder)[0])
     record.update(generative.training_costs(model, model.decoder, sample, make_step, len(x), context))
     mode.compile_modules(*compiled_parts(model))
-    torch.manual_seed(context.seed)
-    fit(model, images, settings, context, record)
-    with mode.autocast(context.device):
-        record["test_nll"] = iwae_nll(model, images.test_x, settings)
+    if train:
+        torch.manual_seed(context.seed)
+        fit(model, images, settings, context, record)
+        with mode.autocast(context.device):
+            record["test_nll"] = iwae_nll(model, images.test_x, settings)
     record.update(generative.generation_costs(model, sample, settings, context))
-    generative.evaluate_samples(model, sample, data, settings, context, record)
+    if train:
+        generative.evaluate_samples(model, sample, data, settings, context, record)
 
 
 def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict) -> None:

@@ -5,7 +5,7 @@ mode's speedup? Run from the project's root:
     .venv/bin/python tests/benchmarks/harness_vs_bare.py resnet18 64 fp32,bf16+channels_last
 
 Per mode and round, in turn: the bare loop (the loop of ../shared/tools/bare_modes.py: one fixed batch, autocast,
-SGD), the harness's training step (`classify.train_step` on a `trainee` with its `Amp`: what `train_throughput`
+SGD, `torch.compile(model)` when the mode compiles), the harness's training step (`classify.train_step` on a `trainee` with its `Amp`: what `train_throughput`
 times) and the harness's training epoch (`classify.train_epoch`: batches gathered from the data in the mode's
 memory format, as `fit` trains). Prints the median samples/s over the rounds and the harness/bare ratios.
 """
@@ -35,11 +35,12 @@ def bare_step(name: str, batch: int, mode: modes.Mode):
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
     dtype = mode.autocast_dtype
+    forward = torch.compile(model, mode=mode.compile) if mode.compile else model
 
     def step():
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(forward(x), y)
         loss.backward()
         optimizer.step()
 

@@ -1,0 +1,339 @@
+"""The paired speed gate: two revisions measured on this machine, alternating, in fresh processes.
+
+`archbench ab BASE [CANDIDATE]` checks each revision out into a temporary git worktree (CANDIDATE defaults to
+the working tree as it is, uncommitted changes included) and measures the selected architectures' cost
+figures with each side's own code: `python -m bench.probe` run inside that side's checkout (its `bench/`, its
+`architectures/`, its suites; plugin modules given as relative paths are that side's files). Measurements
+alternate in rounds, A B, B A, A B, ..., each side in a fresh process, so that what drifts on the machine
+(load, clocks, thermal state) touches both sides alike. Every figure is judged on the per-round paired ratios
+candidate / base: their median, and a distribution-free 95% interval for their center (Wilcoxon signed-rank,
+on log ratios). A figure is `regressed` only when the whole interval lies beyond the tolerance, `improved`
+symmetrically, `ok` when it lies inside, and `inconclusive` otherwise, which buys more rounds within the time
+budget. Parameters and FLOPs must be equal (`changed` otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tabulate import tabulate
+
+from .errors import UserError
+
+CONFIDENCE = 0.95
+MIN_ROUNDS = 6  # the fewest paired ratios for which the signed-rank interval at 95% is finite
+# (figure, higher is better) judged on paired ratios; EXACT figures must be equal.
+TIMED = (
+    ("train_throughput", True), ("infer_throughput", True), ("generate_throughput", True),
+    ("latency_p50_ms", False), ("peak_memory_mb", False),
+)
+EXACT = ("params", "flops_per_sample")
+FAILING = ("regressed", "changed", "failed")
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of the comparison: `label` (base or candidate), the revision as given, its commit, its checkout."""
+
+    label: str
+    rev: str
+    commit: str | None
+    path: Path
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to measure on each side: the suite (a built-in name or an absolute path), architectures (empty: the
+    suite's), mode, device."""
+
+    suite: str
+    architectures: tuple[str, ...]
+    mode: str | None = None
+    device: str | None = None
+    arch_modules: tuple[str, ...] = ()
+    timeout_s: float = 900.0
+
+    def command(self, python: str) -> list[str]:
+        command = [python, "-m", "bench.probe", "--suite", self.suite]
+        command += ["--arch", *self.architectures] if self.architectures else []
+        command += ["--mode", self.mode] if self.mode else []
+        command += ["--device", self.device] if self.device else []
+        for module in self.arch_modules:
+            command += ["--arch-module", module]
+        return command
+
+
+@dataclass
+class Line:
+    architecture: str
+    figure: str
+    base: float | None
+    candidate: float | None
+    ratio: float | None = None
+    low: float | None = None
+    high: float | None = None
+    verdict: str = "ok"
+    pairs: int = 0
+
+
+@dataclass
+class Result:
+    lines: list[Line]
+    rounds: int
+    seconds: float
+    order: list[str] = field(default_factory=list)  # the sides' labels in the order they were measured
+    harness: dict[str, str] = field(default_factory=dict)  # side label -> the bench module that measured it
+
+    @property
+    def failing(self) -> list[Line]:
+        return [line for line in self.lines if line.verdict in FAILING]
+
+
+# --- checkouts ------------------------------------------------------------------------------------------
+
+
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UserError(f"git {' '.join(args)}: {(done.stderr.strip().splitlines() or ['failed'])[-1]}")
+    return done.stdout.strip()
+
+
+def commit_of(repo: Path, rev: str) -> str:
+    """The full commit id `rev` names in `repo`; UserError for an unknown revision."""
+    done = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise UserError(f"unknown revision {rev!r} in {repo}")
+    return done.stdout.strip()
+
+
+@contextmanager
+def checkouts(repo: Path, base: str, candidate: str | None) -> Iterator[tuple[Side, Side]]:
+    """Base (and candidate, unless None: the working tree of `repo`) checked out into temporary worktrees,
+    detached; removed afterwards."""
+    if not (repo / ".git").exists() and subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--git-dir"], capture_output=True
+    ).returncode != 0:
+        raise UserError(f"{repo} is not a git repository (archbench ab compares two revisions of one)")
+    root = Path(git(repo, "rev-parse", "--show-toplevel"))
+    commits = {"base": commit_of(root, base)}
+    if candidate is not None:
+        commits["candidate"] = commit_of(root, candidate)
+    scratch = Path(tempfile.mkdtemp(prefix="archbench-ab-"))
+    added = []
+    try:
+        sides = {}
+        for label, commit in commits.items():
+            path = scratch / label
+            git(root, "worktree", "add", "--detach", "--quiet", str(path), commit)
+            added.append(path)
+            sides[label] = Side(label, base if label == "base" else candidate, commit, path)
+        if candidate is None:
+            sides["candidate"] = Side("candidate", "working tree", None, root)
+        yield sides["base"], sides["candidate"]
+    finally:
+        for path in added:
+            subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(path)], capture_output=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# --- measuring ------------------------------------------------------------------------------------------
+
+Measurer = Callable[[Side], dict[str, dict]]
+
+
+def probe_measurer(request: Request, python: str = sys.executable) -> Measurer:
+    """Measures a side in a fresh `python -m bench.probe` process inside its checkout: that side's code."""
+
+    def measure(side: Side) -> dict[str, dict]:
+        harness = side.path / "bench"
+        if harness.is_dir() and not (harness / "probe.py").is_file():
+            raise UserError(
+                f"{side.label} ({side.rev}): this revision has no measuring entry point (bench/probe.py); pick a later base"
+            )
+        environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(side.path), os.environ.get("PYTHONPATH", "")])}
+        try:
+            done = subprocess.run(
+                request.command(python), cwd=side.path, env=environment, capture_output=True, text=True,
+                timeout=request.timeout_s,
+            )
+        except subprocess.TimeoutExpired:
+            raise UserError(f"{side.label} ({side.rev}): the probe ran past {request.timeout_s:.0f} s") from None
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if done.returncode != 0 or not lines:
+            last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            raise UserError(f"{side.label} ({side.rev}): {last}")
+        figures = [json.loads(line) for line in lines]
+        return {item["architecture"]: item for item in figures}
+
+    return measure
+
+
+def order_of_round(index: int) -> tuple[int, int]:
+    """Which side goes first in round `index`: base, candidate; then candidate, base; and so on (A B B A A B ...)."""
+    return (0, 1) if index % 2 == 0 else (1, 0)
+
+
+def run(
+    sides: tuple[Side, Side],
+    measure: Measurer,
+    tolerance: float,
+    budget_s: float,
+    min_rounds: int = MIN_ROUNDS,
+    max_rounds: int = 40,
+    until_budget: bool = False,
+    echo: Callable[[str], None] = lambda line: None,
+) -> Result:
+    """Alternating rounds until no timed figure is inconclusive (after `min_rounds`), or `max_rounds`, or until
+    another round would exceed `budget_s`; with `until_budget` (calibration) every round the budget allows."""
+    started = time.monotonic()
+    samples: tuple[list[dict], list[dict]] = ([], [])
+    order: list[str] = []
+    rounds = 0
+    while True:
+        for index in order_of_round(rounds):
+            samples[index].append(measure(sides[index]))
+            order.append(sides[index].label)
+        rounds += 1
+        elapsed = time.monotonic() - started
+        echo(f"round {rounds}: {elapsed:.0f} s")
+        lines = judge(samples[0], samples[1], tolerance)
+        if rounds < min_rounds:
+            continue
+        settled = not any(line.verdict == "inconclusive" for line in lines)
+        if rounds >= max_rounds or (settled and not until_budget) or elapsed * (rounds + 1) / rounds > budget_s:
+            harness = {side.label: _harness(samples[i]) for i, side in enumerate(sides)}
+            return Result(lines, rounds, elapsed, order, harness)
+
+
+def _harness(rounds: list[dict]) -> str:
+    files = {item.get("bench_file", "?") for measured in rounds for item in measured.values()}
+    return ", ".join(sorted(str(Path(f).parent) for f in files))
+
+
+# --- statistics -----------------------------------------------------------------------------------------
+
+
+def signed_rank_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The exact distribution-free interval for the center of symmetric `values`: the Walsh averages
+    (x_i + x_j) / 2 between the k-th smallest and the k-th largest, k from the signed-rank statistic's null
+    distribution (Hodges-Lehmann). (-inf, inf) when there are too few values for that confidence (fewer than
+    6 at 95%)."""
+    n = len(values)
+    if n == 0:
+        return -math.inf, math.inf
+    walsh = sorted((values[i] + values[j]) / 2 for i in range(n) for j in range(i, n))
+    counts = [1]  # counts[t]: sign patterns whose positive ranks sum to t
+    for rank in range(1, n + 1):
+        grown = counts + [0] * rank
+        for total, count in enumerate(counts):
+            grown[total + rank] += count
+        counts = grown
+    tail, cumulative, k = (1 - confidence) / 2, 0, 0
+    for count in counts:
+        if (cumulative + count) / 2**n > tail:
+            break
+        cumulative += count
+        k += 1
+    if k == 0:
+        return -math.inf, math.inf
+    return walsh[k - 1], walsh[len(walsh) - k]
+
+
+def ratio_interval(base: list[float], candidate: list[float]) -> tuple[float, float, float]:
+    """(median, low, high) of the paired ratios candidate / base; the interval from their logs."""
+    logs = [math.log(c / b) for b, c in zip(base, candidate)]
+    low, high = signed_rank_interval(logs)
+    median = statistics.median(c / b for b, c in zip(base, candidate))
+    return median, math.exp(low) if low > -math.inf else 0.0, math.exp(high) if high < math.inf else math.inf
+
+
+def verdict(low: float, high: float, tolerance: float, higher_is_better: bool) -> str:
+    """`regressed` when the whole ratio interval is worse than the tolerance, `improved` when it is better,
+    `ok` when it lies within it, `inconclusive` otherwise."""
+    if higher_is_better:  # as a cost: >1 is worse
+        low, high = (1 / high if high > 0 else math.inf), (1 / low if low > 0 else math.inf)
+    if low > 1 + tolerance:
+        return "regressed"
+    if high < 1 - tolerance:
+        return "improved"
+    if 1 - tolerance <= low and high <= 1 + tolerance:
+        return "ok"
+    return "inconclusive"
+
+
+def judge(base_rounds: list[dict], candidate_rounds: list[dict], tolerance: float) -> list[Line]:
+    """Every architecture's figures over the rounds so far (rounds where both sides measured it)."""
+    lines = []
+    names = list(dict.fromkeys(name for measured in base_rounds for name in measured))
+    for name in names:
+        pairs = [(b[name], c.get(name)) for b, c in zip(base_rounds, candidate_rounds) if name in b]
+        ok = [(b, c) for b, c in pairs if c is not None and b["status"] == "ok" and c["status"] == "ok"]
+        if not ok:
+            broken = next((c for _, c in pairs if c is None or c["status"] != "ok"), None)
+            base_broken = next((b for b, _ in pairs if b["status"] != "ok"), None)
+            if base_broken is not None:
+                lines.append(Line(name, "status", None, None, verdict="base failed"))
+            else:
+                error = "absent" if broken is None else broken.get("error")
+                lines.append(Line(name, f"status: {error}", None, None, verdict="failed"))
+            continue
+        for key in EXACT:
+            b, c = ok[-1][0].get(key), ok[-1][1].get(key)
+            if b is not None:
+                lines.append(Line(name, key, b, c, verdict="ok" if b == c else "changed", pairs=len(ok)))
+        for key, higher_is_better in TIMED:
+            values = [(b.get(key), c.get(key)) for b, c in ok]
+            values = [(b, c) for b, c in values if isinstance(b, (int, float)) and isinstance(c, (int, float)) and b > 0 and c > 0]
+            if not values:
+                continue
+            base_values, candidate_values = [b for b, _ in values], [c for _, c in values]
+            median, low, high = ratio_interval(base_values, candidate_values)
+            lines.append(Line(
+                name, key, statistics.median(base_values), statistics.median(candidate_values), median, low, high,
+                verdict(low, high, tolerance, higher_is_better), len(values),
+            ))
+    return lines
+
+
+# --- output ---------------------------------------------------------------------------------------------
+
+
+def table(result: Result) -> str:
+    rows = []
+    for line in result.lines:
+        if line.ratio is None:
+            ratio = "" if line.base is None else ("same" if line.verdict == "ok" else f"{line.base:,.0f} -> {line.candidate:,.0f}")
+        else:
+            high = "inf" if math.isinf(line.high) else f"{line.high:.3f}"
+            ratio = f"{line.ratio:.3f} [{line.low:.3f}, {high}]"
+        base = "" if line.base is None else f"{line.base:.4g}"
+        candidate = "" if line.candidate is None else f"{line.candidate:.4g}"
+        rows.append([line.architecture, line.figure, base, candidate, ratio, line.verdict])
+    headers = ["architecture", "figure", "base", "candidate", "ratio [95% CI]", "verdict"]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def noise_floor(result: Result) -> dict[str, float]:
+    """Per timed figure, the widest distance of an interval's end from 1 over the architectures: the smallest
+    tolerance at which every figure of this (A/A) comparison would have been judged `ok`."""
+    floor: dict[str, float] = {}
+    for line in result.lines:
+        if line.low is not None and line.high is not None:
+            width = max(1 - line.low, line.high - 1)
+            floor[line.figure] = max(floor.get(line.figure, 0.0), width)
+    return floor

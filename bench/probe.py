@@ -1,0 +1,89 @@
+"""The measuring entry point `archbench ab` runs in each side's checkout: cost figures only, as JSON lines.
+
+    python -m bench.probe [--suite quick] [--arch cnn-baseline resnet18] [--mode M] [--device D] [--arch-module X]
+
+Builds each architecture as a run would (the suite's data, settings and seed) and measures what its task's
+`run(..., train=False)` measures: training-step throughput, inference or generation throughput, batch-1
+latency, peak memory, parameters and FLOPs; no training, no quality. Prints one JSON object per architecture
+(`probe_version`, `architecture`, `status`, `error`, the figures, and `bench_file`: which harness measured).
+This interface is kept stable, so that `archbench ab` can measure any revision that has it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+import torch
+
+import architectures
+
+from . import config as configs
+from . import measure, runner
+from .errors import UserError
+from .tasks import TASKS
+from .tasks.base import RunContext
+
+PROBE_VERSION = 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.probe", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suite", default=configs.DEFAULT_SUITE)
+    parser.add_argument("--arch", nargs="+", help="architectures or wildcards (default: the suite's)")
+    parser.add_argument("--mode", help="one mode (default: the suite's first)")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arch-module", action="append", default=[])
+    args = parser.parse_args(argv)
+    scratch = Path(tempfile.mkdtemp(prefix="archbench-probe-"))
+    try:
+        return _probe_all(args, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _probe_all(args: argparse.Namespace, scratch: Path) -> int:
+    try:
+        for module in args.arch_module:
+            architectures.load_module(module)
+        config = configs.load(
+            args.suite, architectures=args.arch, device=args.device, modes=[args.mode] if args.mode else None,
+            out=scratch, quiet=True,
+        )
+        names = architectures.resolve(config.architectures)
+        device = runner.resolve_device(config.device)
+        mode = configs.modes(config)[0].resolved(device)
+        data = runner.load_data(config).to(device)
+    except (UserError, architectures.UnknownArchitecture, architectures.PluginError) as error:
+        print(f"probe: error: {error}", file=sys.stderr)
+        return 2
+    measure.steady_allocator()
+    for name in names:
+        print(json.dumps(probe(name, config, data, device, mode, args.seed, scratch)), flush=True)
+    return 0
+
+
+def probe(name: str, config: configs.RunConfig, data, device: torch.device, mode, seed: int, scratch: Path) -> dict:
+    """The cost figures of architecture `name` as one JSON-able dict; a failure is `status: failed` with its error."""
+    spec = architectures.get_spec(name)
+    settings = config.tasks[spec.task]
+    result = {"probe_version": PROBE_VERSION, "architecture": name, "mode": mode.name, "status": "ok", "error": None,
+              "bench_file": __file__}
+    try:
+        torch.manual_seed(seed)
+        model = architectures.create(name, data.input_shape, data.num_classes, **settings.model_overrides())
+        context = RunContext(device, seed, config.measure, scratch, mode=mode)
+        TASKS[spec.task].run(model.to(device), data, settings, context, result, train=False)
+    except Exception as error:
+        result.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
