@@ -7,7 +7,6 @@ same collectives in the same order; rank 0's figures are the ones recorded.
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import statistics
@@ -25,6 +24,7 @@ from ..data import ImageData
 from ..modes import Amp, Mode
 from ..tasks import classify
 from ..tasks.base import Group, RunContext, compute_dtype, make_optimizer
+from ..tasks.base import trainee as copy_for_training
 
 ALLREDUCE_WAIT_METHOD = (
     "1 - median step time under DDP no_sync() / median synced step time (DDP steps on a copy, every rank, "
@@ -190,7 +190,7 @@ def _step(
 ) -> Callable[[], torch.Tensor]:
     """The harness's training step in `mode` on a fresh copy of `model` with a fresh optimizer; DDP-wrapped with
     a group, and then without gradient all-reduce unless `sync`."""
-    trainee = copy.deepcopy(model).train()
+    trainee = copy_for_training(model, mode, classify.compiled_parts)
     optimizer, amp = make_optimizer(trainee.parameters(), settings), Amp(mode, x.device)
     if group is None:
         return lambda: classify.train_step(trainee, optimizer, x, y, amp)
