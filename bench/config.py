@@ -199,7 +199,7 @@ def _check(config: RunConfig) -> None:
             raise UserError(f"{flag} must be a positive number of samples, got {limit}")
     if not config.modes or not all(isinstance(m, str) for m in config.modes):
         raise UserError(f"modes must be a non-empty list of modes such as \"bf16+channels_last\", got {config.modes!r}")
-    parsed = [run_modes.parse(text, config.compile_backend) for text in config.modes]
+    parsed = modes(config)
     if len({m.name for m in parsed}) != len(parsed):
         raise UserError(f"modes must be distinct, got {config.modes!r}")
     if any(m.compile for m in parsed) and config.compile_backend not in run_modes.compile_backends():

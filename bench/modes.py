@@ -96,10 +96,6 @@ class Mode:
         dtype = self.autocast_dtype
         return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
-    def scaler(self, device: torch.device) -> torch.amp.GradScaler:
-        """A gradient scaler: active for fp16, a pass-through (scale 1, plain `optimizer.step`) otherwise."""
-        return torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
-
 
 class Amp:
     """Forward passes and optimizer steps of one model in a mode: autocast, and for fp16 loss scaling.
@@ -110,7 +106,8 @@ class Amp:
 
     def __init__(self, mode: Mode, device: torch.device):
         self.mode, self.device = mode, device
-        self.scaler = mode.scaler(device)
+        # Active for fp16; otherwise a pass-through (scale 1, a plain `optimizer.step`).
+        self.scaler = torch.amp.GradScaler(device.type, enabled=mode.precision == "fp16")
 
     def autocast(self) -> contextlib.AbstractContextManager:
         return self.mode.autocast(self.device)
