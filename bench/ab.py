@@ -5,7 +5,8 @@ the working tree as it is, uncommitted changes included) and measures the select
 figures with each side's own code: `python -m bench.probe` run inside that side's checkout (its `bench/`, its
 `architectures/`, its suites; plugin modules given as relative paths are that side's files). Measurements
 alternate in rounds, A B, B A, A B, ..., each side in a fresh process, so that what drifts on the machine
-(load, clocks, thermal state) touches both sides alike. Every figure is judged on the per-round paired ratios
+(load, clocks, thermal state) touches both sides alike; within a round the two processes take turns window by
+window where both sides' probes can (probe version 2). Every figure is judged on the per-round paired ratios
 candidate / base: their median, and a distribution-free 95% interval for their center (Wilcoxon signed-rank,
 on log ratios). A figure is `regressed` only when the whole interval lies beyond the tolerance, `improved`
 symmetrically, `ok` when it lies inside, and `inconclusive` otherwise, which buys more rounds within the time
@@ -17,14 +18,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,34 +156,142 @@ def checkouts(repo: Path, base: str, candidate: str | None) -> Iterator[tuple[Si
 
 # --- measuring ------------------------------------------------------------------------------------------
 
-Measurer = Callable[[Side], dict[str, dict]]
+# Measures both sides of one round, `first` starting; returns their figures in that order.
+Measurer = Callable[[Side, Side], tuple[dict[str, dict], dict[str, dict]]]
+TURN_ORDER = (0, 1, 1, 0)  # whose turn it is, cycling: first, second, second, first
+
+
+def one_after_the_other(measure_side: Callable[[Side], dict[str, dict]]) -> Measurer:
+    """A measurer that measures the first side, then the second."""
+    return lambda first, second: (measure_side(first), measure_side(second))
 
 
 def probe_measurer(request: Request, python: str = sys.executable) -> Measurer:
-    """Measures a side in a fresh `python -m bench.probe` process inside its checkout: that side's code."""
+    """Both sides in fresh `python -m bench.probe` processes inside their checkouts: each side's own code.
 
-    def measure(side: Side) -> dict[str, dict]:
-        harness = side.path / "bench"
-        if harness.is_dir() and not (harness / "probe.py").is_file():
-            raise UserError(
-                f"{side.label} ({side.rev}): this revision has no measuring entry point (bench/probe.py); pick a later base"
-            )
-        environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(side.path), os.environ.get("PYTHONPATH", "")])}
-        try:
-            done = subprocess.run(
-                request.command(python), cwd=side.path, env=environment, capture_output=True, text=True,
-                timeout=request.timeout_s,
-            )
-        except subprocess.TimeoutExpired:
-            raise UserError(f"{side.label} ({side.rev}): the probe ran past {request.timeout_s:.0f} s") from None
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-        if done.returncode != 0 or not lines:
-            last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-            raise UserError(f"{side.label} ({side.rev}): {last}")
-        figures = [json.loads(line) for line in lines]
-        return {item["architecture"]: item for item in figures}
+    Where both sides' probes take turns (probe version 2), the two processes run at once and alternate timed
+    window by timed window (first, second, second, first, ...), so that a slower spell of the machine, which
+    on a shared VM comes and goes within seconds, falls on both sides alike; otherwise one process runs after
+    the other."""
+
+    def measure(first: Side, second: Side) -> tuple[dict[str, dict], dict[str, dict]]:
+        if min(probe_version(first), probe_version(second)) >= 2:
+            return _taking_turns(request, python, (first, second))
+        return _alone(request, python, first), _alone(request, python, second)
 
     return measure
+
+
+def probe_version(side: Side) -> int:
+    """The version of the measuring entry point `side` runs (its own bench/probe.py, else this harness's)."""
+    harness = side.path / "bench"
+    probe = harness / "probe.py" if harness.is_dir() else Path(__file__).with_name("probe.py")
+    if not probe.is_file():
+        raise UserError(
+            f"{side.label} ({side.rev}): this revision has no measuring entry point (bench/probe.py); pick a later base"
+        )
+    found = re.search(r"^PROBE_VERSION = (\d+)", probe.read_text(), re.MULTILINE)
+    return int(found.group(1)) if found else 1
+
+
+def _environment(side: Side) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(side.path), os.environ.get("PYTHONPATH", "")])}
+
+
+def _alone(request: Request, python: str, side: Side) -> dict[str, dict]:
+    try:
+        done = subprocess.run(
+            request.command(python), cwd=side.path, env=_environment(side), capture_output=True, text=True,
+            timeout=request.timeout_s,
+        )
+    except subprocess.TimeoutExpired:
+        raise UserError(f"{side.label} ({side.rev}): the probe ran past {request.timeout_s:.0f} s") from None
+    figures: dict[str, dict] = {}
+    for line in done.stdout.splitlines():
+        _take(line, figures)
+    return _checked(side, done.returncode, figures, done.stderr)
+
+
+def _taking_turns(request: Request, python: str, sides: tuple[Side, Side]) -> tuple[dict[str, dict], dict[str, dict]]:
+    with ExitStack() as stack:
+        errors = [stack.enter_context(tempfile.TemporaryFile("w+")) for _ in sides]
+        processes = [
+            subprocess.Popen(
+                [*request.command(python), "--turns"], cwd=side.path, env=_environment(side), text=True,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=error,
+            )
+            for side, error in zip(sides, errors)
+        ]
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            for process in processes:
+                process.kill()
+
+        timer = threading.Timer(request.timeout_s, expire)
+        timer.start()
+        figures: tuple[dict[str, dict], dict[str, dict]] = ({}, {})
+        try:
+            _give_turns(processes, figures)
+        finally:
+            timer.cancel()
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                process.wait()
+        if expired.is_set():
+            raise UserError(f"the probes ran past {request.timeout_s:.0f} s")
+        for error in errors:
+            error.seek(0)
+        first, second = (
+            _checked(side, process.returncode, found, error.read())
+            for side, process, found, error in zip(sides, processes, figures, errors)
+        )
+        return first, second
+
+
+def _give_turns(processes: list[subprocess.Popen], figures: tuple[dict[str, dict], dict[str, dict]]) -> None:
+    """Lets the two probes run one at a time, timed window by timed window, in TURN_ORDER, until both end."""
+    waiting = [_until_turn(process, found) for process, found in zip(processes, figures)]
+    turn = 0
+    while any(waiting):
+        index = TURN_ORDER[turn % len(TURN_ORDER)]
+        index = index if waiting[index] else 1 - index
+        turn += 1
+        try:
+            processes[index].stdin.write("\n")
+            processes[index].stdin.flush()
+        except OSError:  # it ended; its exit status says how
+            waiting[index] = False
+            continue
+        waiting[index] = _until_turn(processes[index], figures[index])
+
+
+def _until_turn(process: subprocess.Popen, figures: dict[str, dict]) -> bool:
+    """Reads the probe's output into `figures` until it asks for its turn (True) or ends (False)."""
+    for line in process.stdout:
+        if _take(line, figures):
+            return True
+    return False
+
+
+def _take(line: str, figures: dict[str, dict]) -> bool:
+    """Files one line of probe output into `figures`; True when it is a request for a turn."""
+    if not line.startswith("{"):
+        return False
+    item = json.loads(line)
+    if item.get("turn"):
+        return True
+    figures[item["architecture"]] = item
+    return False
+
+
+def _checked(side: Side, returncode: int, figures: dict[str, dict], stderr: str) -> dict[str, dict]:
+    if returncode != 0 or not figures:
+        last = (stderr.strip().splitlines() or [f"exit status {returncode}"])[-1]
+        raise UserError(f"{side.label} ({side.rev}): {last}")
+    return figures
 
 
 def order_of_round(index: int) -> tuple[int, int]:
@@ -205,8 +316,10 @@ def run(
     order: list[str] = []
     rounds = 0
     while True:
-        for index in order_of_round(rounds):
-            samples[index].append(measure(sides[index]))
+        first, second = order_of_round(rounds)
+        measured = measure(sides[first], sides[second])
+        for index, figures in zip((first, second), measured):
+            samples[index].append(figures)
             order.append(sides[index].label)
         rounds += 1
         elapsed = time.monotonic() - started

@@ -64,22 +64,46 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+_before_window: Callable[[], None] = lambda: None
+
+
+def take_turns(hook: Callable[[], None] | None) -> None:
+    """Call `hook` before every timed window from now on (None: no more): before each warm-up and each further
+    repeat of `time_repeats`, and before each of `repeats` blocks of `time_each_call`. `archbench ab` uses it
+    to let two processes take turns, so that the two sides' windows alternate a fraction of a second apart."""
+    global _before_window
+    _before_window = hook or (lambda: None)
+
+
 def time_repeats(call: Callable[[], object], device: torch.device, settings: MeasureSettings) -> list[float]:
     """Seconds per `call()` in each of `settings.repeats` repeats, after a warm-up.
 
     Each repeat runs `call` as many times as it takes to fill `min_repeat_time` (calibrated during the
     warm-up), so fast calls are not lost in clock resolution; slow ones run once per repeat.
     """
+    _before_window()
     per_call = _warm_up(call, device, settings.warmup_time)
     calls = max(1, math.ceil(settings.min_repeat_time / per_call))
-    return [_timed(call, device, calls) / calls for _ in range(settings.repeats)]
+    seconds = []
+    for repeat in range(settings.repeats):
+        if repeat:
+            _before_window()
+        seconds.append(_timed(call, device, calls) / calls)
+    return seconds
 
 
 def time_each_call(call: Callable[[], object], device: torch.device, settings: MeasureSettings) -> list[float]:
     """Seconds of each single `call()`, for latency percentiles: enough calls to fill `latency_time`."""
+    _before_window()
     per_call = _warm_up(call, device, settings.warmup_time)
     count = max(settings.latency_min_calls, math.ceil(settings.latency_time / per_call))
-    return [_timed(call, device, 1) for _ in range(count)]
+    block = math.ceil(count / settings.repeats)
+    seconds = []
+    for index in range(count):
+        if index and index % block == 0:
+            _before_window()
+        seconds.append(_timed(call, device, 1))
+    return seconds
 
 
 def summarize_rates(seconds_per_call: list[float], items_per_call: int) -> dict[str, float | list[float]]:

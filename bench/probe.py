@@ -1,12 +1,16 @@
 """The measuring entry point `archbench ab` runs in each side's checkout: cost figures only, as JSON lines.
 
     python -m bench.probe [--suite quick] [--arch cnn-baseline resnet18] [--mode M] [--device D] [--arch-module X]
+                          [--turns]
 
 Builds each architecture as a run would (the suite's data, settings and seed) and measures what its task's
 `run(..., train=False)` measures: training-step throughput, inference or generation throughput, batch-1
 latency, peak memory, parameters and FLOPs; no training, no quality. Prints one JSON object per architecture
 (`probe_version`, `architecture`, `status`, `error`, the figures, and `bench_file`: which harness measured).
-This interface is kept stable, so that `archbench ab` can measure any revision that has it.
+With `--turns` (probe version 2), before every timed window it prints `{"turn": true}` and waits for a line on
+standard input: `archbench ab` runs both sides' probes at once and lets them take turns, so that the two
+sides' windows alternate a fraction of a second apart. This interface is kept stable, so that `archbench ab`
+can measure any revision that has it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from .errors import UserError
 from .tasks import TASKS
 from .tasks.base import RunContext
 
-PROBE_VERSION = 1
+PROBE_VERSION = 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arch-module", action="append", default=[])
+    parser.add_argument("--turns", action="store_true", help="wait for a line on stdin before every timed window")
     args = parser.parse_args(argv)
+    if args.turns:
+        measure.take_turns(_wait_for_turn)
     scratch = Path(tempfile.mkdtemp(prefix="archbench-probe-"))
     try:
         return _probe_all(args, scratch)
@@ -67,6 +74,12 @@ def _probe_all(args: argparse.Namespace, scratch: Path) -> int:
     for name in names:
         print(json.dumps(probe(name, config, data, device, mode, args.seed, scratch)), flush=True)
     return 0
+
+
+def _wait_for_turn() -> None:
+    print(json.dumps({"turn": True}), flush=True)
+    if not sys.stdin.readline():  # whoever gave the turns is gone
+        sys.exit(3)
 
 
 def probe(name: str, config: configs.RunConfig, data, device: torch.device, mode, seed: int, scratch: Path) -> dict:

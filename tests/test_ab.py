@@ -2,11 +2,13 @@
 
 import math
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from bench import ab
+from bench import ab, measure
 from bench.cli import main
 from bench.errors import UserError
 
@@ -131,7 +133,7 @@ def fake_measurer(figures_of):
         figures = {"params": 10, "flops_per_sample": 20, **figures_of(side, calls["n"])}
         return {"a": {"architecture": "a", "status": "ok", "bench_file": "/x/bench/probe.py", **figures}}
 
-    return measure
+    return ab.one_after_the_other(measure)
 
 
 SIDES = (ab.Side("base", "b", "1" * 40, Path("/base")), ab.Side("candidate", "c", None, Path("/cand")))
@@ -218,3 +220,52 @@ def test_a_revision_without_the_measuring_entry_point_is_a_one_line_error(repo, 
     assert main(["ab", "HEAD", "--repo", str(repo), "--suite", str(repo / "suite.toml")]) == 2
     err = capsys.readouterr().err
     assert "base (HEAD): this revision has no measuring entry point (bench/probe.py)" in err and len(err.splitlines()) == 1
+
+
+# --- taking turns
+
+TURNS_PROBE = '''import json, sys
+name, log = sys.argv[1], sys.argv[2]
+for window in range(3):
+    print(json.dumps({"turn": True}), flush=True)
+    if not sys.stdin.readline():
+        sys.exit(3)
+    with open(log, "a") as f:
+        f.write(f"{name}{window} ")
+print(json.dumps({"architecture": "a", "status": "ok", "side": name}), flush=True)
+'''
+
+
+def test_two_probes_take_turns_window_by_window_first_second_second_first(tmp_path):
+    script, log = tmp_path / "probe.py", tmp_path / "log"
+    script.write_text(TURNS_PROBE)
+    processes = [
+        subprocess.Popen([sys.executable, str(script), name, str(log)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for name in "AB"
+    ]
+    figures = ({}, {})
+    ab._give_turns(processes, figures)
+    assert [p.wait() for p in processes] == [0, 0]
+    assert log.read_text().split() == ["A0", "B0", "B1", "A1", "A2", "B2"]
+    assert figures[0]["a"]["side"] == "A" and figures[1]["a"]["side"] == "B"
+
+
+def test_timed_windows_wait_for_their_turn():
+    turns = []
+    measure.take_turns(lambda: turns.append(len(turns)))
+    try:
+        settings = measure.MeasureSettings(repeats=5, warmup_time=0.0, min_repeat_time=0.0, latency_time=0.0, latency_min_calls=12)
+        measure.time_repeats(lambda: None, torch.device("cpu"), settings)
+        assert len(turns) == 5  # one before the warm-up and the first repeat, one before each further repeat
+        measure.time_each_call(lambda: None, torch.device("cpu"), settings)
+        assert len(turns) == 5 + 4  # 12 calls in blocks of 3
+    finally:
+        measure.take_turns(None)
+
+
+def test_sides_take_turns_only_when_both_probes_can(tmp_path):
+    old = tmp_path / "old"
+    (old / "bench").mkdir(parents=True)
+    (old / "bench" / "probe.py").write_text("PROBE_VERSION = 1\n")
+    assert ab.probe_version(ab.Side("base", "old", None, old)) == 1
+    assert ab.probe_version(ab.Side("base", "plain", None, tmp_path)) >= 2  # no harness of its own: this one
