@@ -244,6 +244,8 @@ def _taking_turns(request: Request, python: str, sides: tuple[Side, Side]) -> tu
             raise UserError(f"the probes ran past {request.timeout_s:.0f} s")
         for error in errors:
             error.seek(0)
+        for item in (*figures[0].values(), *figures[1].values()):
+            item["turns"] = True
         first, second = (
             _checked(side, process.returncode, found, error.read())
             for side, process, found, error in zip(sides, processes, figures, errors)
@@ -367,12 +369,30 @@ def signed_rank_interval(values: list[float], confidence: float = CONFIDENCE) ->
     return walsh[k - 1], walsh[len(walsh) - k]
 
 
-def ratio_interval(base: list[float], candidate: list[float]) -> tuple[float, float, float]:
-    """(median, low, high) of the paired ratios candidate / base; the interval from their logs."""
-    logs = [math.log(c / b) for b, c in zip(base, candidate)]
-    low, high = signed_rank_interval(logs)
-    median = statistics.median(c / b for b, c in zip(base, candidate))
-    return median, math.exp(low) if low > -math.inf else 0.0, math.exp(high) if high < math.inf else math.inf
+def ratio_interval(ratios: list[float]) -> tuple[float, float, float]:
+    """(median, low, high) of per-round ratios candidate / base; the interval from their logs."""
+    low, high = signed_rank_interval([math.log(ratio) for ratio in ratios])
+    return (
+        statistics.median(ratios), math.exp(low) if low > -math.inf else 0.0, math.exp(high) if high < math.inf else math.inf
+    )
+
+
+def round_ratio(base: dict, candidate: dict, key: str) -> float | None:
+    """Figure `key` of one round, candidate / base. Where the two probes took turns, the median of the ratios of
+    their windows side by side (each pair a fraction of a second apart); otherwise the ratio of the medians."""
+    b, c = base.get(key), candidate.get(key)
+    if not (_positive(b) and _positive(c)):
+        return None
+    windows = base.get(f"{key}_repeats") or [], candidate.get(f"{key}_repeats") or []
+    if base.get("turns") and candidate.get("turns") and windows[0] and len(windows[0]) == len(windows[1]):
+        pairs = [(x, y) for x, y in zip(*windows) if _positive(x) and _positive(y)]
+        if pairs:
+            return statistics.median(y / x for x, y in pairs)
+    return c / b
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, (int, float)) and value > 0
 
 
 def verdict(low: float, high: float, tolerance: float, higher_is_better: bool) -> str:
@@ -410,15 +430,14 @@ def judge(base_rounds: list[dict], candidate_rounds: list[dict], tolerance: floa
             if b is not None:
                 lines.append(Line(name, key, b, c, verdict="ok" if b == c else "changed", pairs=len(ok)))
         for key, higher_is_better in TIMED:
-            values = [(b.get(key), c.get(key)) for b, c in ok]
-            values = [(b, c) for b, c in values if isinstance(b, (int, float)) and isinstance(c, (int, float)) and b > 0 and c > 0]
-            if not values:
+            rounds = [(b, c, round_ratio(b, c, key)) for b, c in ok]
+            rounds = [(b[key], c[key], ratio) for b, c, ratio in rounds if ratio is not None]
+            if not rounds:
                 continue
-            base_values, candidate_values = [b for b, _ in values], [c for _, c in values]
-            median, low, high = ratio_interval(base_values, candidate_values)
+            median, low, high = ratio_interval([ratio for _, _, ratio in rounds])
             lines.append(Line(
-                name, key, statistics.median(base_values), statistics.median(candidate_values), median, low, high,
-                verdict(low, high, tolerance, higher_is_better), len(values),
+                name, key, statistics.median(b for b, _, _ in rounds), statistics.median(c for _, c, _ in rounds),
+                median, low, high, verdict(low, high, tolerance, higher_is_better), len(rounds),
             ))
     return lines
 

@@ -97,7 +97,7 @@ def time_each_call(call: Callable[[], object], device: torch.device, settings: M
     _before_window()
     per_call = _warm_up(call, device, settings.warmup_time)
     count = max(settings.latency_min_calls, math.ceil(settings.latency_time / per_call))
-    block = math.ceil(count / settings.repeats)
+    block = _block_size(count, settings.repeats)
     seconds = []
     for index in range(count):
         if index and index % block == 0:
@@ -150,15 +150,16 @@ def inference_costs(
 ) -> dict[str, object]:
     """Throughput of `forward_batch()` and latency percentiles of `forward_one()` (a batch of one).
 
-    Besides p50 and p95 over all calls, `latency_p50_ms_repeats` holds the p50 of each of `repeats`
-    interleaved blocks of calls, the spread the regression gate needs. The caller puts the model in
-    eval mode; both run under torch.inference_mode.
+    Besides p50 and p95 over all calls, `latency_p50_ms_repeats` holds the p50 of each block of consecutive
+    calls that `time_each_call` timed in one window, the spread the regression gate needs. The caller puts the
+    model in eval mode; both run under torch.inference_mode.
     """
     with torch.inference_mode():
         rates = summarize_rates(time_repeats(forward_batch, device, settings), items_per_batch)
         calls = time_each_call(forward_one, device, settings)
     latency = percentiles_ms(calls)
-    blocks = [calls[i :: settings.repeats] for i in range(settings.repeats)]
+    size = _block_size(len(calls), settings.repeats)
+    blocks = [calls[i : i + size] for i in range(0, len(calls), size)]
     return {
         f"{prefix}_throughput": rates["median"],
         f"{prefix}_throughput_iqr": rates["iqr"],
@@ -212,6 +213,11 @@ def peak_memory(device: torch.device) -> Iterator[PeakMemory]:
     else:
         yield result
         result.bytes, result.method = _lifetime_peak_rss(), "process lifetime peak RSS (ru_maxrss)"
+
+
+def _block_size(calls: int, repeats: int) -> int:
+    """How many consecutive single calls `time_each_call` times in one window."""
+    return max(1, math.ceil(calls / repeats))
 
 
 def _warm_up(call: Callable[[], object], device: torch.device, warmup_time: float) -> float:

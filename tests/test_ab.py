@@ -103,9 +103,18 @@ def test_the_signed_rank_interval_of_ten_values_uses_the_tabulated_critical_valu
 
 
 def test_ratio_intervals_are_taken_on_logs_and_the_median_is_of_the_ratios():
-    base = [100.0] * 6
-    median, low, high = ab.ratio_interval(base, [80, 82, 85, 88, 90, 91])
+    median, low, high = ab.ratio_interval([0.80, 0.82, 0.85, 0.88, 0.90, 0.91])
     assert median == pytest.approx(0.865) and low == pytest.approx(0.80) and high == pytest.approx(0.91)
+
+
+def test_a_round_taken_in_turns_is_judged_on_its_windows_side_by_side():
+    # The machine slowed down for the last two windows of both sides: window by window the candidate is 0.9.
+    base = {"train_throughput": 100.0, "train_throughput_repeats": [100.0, 100.0, 100.0, 50.0, 50.0]}
+    candidate = {"train_throughput": 50.0, "train_throughput_repeats": [90.0, 90.0, 90.0, 45.0, 45.0]}
+    assert ab.round_ratio(base, candidate, "train_throughput") == pytest.approx(0.5)  # one process after the other
+    turns = {"turns": True}
+    assert ab.round_ratio({**base, **turns}, {**candidate, **turns}, "train_throughput") == pytest.approx(0.9)
+    assert ab.round_ratio({**base, **turns}, {"turns": True, "peak_memory_mb": 3.0}, "peak_memory_mb") is None
 
 
 @pytest.mark.parametrize(
