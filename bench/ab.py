@@ -66,6 +66,7 @@ class Request:
     mode: str | None = None
     device: str | None = None
     arch_modules: tuple[str, ...] = ()
+    threads: int | None = None  # CPU threads per probe (OMP_NUM_THREADS); None: the runtime's default
     timeout_s: float = 900.0
 
     def command(self, python: str) -> list[str]:
@@ -194,14 +195,17 @@ def probe_version(side: Side) -> int:
     return int(found.group(1)) if found else 1
 
 
-def _environment(side: Side) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(side.path), os.environ.get("PYTHONPATH", "")])}
+def _environment(side: Side, threads: int | None) -> dict[str, str]:
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(side.path), os.environ.get("PYTHONPATH", "")])}
+    if threads is not None:  # read when torch starts, so it holds for any revision's probe
+        environment.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return environment
 
 
 def _alone(request: Request, python: str, side: Side) -> dict[str, dict]:
     try:
         done = subprocess.run(
-            request.command(python), cwd=side.path, env=_environment(side), capture_output=True, text=True,
+            request.command(python), cwd=side.path, env=_environment(side, request.threads), capture_output=True, text=True,
             timeout=request.timeout_s,
         )
     except subprocess.TimeoutExpired:
@@ -217,7 +221,7 @@ def _taking_turns(request: Request, python: str, sides: tuple[Side, Side]) -> tu
         errors = [stack.enter_context(tempfile.TemporaryFile("w+")) for _ in sides]
         processes = [
             subprocess.Popen(
-                [*request.command(python), "--turns"], cwd=side.path, env=_environment(side), text=True,
+                [*request.command(python), "--turns"], cwd=side.path, env=_environment(side, request.threads), text=True,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=error,
             )
             for side, error in zip(sides, errors)

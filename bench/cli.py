@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     paired.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
     paired.add_argument("--arch-module", dest="side_modules", action="append", default=[], metavar="MODULE",
                         help="a plugin module of each side (a relative path is taken inside each side's checkout)")
+    paired.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads per probe (default: the runtime's, "
+                        "one per core); fewer than the cores keeps a busy machine from stalling the measured threads")
     paired.add_argument("--tolerance", type=_fraction, default=0.10, metavar="F", help="e.g. 0.10: 10%% (default)")
     paired.add_argument("--budget", type=_positive_number, default=480.0, metavar="S", help="seconds of rounds at most (default 480)")
     paired.add_argument("--min-rounds", type=_positive_int, default=6, metavar="N", help="rounds before judging (default 6, the fewest for a 95%% interval)")
@@ -322,7 +324,7 @@ def _ab(args: argparse.Namespace) -> int:
     suite = args.suite
     if suite.endswith(".toml") or "/" in suite:  # a file: the same one for both sides
         suite = str(configs.suite_path(suite).resolve())
-    request = ab.Request(suite, tuple(args.arch or ()), args.mode, args.device, tuple(args.side_modules))
+    request = ab.Request(suite, tuple(args.arch or ()), args.mode, args.device, tuple(args.side_modules), args.threads)
     candidate = args.base if args.calibrate else args.candidate
     with ab.checkouts(args.repo.resolve(), args.base, candidate) as sides:
         print(f"base {sides[0].rev} ({sides[0].commit[:10]}) vs candidate {sides[1].rev}"
@@ -334,7 +336,8 @@ def _ab(args: argparse.Namespace) -> int:
         )
     print(f"\n{ab.table(result)}\n")
     print(f"{result.rounds} rounds in {result.seconds:.0f} s; tolerance {args.tolerance:.0%}; each side measured by "
-          f"its own code: base {result.harness.get('base')}, candidate {result.harness.get('candidate')}")
+          f"its own code: base {result.harness.get('base')}, candidate {result.harness.get('candidate')}"
+          + (f"; {args.threads} CPU thread(s) per probe" if args.threads else ""))
     if args.calibrate:
         floor = ab.noise_floor(result)
         for figure, width in floor.items():

@@ -87,7 +87,7 @@ def probe(name: str, config: configs.RunConfig, data, device: torch.device, mode
     spec = architectures.get_spec(name)
     settings = config.tasks[spec.task]
     result = {"probe_version": PROBE_VERSION, "architecture": name, "mode": mode.name, "status": "ok", "error": None,
-              "bench_file": __file__}
+              "bench_file": __file__, "threads": torch.get_num_threads()}
     try:
         torch.manual_seed(seed)
         model = architectures.create(name, data.input_shape, data.num_classes, **settings.model_overrides())

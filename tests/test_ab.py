@@ -278,3 +278,13 @@ def test_sides_take_turns_only_when_both_probes_can(tmp_path):
     (old / "bench" / "probe.py").write_text("PROBE_VERSION = 1\n")
     assert ab.probe_version(ab.Side("base", "old", None, old)) == 1
     assert ab.probe_version(ab.Side("base", "plain", None, tmp_path)) >= 2  # no harness of its own: this one
+
+
+def test_threads_reach_the_probe_through_the_environment(tmp_path):
+    request = ab.Request("quick", ("cnn-baseline",), threads=1)
+    side = ab.Side("base", "b", None, tmp_path)
+    environment = ab._environment(side, request.threads)
+    assert environment["OMP_NUM_THREADS"] == "1" and environment["PYTHONPATH"].startswith(str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], env=environment,
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "1"
