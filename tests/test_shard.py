@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import store
+from bench import aggregate, devices, shard, store
 from bench.cli import main
 from bench.errors import UserError
+from conftest import TINY_SUITE
 
 
 def run_cli(capsys, *argv):
@@ -48,3 +49,75 @@ def test_concurrent_writers_leave_every_line_a_whole_record(tmp_path):
     got = [json.loads(line) for line in lines]
     for w in range(writers):
         assert sorted(r["seed"] for r in got if r["architecture"] == f"w{w}") == list(range(count))
+
+
+# ---- the split ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["0/3", "4/3", "x", "3", "1/0", "-1/3", "a/b"])
+def test_a_bad_shard_is_one_line_naming_it(text, tiny_suite, tmp_path, capsys):
+    code, out, err = run_cli(capsys, "run", "--suite", tiny_suite("cnn-baseline"), "--out", tmp_path / "runs", f"--shard={text}")
+    assert code == 2 and err.count("\n") == 1 and f"--shard {text!r}" in err and "from 1" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_three_shards_cover_every_pair_once_with_costs_within_2x(tmp_path):
+    from bench import config as configs
+    from bench import runner
+
+    suite = tmp_path / "unequal.toml"
+
+    names = ["cnn-baseline", "cnn-bn", "cnn-deep", "cnn-wide"]
+    suite.write_text(TINY_SUITE.format(architectures=json.dumps(names)).replace("seeds = [0]", "seeds = [0, 1, 2]"))
+    config = configs.load(str(suite), out=tmp_path)
+    data = runner.load_data(config)
+    pairs = [(name, "fp32", seed) for name in names for seed in config.seeds]
+    costs = shard.estimate_costs(pairs, config, data)
+    per_arch = {name: costs[(name, "fp32", 0)] for name in names}
+    assert max(per_arch.values()) > 2 * min(per_arch.values())  # unequal: a split by count alone would not balance
+
+    plans = [shard.plan(pairs, shard.Shard(k, 3), config, data) for k in (1, 2, 3)]
+    assigned = [tuple(p) for plan in plans for p in plan["pairs"]]
+    assert sorted(assigned) == sorted(pairs) and len(set(assigned)) == len(pairs)
+    loads = [sum(costs[tuple(p)] for p in plan["pairs"]) for plan in plans]
+    assert max(loads) < 2 * min(loads), loads
+    assert len({plan["sweep"] for plan in plans}) == 1
+    assert plans == [shard.plan(pairs, shard.Shard(k, 3), config, data) for k in (1, 2, 3)]  # deterministic
+
+
+def test_the_split_is_by_cost_not_by_name():
+    costs = {("a", "fp32", 0): 10.0, ("b", "fp32", 0): 1.0, ("c", "fp32", 0): 9.0, ("d", "fp32", 0): 2.0}
+    first, second = shard.assign(costs, 2)
+    assert (first, second) == ([("a", "fp32", 0), ("b", "fp32", 0)], [("c", "fp32", 0), ("d", "fp32", 0)])
+
+
+# ---- the scheduler's variables ------------------------------------------------------------------------
+
+def test_slurm_array_variables_give_the_shard():
+    env = {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "5", "SLURM_ARRAY_TASK_COUNT": "4"}
+    assert str(shard.from_environment(env)) == "3/4"
+    assert str(shard.from_environment({**env, "SLURM_ARRAY_TASK_ID": "5"})) == "1/4"
+    assert shard.from_environment({"SLURM_JOB_ID": "12"}) is None  # a plain job: the whole suite
+
+
+def test_kubernetes_completion_index_needs_a_count():
+    assert str(shard.from_environment({"JOB_COMPLETION_INDEX": "0", shard.SHARD_COUNT_ENV: "3"})) == "1/3"
+    assert str(shard.from_environment({"JOB_COMPLETION_INDEX": "2"}, count=3)) == "3/3"
+    with pytest.raises(UserError, match="--shard-count"):
+        shard.from_environment({"JOB_COMPLETION_INDEX": "2"})
+    with pytest.raises(UserError, match="outside 0..2"):
+        shard.from_environment({"JOB_COMPLETION_INDEX": "3"}, count=3)
+
+
+def test_a_run_takes_its_shard_from_slurm_and_records_it(tiny_suite, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
+    monkeypatch.delenv("SLURM_ARRAY_TASK_MIN", raising=False)
+    suite = tiny_suite("cnn-baseline", "cnn-bn")
+    argv = ["run", "--suite", suite, "--out", tmp_path / "runs", "--quiet", "--isolation", "none", "--epochs", "1"]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    got = store.read_records(run_dir / store.RECORDS)
+    assert len(got) == 1 and got[0]["shard"] == "2/2"
+    info = store.read_run_info(run_dir)["shard"]
+    assert info["shard"] == "2/2" and info["source"] == "SLURM_ARRAY_TASK_ID" and len(info["planned"]) == 2
