@@ -7,6 +7,7 @@ import multiprocessing
 import threading
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from bench import aggregate, devices, shard, store
@@ -121,3 +122,110 @@ def test_a_run_takes_its_shard_from_slurm_and_records_it(tiny_suite, tmp_path, c
     assert len(got) == 1 and got[0]["shard"] == "2/2"
     info = store.read_run_info(run_dir)["shard"]
     assert info["shard"] == "2/2" and info["source"] == "SLURM_ARRAY_TASK_ID" and len(info["planned"]) == 2
+
+
+# ---- merging the shards -------------------------------------------------------------------------------
+
+def _quality(records):
+    return {(row.architecture, row.mode): row.mean("test_accuracy") for row in aggregate.aggregate(records)}
+
+
+@pytest.mark.slow
+def test_three_shards_merge_into_the_report_of_one_run(tiny_suite, tmp_path, capsys):
+    suite = tiny_suite("cnn-baseline", "cnn-bn")
+    common = ["run", "--suite", suite, "--quiet", "--epochs", "1", "--seed", "0", "1", "--limit-train", "32", "--batch-size", "8"]
+    code, _, err = run_cli(capsys, *common, "--out", tmp_path / "whole")
+    assert code == 0, err
+    for k in (1, 2, 3):
+        code, _, err = run_cli(capsys, *common, "--out", tmp_path / f"shard{k}", "--shard", f"{k}/3")
+        assert code == 0, err
+    folders = [next((tmp_path / f"shard{k}").iterdir()) for k in (1, 2, 3)]
+    sharded = [r for folder in folders for r in store.read_records(folder / store.RECORDS)]
+    assert sorted(sorted(r["shard"] for r in sharded).count(k) for k in ("1/3", "2/3", "3/3")) == [1, 1, 2]
+    whole = store.read_records(next((tmp_path / "whole").iterdir()) / store.RECORDS)
+    assert _quality(sharded) == _quality(whole) and len(_quality(whole)) == 2
+
+    code, out, err = run_cli(capsys, "report", *folders, "--output", tmp_path / "merged")
+    assert code == 0 and err == "", err
+    assert " cnn-baseline " in out and " cnn-bn " in out and (tmp_path / "merged" / "REPORT.md").is_file()
+    assert len(pd.read_csv(tmp_path / "merged" / "records.csv")) == 4
+
+    code, _, err = run_cli(capsys, "report", *folders[:2], "--output", tmp_path / "partial")
+    assert code == 0 and err.count("\n") == 1 and "missing from every shard" in err
+    missing = [tuple(p) for p in store.read_run_info(folders[2])["shard"]["pairs"]]
+    assert all(f"{name} {mode} seed {seed}" in err for name, mode, seed in missing)
+
+
+def _shard_folder(path: Path, pairs, sweep="s1", planned=None) -> Path:
+    path.mkdir(parents=True)
+    planned = planned or pairs
+    store.write_run_info(path, {"shard": {"sweep": sweep, "planned": planned, "pairs": pairs, "shard": "1/2"}})
+    for name, mode, seed in pairs:
+        record = {"architecture": name, "mode": mode, "seed": seed, "task": "classify", "dataset": "synthetic",
+                  "status": "ok", "config_id": "c"}
+        store.append_record(path, record)
+    return path / store.RECORDS
+
+
+def test_a_pair_in_two_shards_is_an_error_naming_both(tmp_path, capsys):
+    one = _shard_folder(tmp_path / "one", [["a", "fp32", 0], ["b", "fp32", 0]])
+    two = _shard_folder(tmp_path / "two", [["b", "fp32", 0]])
+    code, _, err = run_cli(capsys, "report", one.parent, two.parent, "--output", tmp_path / "out")
+    assert code == 2 and err.count("\n") == 1
+    assert "b fp32 seed 0" in err and str(one) in err and str(two) in err
+
+
+def test_unsharded_reruns_are_still_separate_runs(tmp_path):
+    one = _shard_folder(tmp_path / "one", [["a", "fp32", 0]], sweep="s1")
+    two = _shard_folder(tmp_path / "two", [["a", "fp32", 0]], sweep="s2")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    store.append_record(plain, {"architecture": "a", "seed": 0, "task": "classify", "dataset": "d", "status": "ok",
+                                "config_id": "c"})
+    runs = shard.merge([one, two, plain / store.RECORDS, plain / store.RECORDS])
+    assert [len(run.records) for run in runs] == [1, 1, 1, 1]
+
+
+# ---- --devices ----------------------------------------------------------------------------------------
+
+def test_devices_on_a_cpu_machine_is_a_one_line_error(tiny_suite, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    for given in ("all", "cuda:0,cuda:1", "cpu,cpu"):
+        code, _, err = run_cli(capsys, "run", "--suite", tiny_suite("cnn-baseline"), "--out", tmp_path, "--devices", given)
+        assert code == 2 and err.count("\n") == 1 and "corrupt each other's timings" in err, err
+    assert not any(tmp_path.glob("*/records.jsonl"))
+
+
+def test_devices_names_gpus_of_this_machine():
+    assert devices.parse("all", available=2) == ["cuda:0", "cuda:1"]
+    assert devices.parse("cuda:1, cuda:0", available=2) == ["cuda:1", "cuda:0"]
+    for bad, message in (("cuda:2", "not a GPU of this machine"), ("cuda:0,cuda:0", "distinct"), ("cuda:0,cpu", "cpu")):
+        with pytest.raises(UserError, match=message):
+            devices.parse(bad, available=2)
+    assert devices.visible_device("cuda:1", {"CUDA_VISIBLE_DEVICES": "4,6"}) == "6"
+    assert devices.visible_device("cuda:1", {}) == "1"
+
+
+def test_devices_run_every_job_once_each_on_the_first_free_gpu():
+    from bench import runner
+
+    ran, running, peak = [], [0], [0]
+    guard = threading.Lock()
+
+    class Fake(runner.Strategy):
+        def __init__(self, device):
+            self.device_name = device
+
+        def execute(self, job):
+            with guard:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            threading.Event().wait(0.01)
+            with guard:
+                running[0] -= 1
+            return {"job": job, "device": self.device_name}
+
+    strategy = devices.Devices(["cuda:0", "cuda:1", "cuda:2"], worker=Fake)
+    strategy.run_all(list(range(20)), lambda job, record: ran.append((job, record["device"])))
+    assert sorted(job for job, _ in ran) == list(range(20))
+    assert peak[0] == 3 and {device for _, device in ran} == {"cuda:0", "cuda:1", "cuda:2"}
