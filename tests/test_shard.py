@@ -229,3 +229,20 @@ def test_devices_run_every_job_once_each_on_the_first_free_gpu():
     strategy.run_all(list(range(20)), lambda job, record: ran.append((job, record["device"])))
     assert sorted(job for job, _ in ran) == list(range(20))
     assert peak[0] == 3 and {device for _, device in ran} == {"cuda:0", "cuda:1", "cuda:2"}
+
+
+def test_a_resumed_shard_runs_only_its_own_pairs(tiny_suite, tmp_path, capsys):
+    suite = tiny_suite("cnn-baseline", "cnn-bn")
+    argv = ["run", "--suite", suite, "--out", tmp_path, "--quiet", "--isolation", "none", "--epochs", "1", "--shard", "1/2"]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    (run_dir,) = tmp_path.glob("*/records.jsonl")
+    first = store.read_records(run_dir)
+    run_dir.write_text("")  # as if interrupted before its pair ended
+    code, _, err = run_cli(capsys, "run", "--resume", run_dir.parent, "--quiet")
+    assert code == 0, err
+    again = store.read_records(run_dir)
+    assert [(r["architecture"], r["shard"]) for r in again] == [(r["architecture"], "1/2") for r in first]
+    assert len(again) == 1
+    code, _, err = run_cli(capsys, "run", "--resume", run_dir.parent, "--shard", "2/2")
+    assert code == 2 and "--shard cannot change a resumed run" in err
