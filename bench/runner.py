@@ -159,8 +159,8 @@ def run_suite(
 
     With `resume`, that run folder is reopened and the pairs it already holds as ok or diverged (and, unless
     `retry_failed`, as failed) are skipped, and a sharded run keeps to the pairs its run.json assigned it.
-    With `shard`, only that part of the pairs runs (bench.shard), and run.json records the plan. `command` is the command line recorded with every record
-    (default: this process's). Raises Interrupted on SIGINT or SIGTERM once the running pair is stopped.
+    With `shard`, only that part of the pairs runs (bench.shard) and run.json records the plan. `command` is
+    the command line recorded with every record (default: this process's). Raises Interrupted on SIGINT or SIGTERM once the running pair is stopped.
     """
     strategy = strategy or Strategy()
     echo = echo if strategy.writes else (lambda line: None)
@@ -203,10 +203,10 @@ def run_suite(
     quiet = config.quiet or not strategy.writes or not sys.stderr.isatty()
     resumed = f", resuming: {len(pairs) - len(todo)} already recorded" if resume else ""
     in_modes = f" x {len(modes)} modes ({', '.join(modes)})" if len(modes) > 1 else f" in {next(iter(modes))}"
-    sharded = f"shard {plan['shard']} ({len(pairs)} of {planned} pairs, ~{plan['cost_share']:.0%} of the cost): " if plan else ""
+    sharded = f"shard {plan['shard']} ({len(pairs)} of {planned} pairs, ~{plan['cost_share']:.0%} of the cost) of " if plan else ""
     echo(
-        f"run {run_dir.name}: {sharded}{len(names)} architecture(s){in_modes} x {len(config.seeds)} seed(s) on {data.name}, "
-        f"{strategy.describe(device)}{resumed}"
+        f"run {run_dir.name}: {sharded}{len(names)} architecture(s){in_modes} x {len(config.seeds)} seed(s) "
+        f"on {data.name}, {strategy.describe(device)}{resumed}"
     )
     finished = len(pairs) - len(todo)
     jobs = [

@@ -108,7 +108,8 @@ def estimate_costs(pairs: list[Pair], config: Any, data: Any) -> dict[Pair, floa
     """Each pair's expected training cost: FLOPs per sample of its architecture built for the data's shape,
     times training samples, times its task's epochs. A model that takes neither an image nor a code
     (`latent_dim`) is counted at 2 FLOPs per parameter."""
-    per_sample = {name: _flops_per_sample(name, config, data) for name in dict.fromkeys(p[0] for p in pairs)}
+    with torch.random.fork_rng(devices=[]):  # building the models must not move the runs' random state
+        per_sample = {name: _flops_per_sample(name, config, data) for name in dict.fromkeys(p[0] for p in pairs)}
     samples = len(data.train_x)
     return {
         pair: float(per_sample[pair[0]] * samples * getattr(config.tasks.get(architectures.get_spec(pair[0]).task), "epochs", 1))
