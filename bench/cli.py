@@ -16,6 +16,7 @@ import architectures
 from . import baseline as gate_baseline
 from . import config as configs
 from . import modes as run_modes
+from . import shard as shards
 from . import store
 from .data import LOADERS
 from .errors import UserError
@@ -111,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="finish an interrupted run in its folder, with its "
                      "recorded configuration; pairs already recorded ok or diverged are skipped")
     run.add_argument("--retry-failed", action="store_true", help="with --resume: also rerun the pairs recorded as failed")
+    run.add_argument("--shard", metavar="K/N", help="run only part K of N (K counted from 1: 1/3, 2/3, 3/3) of the "
+                     "suite's pairs, split by expected cost; default: from a SLURM job array or a Kubernetes Indexed "
+                     "Job when one sets it (--shard 1/1 runs everything)")
+    run.add_argument("--shard-count", type=_positive_int, metavar="N", help="the N that goes with Kubernetes' 0-based "
+                     f"JOB_COMPLETION_INDEX (default: ${shards.SHARD_COUNT_ENV})")
+    run.add_argument("--devices", metavar="D,D", help="run pairs concurrently, one child process per GPU: "
+                     "cuda:0,cuda:1,... or all (CUDA only: concurrent CPU runs corrupt each other's timings)")
     run.add_argument("--nproc", type=_positive_int, metavar="N", help="data-parallel on N local processes (torchrun)")
     run.add_argument("--backend", choices=("auto", "gloo", "nccl"), help="collectives (default auto: nccl on CUDA, else gloo)")
     run.add_argument("--scaling", action="store_true", help="also time one process alone, for the scaling efficiency")
@@ -118,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     show = commands.add_parser("report", help="print the tables of runs and write REPORT.md, plots and a CSV")
-    show.add_argument("runs", nargs="*", metavar="RUN", help="run folders, records files or run ids (default: the newest run)")
+    show.add_argument("runs", nargs="*", metavar="RUN", help="run folders, records files or run ids (default: the newest run); "
+                      "the shards of a sweep (archbench run --shard) together")
     show.add_argument("--out", type=Path, default=configs.DEFAULT_OUT, metavar="DIR", help="where run folders are")
     show.add_argument("--output", type=Path, metavar="DIR", help="where the report goes (default: the last run's folder)")
     show.add_argument("--html", action="store_true", help="write one self-contained REPORT.html instead of REPORT.md")
@@ -127,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     comparing.add_argument("baseline", help="baseline run folder or records file (e.g. results/baseline)")
     comparing.add_argument(
         "candidates", nargs="+", metavar="CANDIDATE",
-        help="candidate run folder or records file; with several (reruns), a regression must show in every one",
+        help="candidate run folder or records file; with several (reruns), a regression must show in every one; "
+        "the shards of one sweep (archbench run --shard) count as one candidate",
     )
     comparing.add_argument("--tolerances", type=Path, metavar="FILE", help="TOML overriding bench/tolerances.toml")
     comparing.add_argument("--reference", metavar="ARCH", help="architecture whose speed change stands for the machine's (default: the median over all)")
@@ -197,13 +207,14 @@ def _list(args: argparse.Namespace) -> int:
 _CONFIGURING_FLAGS = (
     "suite", "arch", "dataset", "epochs", "batch_size", "device", "seeds", "limit_train", "limit_test", "data_root",
     "download", "out", "arch_timeout", "nproc", "backend", "scaling", "dist_timeout", "arch_module",
-    "precision", "channels_last", "compile", "modes", "compile_backend",
+    "precision", "channels_last", "compile", "modes", "compile_backend", "shard", "shard_count",
 )
 
 
 def _run(args: argparse.Namespace) -> int:
     from . import parallel, report, runner
 
+    shard = None  # a resumed run keeps the shard its run.json records
     if args.resume is not None:
         config, strategy, arch_modules = _resumed(args)
     else:
@@ -233,13 +244,15 @@ def _run(args: argparse.Namespace) -> int:
         )
         arch_modules = tuple(args.arch_module)
         launch = parallel.from_flags(args.nproc, args.backend, args.scaling, args.dist_timeout)
-        strategy = _strategy(config, args.isolation, launch)
+        strategy = _strategy(config, args.isolation, launch, args.devices)
+        shard = shards.parse(args.shard) if args.shard else shards.from_environment(count=args.shard_count)
     echo = (lambda line: None) if config.quiet else print
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         run_dir = runner.run_suite(
-            config, strategy, echo, args.command_line, arch_modules, resume=args.resume, retry_failed=args.retry_failed
+            config, strategy, echo, args.command_line, arch_modules, resume=args.resume, retry_failed=args.retry_failed,
+            shard=shard,
         )
     except runner.Interrupted as interrupted:
         print(f"archbench: {interrupted}", file=sys.stderr)
@@ -265,11 +278,18 @@ def _named(record: dict) -> str:
     return record["architecture"] if mode == "fp32" else f"{record['architecture']} ({mode})"
 
 
-def _strategy(config: configs.RunConfig, isolation: str | None, launch):
-    """How each pair runs: a fresh process (default), this process, or a data-parallel group."""
+def _strategy(config: configs.RunConfig, isolation: str | None, launch, devices: str | None = None):
+    """How each pair runs: a fresh process (default), this process, a data-parallel group, or fresh processes
+    on several GPUs at once."""
+    from . import devices as concurrent
     from . import isolation as isolated
     from . import parallel, runner
 
+    if devices is not None:
+        if launch is not None or isolation == "none":
+            given = "--nproc" if launch is not None else "--isolation none"
+            raise UserError(f"--devices runs each pair in its own process on one GPU; it does not go with {given}")
+        return concurrent.Devices(concurrent.parse(devices, config.device), config.arch_timeout)
     if launch is not None:
         if isolation is not None or config.arch_timeout is not None:
             given = "--isolation" if isolation is not None else "arch_timeout (--arch-timeout or the suite's)"
@@ -309,7 +329,8 @@ def _resumed(args: argparse.Namespace):
     distributed = info.get("distributed")
     launch = parallel.Options(**distributed) if distributed else None
     isolation = args.isolation or info.get("isolation", "process")
-    return config, _strategy(config, None if launch else isolation, launch), arch_modules
+    devices = args.devices or (",".join(info["devices"]) if info.get("devices") else None)
+    return config, _strategy(config, None if launch else isolation, launch, devices), arch_modules
 
 
 def _ab(args: argparse.Namespace) -> int:
@@ -361,7 +382,7 @@ def _report(args: argparse.Namespace) -> int:
     from . import report
 
     paths = [store.records_path(run, args.out) for run in args.runs or [None]]
-    records = [record for path in paths for record in store.read_records(path)]
+    records = [record for run in _merged(paths) for record in run.records]
     if not records:
         raise UserError(f"{', '.join(map(str, paths))}: no records")
     output = store.writable_folder(args.output, "--output") if args.output else paths[-1].parent
@@ -378,7 +399,7 @@ def _compare(args: argparse.Namespace) -> int:
     from . import compare as gate
 
     baseline = store.read_records(store.records_path(args.baseline, args.out))
-    candidates = [store.read_records(store.records_path(run, args.out)) for run in args.candidates]
+    candidates = [run.records for run in _merged([store.records_path(run, args.out) for run in args.candidates])]
     names = {record["architecture"] for run in (baseline, *candidates) for record in run}
     tolerances = gate.load_tolerances(args.tolerances, names)
     gate.check_accepted(args.accept, names)
@@ -395,6 +416,15 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"archbench compare: {len(failures)} regression(s): {named}", file=sys.stderr)
         return 1
     return 0
+
+
+def _merged(paths: list[Path]) -> list[shards.Run]:
+    """The runs of `paths`, the shards of one sweep as one run; pairs missing from every shard said on stderr."""
+    runs = shards.merge(paths)
+    for run in runs:
+        if run.missing:
+            print(f"archbench: {shards.describe_missing(run)}", file=sys.stderr)
+    return runs
 
 
 def _baseline_update(args: argparse.Namespace) -> int:

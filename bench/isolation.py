@@ -47,12 +47,16 @@ def start_method() -> str:
 
 
 class ChildProcess(runner.Strategy):
-    """Run each pair in a fresh child process; `timeout` (seconds, or None) bounds each one."""
+    """Run each pair in a fresh child process; `timeout` (seconds, or None) bounds each one.
+
+    `env` adds environment variables to the child's (CUDA_VISIBLE_DEVICES pins it to a GPU), `threads` sets
+    its CPU threads (default: this process's).
+    """
 
     isolation = "process"
 
-    def __init__(self, timeout: float | None = None):
-        self.timeout = timeout
+    def __init__(self, timeout: float | None = None, env: dict[str, str] | None = None, threads: int | None = None):
+        self.timeout, self.env, self.threads = timeout, dict(env or {}), threads
         self._logs: tempfile.TemporaryDirectory | None = None
 
     def load(self, config: RunConfig, device: torch.device) -> datasets.ImageData:
@@ -73,7 +77,7 @@ class ChildProcess(runner.Strategy):
         os.close(handle)
         context = multiprocessing.get_context(start_method())
         receive, send = context.Pipe(duplex=False)
-        environment = (os.getpid(), os.getcwd(), dict(os.environ), torch.get_num_threads())
+        environment = (os.getpid(), os.getcwd(), {**os.environ, **self.env}, self.threads or torch.get_num_threads())
         child = context.Process(target=_child, args=(job, send, log, *environment), name=f"archbench {job.name}")
         started = time.perf_counter()
         child.start()

@@ -18,6 +18,7 @@ import architectures
 
 # 1: records before this field existed. 2: each architecture measured in a fresh process, with provenance.
 # 3: a mode (precision, memory format, compilation) is part of every record and of its config_id.
+# (`shard` was added within 3: a new key that changes no figure's meaning and stays out of config_id.)
 RECORD_VERSION = 3
 
 # What makes two records comparable besides the task's settings: records of other seeds or runs that agree
@@ -28,7 +29,7 @@ CONFIG_FIELDS = (
 )
 
 COMMON_KEYS = (
-    "record_version", "run_id", "suite", "architecture", "family", "task", "dataset", "input_shape",
+    "record_version", "run_id", "suite", "shard", "architecture", "family", "task", "dataset", "input_shape",
     "train_samples", "test_samples", "device", "dtype", "seed", "world_size", "isolation", "allocator",
     "mode", "precision", "memory_format", "compile", "compile_backend", "compute_dtype", "compile_time_s",
     "architecture_source", "architecture_source_hash", "config_id", "started_at",
@@ -74,19 +75,21 @@ REQUIRED_KEYS = ("architecture", "task", "dataset", "status", "config_id")
 
 def start(
     name: str, seed: int, *, run_id: str, suite: str, data: Any, device: Any, settings: Any, measure: Any,
-    mode: Any, world_size: int = 1, isolation: str = "process",
+    mode: Any, world_size: int = 1, isolation: str = "process", shard: str | None = None,
 ) -> dict[str, Any]:
     """The fields every record of architecture `name` in `mode` at `seed` starts with; `failed` until a run says
     otherwise.
 
     `data` is the run's ImageData, `settings` the task's training settings (a dataclass, or None when the
-    task has none), `measure` the measurement settings and `mode` the resolved bench.modes.Mode.
+    task has none), `measure` the measurement settings and `mode` the resolved bench.modes.Mode. `shard` is the
+    part of a sharded sweep the run was ("2/3"), None for a whole suite.
     """
     spec = architectures.get_spec(name)
     record = {
         "record_version": RECORD_VERSION,
         "run_id": run_id,
         "suite": suite,
+        "shard": shard,
         "architecture": name,
         "family": spec.family,
         "task": spec.task,

@@ -29,6 +29,7 @@ from . import data as datasets
 from . import config as configs
 from . import measure
 from . import record as records
+from . import shard as shards
 from . import store
 from .config import RunConfig
 from .errors import UserError
@@ -55,6 +56,7 @@ class Job:
     arch_modules: tuple[str, ...] = ()
     isolation: str = "none"
     mode: Mode = field(default_factory=Mode)
+    shard: str | None = None  # "K/N" of a sharded sweep
 
     def start_record(self, world_size: int = 1) -> dict[str, Any]:
         """The fields this pair's record starts with (bench.record.start); `failed` until a run says otherwise."""
@@ -62,6 +64,7 @@ class Job:
             self.name, self.seed, run_id=self.run_dir.name, suite=self.config.suite, data=self.data,
             device=self.device, settings=self.config.tasks.get(architectures.get_spec(self.name).task),
             measure=self.config.measure, mode=self.mode, world_size=world_size, isolation=self.isolation,
+            shard=self.shard,
         )
 
 
@@ -100,6 +103,11 @@ class Strategy:
 
     def execute(self, job: Job) -> dict[str, Any]:
         return run_pair(job)
+
+    def run_all(self, jobs: list[Job], done: Callable[[Job, dict[str, Any]], None]) -> None:
+        """Execute every job, handing each record to `done` as it ends (from one thread at a time)."""
+        for job in jobs:
+            done(job, self.execute(job))
 
     def close(self) -> None:
         """Release what the strategy holds (processes, groups); called once the suite ends or is interrupted."""
@@ -144,13 +152,15 @@ def run_suite(
     arch_modules: tuple[str, ...] = (),
     resume: Path | None = None,
     retry_failed: bool = False,
+    shard: shards.Shard | None = None,
 ) -> Path | None:
     """Run every selected architecture for every seed of `config`; return the run folder holding the records
     (None in a process that does not write).
 
     With `resume`, that run folder is reopened and the pairs it already holds as ok or diverged (and, unless
-    `retry_failed`, as failed) are skipped. `command` is the command line recorded with every record
-    (default: this process's). Raises Interrupted on SIGINT or SIGTERM once the running pair is stopped.
+    `retry_failed`, as failed) are skipped, and a sharded run keeps to the pairs its run.json assigned it.
+    With `shard`, only that part of the pairs runs (bench.shard) and run.json records the plan. `command` is
+    the command line recorded with every record (default: this process's). Raises Interrupted on SIGINT or SIGTERM once the running pair is stopped.
     """
     strategy = strategy or Strategy()
     echo = echo if strategy.writes else (lambda line: None)
@@ -167,6 +177,13 @@ def run_suite(
         raise UserError("compiling modes are not supported in data-parallel runs (--nproc, torchrun); drop compile")
     data = strategy.load(config, device)
     pairs = [(name, mode, seed) for name in names for mode in modes for seed in config.seeds]
+    planned = len(pairs)
+    plan = store.read_run_info(resume).get("shard") if resume is not None else None
+    if plan is None and shard is not None:
+        plan = shards.plan(pairs, shard, config, data)
+    if plan is not None:
+        assigned = {tuple(p) for p in plan["pairs"]}
+        pairs = [p for p in pairs if p in assigned]
     done: dict[tuple[str, str, int], str] = {}
     run_dir = None
     if strategy.writes:
@@ -177,31 +194,41 @@ def run_suite(
             done = {records.pair(r): r["status"] for r in store.read_records(run_dir / store.RECORDS)}
         environment = store.environment(device, command)
         if resume is None:
-            info = {"config": dataclasses.asdict(config), **strategy.info(), "arch_modules": list(arch_modules)}
+            info = {
+                "config": dataclasses.asdict(config), **strategy.info(), "arch_modules": list(arch_modules), "shard": plan
+            }
             store.write_run_info(run_dir, {**info, "environment": environment})
     run_dir = strategy.agree(run_dir)
     todo = [p for p in pairs if p not in done or (retry_failed and done[p] not in FINISHED)]
     quiet = config.quiet or not strategy.writes or not sys.stderr.isatty()
     resumed = f", resuming: {len(pairs) - len(todo)} already recorded" if resume else ""
     in_modes = f" x {len(modes)} modes ({', '.join(modes)})" if len(modes) > 1 else f" in {next(iter(modes))}"
+    sharded = f"shard {plan['shard']} ({len(pairs)} of {planned} pairs, ~{plan['cost_share']:.0%} of the cost) of " if plan else ""
     echo(
-        f"run {run_dir.name}: {len(names)} architecture(s){in_modes} x {len(config.seeds)} seed(s) on {data.name}, "
-        f"{strategy.describe(device)}{resumed}"
+        f"run {run_dir.name}: {sharded}{len(names)} architecture(s){in_modes} x {len(config.seeds)} seed(s) "
+        f"on {data.name}, {strategy.describe(device)}{resumed}"
     )
     finished = len(pairs) - len(todo)
+    jobs = [
+        Job(
+            name, seed, config, data, device, run_dir, quiet, tuple(arch_modules), strategy.isolation, modes[mode],
+            plan["shard"] if plan else None,
+        )
+        for name, mode, seed in todo
+    ]
+
+    def record_one(job: Job, record: dict[str, Any]) -> None:
+        nonlocal finished
+        if strategy.writes:
+            pair = (job.name, job.mode.name, job.seed)
+            record.update(environment)
+            retried = (lambda r, this=pair: records.pair(r) == this) if pair in done else None
+            store.append_record(run_dir, record, replacing=retried)
+            echo(summary(record))
+        finished += 1
+
     try:
-        for pair in todo:
-            name, mode, seed = pair
-            job = Job(
-                name, seed, config, data, device, run_dir, quiet, tuple(arch_modules), strategy.isolation, modes[mode]
-            )
-            record = strategy.execute(job)
-            if strategy.writes:
-                record.update(environment)
-                retried = (lambda r, this=pair: records.pair(r) == this) if pair in done else None
-                store.append_record(run_dir, record, replacing=retried)
-                echo(summary(record))
-            finished += 1
+        strategy.run_all(jobs, record_one)
     except KeyboardInterrupt:
         raise Interrupted("SIGINT", 130, finished, len(pairs), run_dir if strategy.writes else None) from None
     except Terminated:

@@ -15,17 +15,24 @@ import socket
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: records are appended without a lock
+    fcntl = None
 
 from .errors import UserError
 from .record import REQUIRED_KEYS
 
 RECORDS = "records.jsonl"
 RUN_INFO = "run.json"
+LOCK = ".records.lock"  # what concurrent writers of one run folder lock
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -98,23 +105,49 @@ def append_record(
 ) -> None:
     """Append one record as a JSON line and flush it to disk, so an interrupted run keeps it.
 
-    With `replacing`, the records it selects are dropped in the same step: the file is rewritten beside the
-    old one and renamed over it, so an interruption leaves either the old records or the new ones.
+    Safe with concurrent writers (processes or threads) on one run folder: each line goes down in one write
+    on a file opened for appending, under an exclusive lock on the folder's lock file, so lines never
+    interleave or tear. With `replacing`, the records it selects are dropped in the same step, under the same
+    lock: the file is rewritten beside the old one and renamed over it, so an interruption leaves either the
+    old records or the new ones.
     """
     path = run_dir / RECORDS
-    if replacing is None:
-        with open(path, "a") as f:
-            f.write(json.dumps(_jsonable(record)) + "\n")
+    line = (json.dumps(_jsonable(record)) + "\n").encode()
+    with _locked(run_dir):
+        if replacing is None:
+            handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                written = os.write(handle, line)
+                while written < len(line):  # a short write (a full disk, a signal) is finished, not torn
+                    written += os.write(handle, line[written:])
+                os.fsync(handle)
+            finally:
+                os.close(handle)
+            return
+        kept = [r for r in read_records(path) if not replacing(r)] if path.exists() else []
+        temporary = path.with_name(f".{RECORDS}.tmp")
+        with open(temporary, "wb") as f:
+            f.write("".join(json.dumps(_jsonable(r)) + "\n" for r in kept).encode() + line)
             f.flush()
             os.fsync(f.fileno())
+        os.replace(temporary, path)
+
+
+@contextmanager
+def _locked(run_dir: Path) -> Iterator[None]:
+    """An exclusive lock on the run folder's records, held by one writer at a time (POSIX; elsewhere a no-op).
+
+    The lock is on a file of its own: the records file is replaced by renaming, which a lock on it would not survive.
+    """
+    if fcntl is None:
+        yield
         return
-    kept = [r for r in read_records(path) if not replacing(r)]
-    temporary = path.with_name(f".{RECORDS}.tmp")
-    with open(temporary, "w") as f:
-        f.write("".join(json.dumps(_jsonable(r)) + "\n" for r in [*kept, record]))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
+    handle = os.open(run_dir / LOCK, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock
 
 
 def records_path(run: str | Path | None, out: Path) -> Path:
