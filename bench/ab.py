@@ -36,6 +36,10 @@ from tabulate import tabulate
 from .errors import UserError
 
 CONFIDENCE = 0.95
+TOLERANCE = 0.05  # throughput and latency
+# A CPU's peak memory is the process's resident set (bench.measure.peak_memory): 0.85 to 1.20 from one fresh
+# process to the next for unchanged code on this kind of VM, so it gets a tolerance of its own.
+MEMORY_TOLERANCE = 0.20
 MIN_ROUNDS = 6  # the fewest paired ratios for which the signed-rank interval at 95% is finite
 # (figure, higher is better) judged on paired ratios; EXACT figures must be equal.
 TIMED = (
@@ -43,6 +47,7 @@ TIMED = (
     ("latency_p50_ms", False), ("peak_memory_mb", False),
 )
 EXACT = ("params", "flops_per_sample")
+MEMORY = ("peak_memory_mb",)
 FAILING = ("regressed", "changed", "failed")
 
 
@@ -314,6 +319,7 @@ def run(
     max_rounds: int = 40,
     until_budget: bool = False,
     echo: Callable[[str], None] = lambda line: None,
+    memory_tolerance: float = MEMORY_TOLERANCE,
 ) -> Result:
     """Alternating rounds until no timed figure is inconclusive (after `min_rounds`), or `max_rounds`, or until
     another round would exceed `budget_s`; with `until_budget` (calibration) every round the budget allows."""
@@ -330,7 +336,7 @@ def run(
         rounds += 1
         elapsed = time.monotonic() - started
         echo(f"round {rounds}: {elapsed:.0f} s")
-        lines = judge(samples[0], samples[1], tolerance)
+        lines = judge(samples[0], samples[1], tolerance, memory_tolerance)
         if rounds < min_rounds:
             continue
         settled = not any(line.verdict == "inconclusive" for line in lines)
@@ -413,8 +419,11 @@ def verdict(low: float, high: float, tolerance: float, higher_is_better: bool) -
     return "inconclusive"
 
 
-def judge(base_rounds: list[dict], candidate_rounds: list[dict], tolerance: float) -> list[Line]:
-    """Every architecture's figures over the rounds so far (rounds where both sides measured it)."""
+def judge(
+    base_rounds: list[dict], candidate_rounds: list[dict], tolerance: float, memory_tolerance: float = MEMORY_TOLERANCE
+) -> list[Line]:
+    """Every architecture's figures over the rounds so far (rounds where both sides measured it); peak memory
+    against `memory_tolerance`, every other timed figure against `tolerance`."""
     lines = []
     names = list(dict.fromkeys(name for measured in base_rounds for name in measured))
     for name in names:
@@ -441,7 +450,8 @@ def judge(base_rounds: list[dict], candidate_rounds: list[dict], tolerance: floa
             median, low, high = ratio_interval([ratio for _, _, ratio in rounds])
             lines.append(Line(
                 name, key, statistics.median(b for b, _, _ in rounds), statistics.median(c for _, c, _ in rounds),
-                median, low, high, verdict(low, high, tolerance, higher_is_better), len(rounds),
+                median, low, high, verdict(low, high, memory_tolerance if key in MEMORY else tolerance, higher_is_better),
+                len(rounds),
             ))
     return lines
 

@@ -157,8 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a plugin module of each side (a relative path is taken inside each side's checkout)")
     paired.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads per probe (default: the runtime's, "
                         "one per core); fewer than the cores keeps a busy machine from stalling the measured threads")
-    paired.add_argument("--tolerance", type=_fraction, default=0.10, metavar="F", help="e.g. 0.10: 10%% (default)")
-    paired.add_argument("--budget", type=_positive_number, default=480.0, metavar="S", help="seconds of rounds at most (default 480)")
+    paired.add_argument("--tolerance", type=_fraction, default=None, metavar="F",
+                        help="throughput and latency, e.g. 0.05: 5%% (default)")
+    paired.add_argument("--memory-tolerance", type=_fraction, default=None, metavar="F", help="peak memory (default 0.20)")
+    paired.add_argument("--budget", type=_positive_number, default=420.0, metavar="S", help="seconds of rounds at most (default 420)")
     paired.add_argument("--min-rounds", type=_positive_int, default=6, metavar="N", help="rounds before judging (default 6, the fewest for a 95%% interval)")
     paired.add_argument("--max-rounds", type=_positive_int, default=40, metavar="N", help="default 40")
     paired.add_argument("--calibrate", action="store_true", help="A/A: BASE on both sides, every round the budget "
@@ -342,6 +344,8 @@ def _ab(args: argparse.Namespace) -> int:
         raise UserError(f"--min-rounds must be at least {ab.MIN_ROUNDS}: fewer paired ratios give no 95% interval")
     if args.max_rounds < args.min_rounds:
         raise UserError(f"--max-rounds ({args.max_rounds}) is below --min-rounds ({args.min_rounds})")
+    tolerance = ab.TOLERANCE if args.tolerance is None else args.tolerance
+    memory_tolerance = ab.MEMORY_TOLERANCE if args.memory_tolerance is None else args.memory_tolerance
     suite = args.suite
     if suite.endswith(".toml") or "/" in suite:  # a file: the same one for both sides
         suite = str(configs.suite_path(suite).resolve())
@@ -352,11 +356,13 @@ def _ab(args: argparse.Namespace) -> int:
               + (f" ({sides[1].commit[:10]})" if sides[1].commit else f" ({sides[1].path})")
               + f": rounds alternate A B, B A, ...; budget {args.budget:.0f} s", flush=True)
         result = ab.run(
-            sides, ab.probe_measurer(request), args.tolerance, args.budget, args.min_rounds, args.max_rounds,
+            sides, ab.probe_measurer(request), tolerance, args.budget, args.min_rounds, args.max_rounds,
             until_budget=args.calibrate, echo=lambda line: print(line, file=sys.stderr, flush=True),
+            memory_tolerance=memory_tolerance,
         )
     print(f"\n{ab.table(result)}\n")
-    print(f"{result.rounds} rounds in {result.seconds:.0f} s; tolerance {args.tolerance:.0%}; each side measured by "
+    print(f"{result.rounds} rounds in {result.seconds:.0f} s; tolerance {tolerance:.0%} (peak memory {memory_tolerance:.0%}); "
+          "each side measured by "
           f"its own code: base {result.harness.get('base')}, candidate {result.harness.get('candidate')}"
           + (f"; {args.threads} CPU thread(s) per probe" if args.threads else ""))
     if args.calibrate:

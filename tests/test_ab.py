@@ -288,3 +288,12 @@ def test_threads_reach_the_probe_through_the_environment(tmp_path):
     done = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], env=environment,
                           capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "1"
+
+
+def test_peak_memory_has_a_tolerance_of_its_own():
+    base = [{"a": {"status": "ok", "train_throughput": 100.0, "peak_memory_mb": 100.0}}] * 6
+    candidate = [{"a": {"status": "ok", "train_throughput": 90.0 + n / 10, "peak_memory_mb": 112.0 + n}} for n in range(6)]
+    verdicts = {line.figure: line.verdict for line in ab.judge(base, candidate, ab.TOLERANCE)}
+    assert verdicts == {"train_throughput": "regressed", "peak_memory_mb": "ok"}  # 10% slower; 12-17% more memory
+    verdicts = {line.figure: line.verdict for line in ab.judge(base, candidate, ab.TOLERANCE, memory_tolerance=0.10)}
+    assert verdicts["peak_memory_mb"] == "regressed"
