@@ -3,7 +3,9 @@
 Read by report (tables and pages), plots (figures) and compare (the regression gate); it renders
 nothing itself, beyond `Number`, the way one figure is written. Records of one configuration (same
 architecture and `config_id`: task, data, device and settings) from any number of seeds or runs become
-one `Row` with mean, standard deviation and the number of seeds.
+one `Row` with mean, standard deviation, 95% confidence interval and the number of seeds. Differences between
+rows are taken per seed where they share seeds (bench.stats); the Pareto front marks rows that no other row
+beats significantly on both quality and speed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import stats
 
 COST_KEY, COST_LABEL = "train_throughput", "training throughput (samples/s)"
 # A record was measured under load when other processes took more than this share of the machine's CPU meanwhile.
@@ -140,6 +144,22 @@ class Row:
         values = self.values(key)
         return statistics.stdev(values) if len(values) >= 2 else None
 
+    def interval(self, key: str) -> stats.Interval | None:
+        """The mean over seeds with its 95% Student t interval; None with fewer than two seeds."""
+        return stats.mean_interval(self.values(key))
+
+    def by_seed(self, key: str) -> dict[int, float]:
+        """`key` per seed (the mean where several records share a seed)."""
+        found: dict[int, list[float]] = {}
+        for record in self.ok:
+            if finite(record.get(key)):
+                found.setdefault(record.get("seed"), []).append(record[key])
+        return {seed: statistics.fmean(values) for seed, values in found.items()}
+
+    def difference(self, other: Row, key: str) -> stats.Interval | None:
+        """mean(self) - mean(other) of `key` with its 95% interval, paired by seed where they share two or more."""
+        return stats.difference(self.by_seed(key), other.by_seed(key))
+
     def status(self) -> str:
         if self.seeds == len(self.records):
             return "ok"
@@ -177,14 +197,25 @@ def reference_rows(rows: list[Row]) -> dict[str, Row]:
 
 
 def mark_pareto(rows: list[Row], quality: str, higher_is_better: bool, cost: str = COST_KEY) -> None:
-    """Set `row.pareto` for rows no other row beats on both quality and `cost` (higher cost key = cheaper)."""
-    sign = 1 if higher_is_better else -1
-    points = [(row, row.mean(quality), row.mean(cost)) for row in rows]
-    candidates = [(row, sign * q, c) for row, q, c in points if finite(q) and finite(c)]
-    for row, q, c in candidates:
-        row.pareto = not any(
-            q2 >= q and c2 >= c and (q2 > q or c2 > c) for other, q2, c2 in candidates if other is not row
-        )
+    """Set `row.pareto` for rows that no other row beats on both quality and `cost` (higher cost key = cheaper).
+
+    Where both rows have two or more seeds, beating means significantly better (the 95% interval of the
+    difference excludes zero), so rows within each other's noise tie and share the front; otherwise the means
+    decide (better or equal on both, better on one)."""
+    usable = [row for row in rows if finite(row.mean(quality)) and finite(row.mean(cost))]
+    for row in usable:
+        row.pareto = not any(beats(other, row, quality, higher_is_better, cost) for other in usable if other is not row)
+
+
+def beats(a: Row, b: Row, quality: str, higher_is_better: bool, cost: str = COST_KEY) -> bool:
+    """Whether row `a` is better than row `b` on both quality and cost (see `mark_pareto`)."""
+    signs = {quality: 1 if higher_is_better else -1, cost: 1}
+    if a.seeds >= 2 and b.seeds >= 2:
+        found = {key: a.difference(b, key) for key in signs}
+        if all(found.values()):
+            return all(found[key].significant and sign * found[key].estimate > 0 for key, sign in signs.items())
+    deltas = [sign * (a.mean(key) - b.mean(key)) for key, sign in signs.items()]
+    return all(d >= 0 for d in deltas) and any(d > 0 for d in deltas)
 
 
 def task_groups(rows: list[Row]) -> dict[tuple[str, str], list[Row]]:

@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--out", type=Path, default=configs.DEFAULT_OUT, metavar="DIR", help="where run folders are")
     show.add_argument("--output", type=Path, metavar="DIR", help="where the report goes (default: the last run's folder)")
     show.add_argument("--html", action="store_true", help="write one self-contained REPORT.html instead of REPORT.md")
+    show.add_argument("--reference", metavar="ARCH", help="the architecture every other is compared with, in words under "
+                      "each table (default: the suite's `reference`, else each table's first)")
     show.set_defaults(handler=_report)
     comparing = commands.add_parser("compare", help="the regression gate: compare a candidate run with a baseline")
     comparing.add_argument("baseline", help="baseline run folder or records file (e.g. results/baseline)")
@@ -392,9 +394,12 @@ def _report(args: argparse.Namespace) -> int:
     if not records:
         raise UserError(f"{', '.join(map(str, paths))}: no records")
     output = store.writable_folder(args.output, "--output") if args.output else paths[-1].parent
-    print(report.tables(records))
+    reference = args.reference or next(
+        (found for path in paths if (found := store.read_run_info(path.parent).get("config", {}).get("reference"))), None
+    )
+    print(report.tables(records, reference))
     try:
-        written = report.write_report(records, output, html_page=args.html)
+        written = report.write_report(records, output, html_page=args.html, reference=reference)
     except OSError as error:
         raise UserError(f"cannot write the report into {output}: {error.strerror or error}") from None
     print(f"\nreport: {written}")

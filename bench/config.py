@@ -31,6 +31,7 @@ _TOP_LEVEL = {
     "arch_timeout": (int, float),
     "modes": list,
     "compile_backend": str,
+    "reference": str,
 }
 _KIND_NAMES = {
     "description": "a string",
@@ -42,6 +43,7 @@ _KIND_NAMES = {
     "arch_timeout": "a number of seconds",
     "modes": "a list of modes (e.g. [\"fp32\", \"bf16+channels_last\"])",
     "compile_backend": "a torch.compile backend name",
+    "reference": "an architecture's name",
 }
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes any 64-bit value; seeds are recorded as JSON integers
 
@@ -60,6 +62,7 @@ class RunConfig:
     arch_timeout: float | None = None  # seconds one (architecture, mode, seed) may take in its own process
     modes: list[str] = field(default_factory=lambda: ["fp32"])  # bench.modes syntax; the first is the reference
     compile_backend: str = "inductor"
+    reference: str | None = None  # the architecture the report compares every other one with (default: each table's first)
     tasks: dict[str, TrainingSettings] = field(default_factory=lambda: {n: t.Settings() for n, t in TASKS.items()})
     measure: MeasureSettings = field(default_factory=MeasureSettings)
     fid: FidSettings = field(default_factory=FidSettings)

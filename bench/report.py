@@ -82,6 +82,12 @@ LAYOUTS: dict[str, Layout] = {
 # Shown when a table holds a compiled record: torch.compile's time, kept out of every other time and throughput.
 COMPILE_COLUMN = Column("compile_time_s", "compile (s)", SIG3)
 
+# Shown when a table holds a record trained to a time or FLOPs budget: what the budget bought.
+BUDGET_COLUMNS = [
+    Column("steps_trained", "steps trained", Number(decimals=0)),
+    Column("epochs_trained", "epochs trained", Number(decimals=2)),
+]
+
 # Shown after a task's columns when its table holds a data-parallel record (world size above 1).
 DISTRIBUTED_COLUMNS = [
     Column("world_size", "ranks", Number(decimals=0)),
@@ -129,6 +135,8 @@ def table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
         columns = columns + DISTRIBUTED_COLUMNS
     if any(finite(r.get("compile_time_s")) for row in rows for r in row.records):
         columns = columns + [COMPILE_COLUMN]
+    if any(r.get("budget_s") is not None or r.get("budget_flops") is not None for row in rows for r in row.records):
+        columns = columns + BUDGET_COLUMNS
     show_task = bool(layout and layout.show_task)
     view = VIEWS.get(VIEW_OF_TASK.get(rows[0].task, "")) if rows else None
     show_modes = len({row.mode for row in rows}) > 1
@@ -144,16 +152,57 @@ def table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
         if show_modes:
             reference = references[row.architecture]
             cells += ["", ""] if reference is row else [_speedup(row, reference), _quality_change(row, reference, view)]
-        body.append([*cells, *(c.number(row.mean(c.key), row.std(c.key)) for c in columns)])
+        body.append([*cells, *(c.number(row.mean(c.key), _half_width(row, c.key)) for c in columns)])
     return headers, body
 
 
-def tables(records: list[dict[str, Any]]) -> str:
-    """Every task's table under a heading naming the task and dataset, for the terminal."""
+def _half_width(row: Row, key: str) -> float | None:
+    interval = row.interval(key)
+    return interval.half_width if interval else None
+
+
+def summary_lines(rows: list[Row], view: TaskView, reference: str | None = None) -> list[str]:
+    """In words, how each row's quality differs from the reference row's (`reference`, an architecture, in its
+    first mode; the table's first row where it names none or one not in this table), with the 95% interval of
+    the difference, paired by seed where the seeds match, and whether it is significant."""
+    scored = [row for row in rows if finite(row.mean(view.quality))]
+    base = next((row for row in scored if row.architecture == reference), scored[0] if scored else None)
+    if base is None:
+        return []
+    scale = view.quality_scale
+    unit = " points" if scale == 100 else ""
+
+    def number(value: float) -> str:
+        return f"{value * scale:.1f}" if scale == 100 else f"{value:.3g}"
+
+    lines = []
+    for row in scored:
+        if row is base:
+            continue
+        found = row.difference(base, view.quality)
+        delta = row.mean(view.quality) - base.mean(view.quality)
+        if found is None:
+            lines.append(f"{row.label}: {'+' if delta >= 0 else ''}{number(delta)}{unit} against {base.label} in "
+                         f"{view.quality_name} (too few seeds for an interval: {row.seeds} and {base.seeds}).")
+            continue
+        how = "paired by seed" if found.paired else "unpaired"
+        interval = f"95% CI {number(found.low)} to {number(found.high)}, {how}, {found.n} {'seeds' if found.paired else 'runs'}"
+        if found.significant:
+            side = "above" if found.estimate > 0 else "below"
+            lines.append(f"{row.label} is {number(abs(found.estimate))}{unit} {side} {base.label} in {view.quality_name} ({interval}).")
+        else:
+            lines.append(f"{row.label}: no significant difference from {base.label} in {view.quality_name} "
+                         f"({number(found.estimate)}{unit}, {interval}).")
+    return lines
+
+
+def tables(records: list[dict[str, Any]], reference: str | None = None) -> str:
+    """Every task's table under a heading naming the task and dataset, and its summary lines, for the terminal."""
     parts = []
     for (table, dataset), rows in task_groups(aggregate(records)).items():
         title = VIEWS[table].title if table in VIEWS else table
-        parts.append(f"### {title} on {dataset}\n\n{task_table(rows)}")
+        summary = summary_lines(rows, VIEWS[table], reference) if table in VIEWS else []
+        parts.append(f"### {title} on {dataset}\n\n{task_table(rows)}" + "".join(f"\n{line}" for line in summary))
     return "\n\n".join(parts)
 
 
@@ -168,8 +217,11 @@ def write_csv(records: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def write_report(records: list[dict[str, Any]], folder: Path, html_page: bool = False) -> Path:
-    """Write REPORT.md (or REPORT.html, self-contained), its plots under plots/, and records.csv into `folder`."""
+def write_report(
+    records: list[dict[str, Any]], folder: Path, html_page: bool = False, reference: str | None = None
+) -> Path:
+    """Write REPORT.md (or REPORT.html, self-contained), its plots under plots/, and records.csv into `folder`;
+    under each table, how every row differs from `reference` (see `summary_lines`)."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = aggregate(records)
     blocks: list[tuple] = [("h1", "archbench report"), *_environment_blocks(records)]
@@ -182,6 +234,9 @@ def write_report(records: list[dict[str, Any]], folder: Path, html_page: bool = 
         if not view:
             continue
         blocks.append(("p", _legend(view, group)))
+        summary = summary_lines(group, view, reference)
+        if summary:
+            blocks.append(("p", " ".join(summary)))
         stem = f"{table}-{dataset}"
         for path, alt in plots.task_figures(group, view, folder / "plots", stem):
             blocks.append(("img", path, alt))
@@ -212,9 +267,13 @@ def _legend(view: TaskView, rows: list[Row]) -> str:
     if front:
         parts.append(
             f"★ Pareto front ({', '.join(front)}): no other architecture is both better in "
-            f"{view.quality_name} and faster to train."
+            f"{view.quality_name} and faster to train (significantly so, where both have two or more seeds: "
+            "architectures within each other's noise tie and share the front)."
         )
-    parts.append("Figures are mean ± standard deviation over `seeds` seeds where there is more than one.")
+    parts.append(
+        "Figures are the mean over `seeds` seeds, ± the half-width of its 95% confidence interval (Student t) where "
+        "there is more than one."
+    )
     if len({row.mode for row in rows}) > 1:
         scale = " (points)" if view.quality_scale == 100 else ""
         parts.append(

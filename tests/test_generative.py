@@ -254,7 +254,7 @@ def test_generators_share_one_table_beside_the_classifiers():
     classify, generators = text.split("### Generators on synthetic")
     assert "### Classifiers on synthetic" in classify and "cnn-bn" in classify and "vae-conv" not in classify
     assert "| FID" in generators and "| KID" in generators and "params D (M)" in generators
-    rows = [line for line in generators.splitlines() if " vae-conv " in line or " gan-" in line]
+    rows = [line for line in generators.splitlines() if line.startswith("|") and (" vae-conv " in line or " gan-" in line)]
     assert len(rows) == 3 and "123" in rows[0] and "98.7" in rows[1] and "0.20" in rows[1]
     assert [row.split("|")[2].strip() for row in rows] == ["vae", "gan", "gan"]
     assert "diverged: NaN loss at step 4" in rows[2]

@@ -17,14 +17,15 @@ def record(arch, seed, accuracy, throughput, status="ok", config="c1", **extra):
     }
 
 
-def test_seeds_of_one_configuration_aggregate_to_mean_and_std():
+def test_seeds_of_one_configuration_aggregate_to_mean_and_its_confidence_interval():
     rows = aggregate.aggregate([record("a", 0, 0.80, 100), record("a", 1, 0.84, 120), record("a", 2, 0.82, 110)])
     (row,) = rows
     assert row.seeds == 3 and row.mean("test_accuracy") == pytest.approx(0.82)
     assert row.std("test_accuracy") == pytest.approx(0.02)  # sample std of 0.80, 0.82, 0.84
     headers, body = report.table_cells(rows)
     cells = dict(zip(headers, body[0]))
-    assert cells["seeds"] == "3" and cells["test acc (%)"] == "82.0 ± 2.0" and cells["train (samples/s)"] == "110 ± 10"
+    # ± the 95% half-width, t(0.975, 2) = 4.303 times std / sqrt(3): 4.97 points, 24.8 samples/s
+    assert cells["seeds"] == "3" and cells["test acc (%)"] == "82.0 ± 5.0" and cells["train (samples/s)"] == "110 ± 25"
 
 
 def test_different_configurations_and_failures_stay_apart():

@@ -1,0 +1,85 @@
+"""Confidence intervals over seeds: a mean's Student t interval and the difference of two configurations.
+
+Small samples (3 to 10 seeds) are the rule here, so intervals come from Student's t, not the normal
+distribution; two configurations are compared per seed where they share seeds (a paired t interval on the
+differences: the seed's data order and initialisation cancel), otherwise by Welch's interval.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+CONFIDENCE = 0.95
+# Two-sided 95% quantiles of Student's t, t(0.975, df), for df = 1..30.
+_T975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)
+_Z975 = 1.959964
+
+
+def t_quantile(df: float) -> float:
+    """t(0.975, df): from the table for whole df up to 30 (interpolated in 1/df between them), and beyond by the
+    Cornish-Fisher expansion around the normal quantile (within 0.001 there)."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be at least 1, got {df}")
+    if df <= 30:
+        low = math.floor(df)
+        if low == df or low == 30:
+            return _T975[int(low) - 1]
+        share = (1 / low - 1 / df) / (1 / low - 1 / (low + 1))
+        return _T975[low - 1] + share * (_T975[low] - _T975[low - 1])
+    z = _Z975
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An estimate and its 95% confidence interval; `n` values went in; `paired` says how a difference was taken."""
+
+    estimate: float
+    low: float
+    high: float
+    n: int
+    paired: bool = False
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+    @property
+    def significant(self) -> bool:
+        """Whether the interval excludes zero (for a difference: the two differ at the 5% level)."""
+        return self.low > 0 or self.high < 0
+
+
+def mean_interval(values: list[float]) -> Interval | None:
+    """The mean of `values` with its Student t interval; None with fewer than two values."""
+    n = len(values)
+    if n < 2:
+        return None
+    mean = statistics.fmean(values)
+    half = t_quantile(n - 1) * statistics.stdev(values) / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n)
+
+
+def difference(a: dict[int, float], b: dict[int, float]) -> Interval | None:
+    """mean(a) - mean(b) with its 95% interval, from values keyed by seed: paired over the seeds both have when
+    there are at least two, else Welch's unpaired interval; None when either side has too few values."""
+    common = sorted(set(a) & set(b))
+    if len(common) >= 2:
+        found = mean_interval([a[seed] - b[seed] for seed in common])
+        return Interval(found.estimate, found.low, found.high, found.n, paired=True)
+    if len(a) < 2 or len(b) < 2:
+        return None
+    va, vb = list(a.values()), list(b.values())
+    sa, sb = statistics.variance(va) / len(va), statistics.variance(vb) / len(vb)
+    estimate = statistics.fmean(va) - statistics.fmean(vb)
+    if sa + sb == 0:
+        return Interval(estimate, estimate, estimate, len(va) + len(vb))
+    df = (sa + sb) ** 2 / (sa**2 / (len(va) - 1) + sb**2 / (len(vb) - 1))
+    half = t_quantile(max(1.0, df)) * math.sqrt(sa + sb)
+    return Interval(estimate, estimate - half, estimate + half, len(va) + len(vb))
