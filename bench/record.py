@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,7 +19,8 @@ import architectures
 
 # 1: records before this field existed. 2: each architecture measured in a fresh process, with provenance.
 # 3: a mode (precision, memory format, compilation) is part of every record and of its config_id.
-# (`shard` was added within 3: a new key that changes no figure's meaning and stays out of config_id.)
+# (`shard` was added within 3: a new key that changes no figure's meaning and stays out of config_id; so were
+# `steps_trained`, `epochs_trained`, `train_flops_per_step` and the budgets, which enter config_id only when set.)
 RECORD_VERSION = 3
 
 # What makes two records comparable besides the task's settings: records of other seeds or runs that agree
@@ -38,6 +40,7 @@ COMMON_KEYS = (
     "params", "trainable_params", "flops_per_sample", "train_throughput", "train_throughput_iqr",
     "train_throughput_repeats", "latency_p50_ms", "latency_p95_ms", "latency_p50_ms_repeats",
     "peak_memory_mb", "peak_memory_method", "train_time_s", "curve_train_time_s",
+    "budget_s", "budget_flops", "train_flops_per_step", "steps_trained", "epochs_trained",
 )
 GENERATOR_KEYS = (
     "generator_params", "fid", "kid", "kid_std", "fid_samples", "fid_features", "fid_classifier",
@@ -69,6 +72,9 @@ DATA_PARALLEL_KEYS = (
 ENVIRONMENT_KEYS = (
     "python", "torch", "torchvision", "device_name", "cpu", "cpu_threads", "cuda", "hostname", "git_commit", "command",
 )
+# Settings added within version 3 (training budgets): they enter config_id only when set, so that the records
+# of runs without them keep the config_id they had.
+UNSET_OMITTED = ("budget_s", "budget_flops")
 # A record without these cannot be reported or compared.
 REQUIRED_KEYS = ("architecture", "task", "dataset", "status", "config_id")
 
@@ -110,7 +116,8 @@ def start(
         "error": None,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    record["config_id"] = config_id(record, [f.name for f in dataclasses.fields(settings)] if settings else [])
+    keys = [f.name for f in dataclasses.fields(settings)] if settings else []
+    record["config_id"] = config_id(record, [key for key in keys if key not in UNSET_OMITTED or record[key] is not None])
     return record
 
 
@@ -131,6 +138,9 @@ def loop_throughput(record: dict[str, Any]) -> float | None:
 
     The clock that the timed windows' `train_throughput` must agree with."""
     times = record.get("curve_train_time_s") or []
+    trained = record.get("epochs_trained")
+    if isinstance(trained, (int, float)) and trained < len(times):  # a budget's partial last epoch
+        times = times[: math.floor(trained)]
     if len(times) < 2 or not times[-1] > times[0]:
         return None
     return (len(times) - 1) * record["train_samples"] / (times[-1] - times[0])

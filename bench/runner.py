@@ -79,6 +79,7 @@ class Strategy:
     isolation = "none"
     writes = True
     compiles = True  # whether the strategy can run compiling modes
+    budgets = True  # whether it can train to a time or FLOPs budget (its ranks would have to agree where to stop)
 
     def select(self, names: list[str], echo: Callable[[str], None]) -> list[str]:
         """The architectures of `names` this strategy can run (echoing why it skips others)."""
@@ -175,6 +176,10 @@ def run_suite(
     modes = {mode.name: mode.resolved(device) for mode in configs.modes(config)}
     if not strategy.compiles and any(mode.compile for mode in modes.values()):
         raise UserError("compiling modes are not supported in data-parallel runs (--nproc, torchrun); drop compile")
+    budgeted = [f"[{task}] {key}" for task, settings in config.tasks.items() for key in ("budget_s", "budget_flops")
+                if getattr(settings, key, None) is not None]
+    if not strategy.budgets and budgeted:
+        raise UserError(f"training budgets are not supported in data-parallel runs (--nproc, torchrun): {budgeted[0]}; use epochs")
     data = strategy.load(config, device)
     pairs = [(name, mode, seed) for name in names for mode in modes for seed in config.seeds]
     planned = len(pairs)

@@ -49,6 +49,7 @@ class _DataParallel(runner.Strategy):
 
     isolation = "data-parallel"
     compiles = False
+    budgets = False
 
     def __init__(self, options: Options):
         self.options = options

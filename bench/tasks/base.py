@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -23,9 +24,15 @@ SCHEDULES = ("constant", "cosine")
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """Training budget and optimizer of one task, read from the suite's table for that task."""
+    """Training budget and optimizer of one task, read from the suite's table for that task.
+
+    The budget is `epochs`, or instead (then `epochs` is ignored) seconds of training (`budget_s`) or training
+    FLOPs (`budget_flops`, counted on one training step of the eager model) per architecture: equal compute
+    rather than equal passes over the data."""
 
     epochs: int = 10
+    budget_s: float | None = None
+    budget_flops: float | None = None
     batch_size: int = 100
     optimizer: str = "sgd"
     lr: float = 0.001
@@ -41,6 +48,13 @@ class TrainingSettings:
             found.append(f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
             found.append(f"batch_size must be at least 1, got {self.batch_size}")
+        for name in ("budget_s", "budget_flops"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                found.append(f"{name} must be positive, got {getattr(self, name):g}")
+        if self.budget_s is not None and self.budget_flops is not None:
+            found.append("give budget_s or budget_flops, not both")
+        if self.budget_s is not None and self.schedule == "cosine":
+            found.append("a cosine schedule needs the number of steps in advance: use epochs or budget_flops with it, not budget_s")
         if self.lr <= 0:
             found.append(f"lr must be positive, got {self.lr}")
         if not 0 <= self.momentum < 1:
@@ -120,6 +134,7 @@ class TrainClock:
 
     def __init__(self, device: torch.device, group: Group):
         self.device, self.group, self.seconds = device, group, 0.0
+        self._started: float | None = None
 
     def __enter__(self) -> "TrainClock":
         self.group.synchronize(self.device)
@@ -127,9 +142,62 @@ class TrainClock:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        self.seconds = self.now()
+        self._started = None
+
+    def now(self) -> float:
+        """The training seconds so far, the block in progress included (the device synchronized first)."""
+        if self._started is None:
+            return self.seconds
         self.group.synchronize(self.device)
         elapsed = time.perf_counter() - self._started
-        self.seconds += max(0.0, elapsed - (compile_seconds() - self._compiled))
+        return self.seconds + max(0.0, elapsed - (compile_seconds() - self._compiled))
+
+
+class Budget:
+    """How long a fit trains: `settings.epochs` epochs; or, with `budget_s` or `budget_flops`, steps until the
+    first step boundary at or past the budget (overshooting by less than one step), in as many epochs as that
+    takes, the last one partial. `steps` counts the steps taken."""
+
+    def __init__(self, settings: TrainingSettings, clock: TrainClock, flops_per_step: float | None = None):
+        if settings.budget_flops is not None and not flops_per_step:
+            raise ValueError("a FLOPs budget needs the FLOPs of one training step")
+        self.settings, self.clock, self.flops_per_step, self.steps = settings, clock, flops_per_step, 0
+
+    @property
+    def limited(self) -> bool:
+        return self.settings.budget_s is not None or self.settings.budget_flops is not None
+
+    def spent(self) -> bool:
+        if self.settings.budget_flops is not None:
+            return self.steps * self.flops_per_step >= self.settings.budget_flops
+        if self.settings.budget_s is not None:
+            return self.clock.now() >= self.settings.budget_s
+        return False
+
+    def epochs(self) -> Iterator[int]:
+        """Epoch indices from 0, for as long as the budget lasts."""
+        epoch = 0
+        while (not self.spent()) if self.limited else (epoch < self.settings.epochs):
+            yield epoch
+            epoch += 1
+
+    def planned_steps(self, steps_per_epoch: int) -> int:
+        """Steps the budget will buy (for schedules and progress bars): exact for epochs and FLOPs, the
+        `epochs` setting's worth for a time budget."""
+        if self.settings.budget_flops is not None:
+            return max(1, math.ceil(self.settings.budget_flops / self.flops_per_step))
+        return self.settings.epochs * steps_per_epoch
+
+    def figures(self, steps_per_epoch: int) -> dict[str, float | int | None]:
+        """What the record says of the budget: it, and the steps and epochs it bought."""
+        return {
+            "budget_s": self.settings.budget_s,
+            "budget_flops": self.settings.budget_flops,
+            "train_flops_per_step": self.flops_per_step,
+            "steps_trained": self.steps,
+            "epochs_trained": self.steps / steps_per_epoch,
+        }
 
 
 def trainee(model: nn.Module, mode: Mode, parts: Callable[[nn.Module], Iterable[nn.Module]]) -> nn.Module:
@@ -173,20 +241,27 @@ def run_epoch(
     steps: int,
     schedules: Iterable[torch.optim.lr_scheduler.LRScheduler | None] = (),
     progress: Progress = Progress(),
+    budget: Budget | None = None,
 ) -> torch.Tensor:
-    """`step` on each of `steps` batches, the schedules and the progress bar advanced after each; returns a
-    (steps, ...) tensor of what every step returned (its loss or losses), kept on the device."""
+    """`step` on each of `steps` batches, the schedules and the progress bar advanced after each, stopping early
+    once `budget` is spent (at least one step is taken); returns a (steps taken, ...) tensor of what every step
+    returned (its loss or losses), kept on the device."""
     schedules = [schedule for schedule in schedules if schedule is not None]
-    losses = None
-    for index, (x, y) in enumerate(batches):
+    losses, taken = None, 0
+    for x, y in batches:
+        if budget is not None and taken and budget.spent():
+            break
         loss = step(x, y)
         if losses is None:
             losses = loss.new_empty((steps, *loss.shape))
-        losses[index] = loss
+        losses[taken] = loss
+        taken += 1
+        if budget is not None:
+            budget.steps += 1
         for schedule in schedules:
             schedule.step()
         progress.update()
-    return losses
+    return losses[:taken]
 
 
 def first_non_finite(values: torch.Tensor) -> int | None:

@@ -11,9 +11,9 @@ from torch import nn
 
 from .. import measure
 from ..data import ImageData, batch_count, batches
-from ..modes import Amp
+from ..modes import Amp, Mode
 from .base import (
-    Diverged, Progress, RunContext, TrainClock, TrainingSettings, compute_dtype, first_non_finite, make_optimizer,
+    Budget, Diverged, Progress, RunContext, TrainClock, TrainingSettings, compute_dtype, first_non_finite, make_optimizer,
     make_schedule, run_epoch, trainee,
 )
 
@@ -63,9 +63,10 @@ def train_epoch(
     progress: Progress = Progress(),
     rank: int = 0,
     world_size: int = 1,
+    budget: Budget | None = None,
 ) -> torch.Tensor:
-    """One pass over (x, y) in the generator's order (over this rank's shard of it when `world_size` > 1);
-    returns every step's loss, kept on the device."""
+    """One pass over (x, y) in the generator's order (over this rank's shard of it when `world_size` > 1), or
+    its part until `budget` is spent; returns every step's loss, kept on the device."""
     model.train()
     return run_epoch(
         lambda xb, yb: train_step(model, optimizer, xb, yb, amp),
@@ -73,6 +74,7 @@ def train_epoch(
         batch_count(len(x), batch_size, world_size),
         [schedule],
         progress,
+        budget,
     )
 
 
@@ -130,12 +132,14 @@ def training_costs(model: nn.Module, data: ImageData, settings: Settings, contex
         flops = measure.flops(lambda: model(x[:1]))
     dtype = compute_dtype(model, lambda: model(x[:2]), context)
 
-    def make_step():
-        copied = trainee(model, context.mode, compiled_parts)
-        optimizer, amp = make_optimizer(copied.parameters(), settings), Amp(context.mode, context.device)
+    def make_step(mode: Mode = context.mode):
+        copied = trainee(model, mode, compiled_parts)
+        optimizer, amp = make_optimizer(copied.parameters(), settings), Amp(mode, context.device)
         return lambda: train_step(copied, optimizer, x, y, amp)
 
     costs = measure.training_costs(make_step, len(x), context.device, context.measure)
+    if settings.budget_flops is not None:  # one step of an eager copy, forward and backward
+        costs["train_flops_per_step"] = measure.flops(make_step(Mode()))
     return {"params": total, "trainable_params": trainable, "flops_per_sample": flops, "compute_dtype": dtype, **costs}
 
 
@@ -149,7 +153,8 @@ def inference_costs(model: nn.Module, data: ImageData, settings: Settings, conte
 
 
 def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict) -> None:
-    """Train for `settings.epochs`, evaluating after each; per-epoch curves and final metrics go into `record`.
+    """Train for `settings.epochs` (or its budget, see Budget), evaluating after each epoch; per-epoch curves and
+    final metrics go into `record`, with the steps and epochs trained.
 
     Training accuracy is measured like test accuracy (eval mode) on the first len(test) training samples,
     so that the generalization gap compares like with like. Raises Diverged on a non-finite loss.
@@ -162,19 +167,20 @@ def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
     device, group = context.device, context.group
     generator = torch.Generator().manual_seed(context.seed)
     optimizer, amp, clock = make_optimizer(model.parameters(), settings), Amp(context.mode, device), TrainClock(device, group)
+    budget = Budget(settings, clock, record.get("train_flops_per_step"))
     steps_per_epoch = batch_count(len(data.train_x), settings.batch_size, group.world_size)
-    schedule = make_schedule(optimizer, settings, settings.epochs * steps_per_epoch)
+    schedule = make_schedule(optimizer, settings, budget.planned_steps(steps_per_epoch))
     train_probe = data.train_x[: len(data.test_x)], data.train_y[: len(data.test_x)]
     curves = {key: [] for key in ("train_loss", "test_accuracy", "test_loss", "train_accuracy", "train_time_s")}
     record.update({f"curve_{key}": values for key, values in curves.items()})
     record.update(train_time_s=0.0, epochs_to_target=None, time_to_target_s=None)
-    progress = context.progress(settings.epochs * steps_per_epoch, "train")
+    progress = context.progress(budget.planned_steps(steps_per_epoch), "train")
     try:
-        for epoch in range(settings.epochs):
+        for epoch in budget.epochs():
             with clock:
                 losses = train_epoch(
                     model, optimizer, data.train_x, data.train_y, settings.batch_size, generator, amp, schedule,
-                    progress, group.rank, group.world_size,
+                    progress, group.rank, group.world_size, budget,
                 )
             record["train_time_s"] = clock.seconds
             losses = group.mean(losses)
@@ -199,6 +205,7 @@ def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
                 record.update(epochs_to_target=epoch + 1, time_to_target_s=record["train_time_s"])
     finally:
         progress.close()
+    record.update(budget.figures(steps_per_epoch))
     record.update(
         test_accuracy=test_accuracy,
         test_loss=test_loss,

@@ -17,10 +17,10 @@ from torch import nn
 
 from .. import measure
 from ..data import ImageData, batch_count, batches
-from ..modes import Amp
+from ..modes import Amp, Mode
 from . import generative
 from .base import (
-    Diverged, Progress, RunContext, TrainClock, first_non_finite, make_optimizer, make_schedule, run_epoch, trainee,
+    Budget, Diverged, Progress, RunContext, TrainClock, first_non_finite, make_optimizer, make_schedule, run_epoch, trainee,
 )
 
 
@@ -89,8 +89,10 @@ def train_epoch(
     amp: Amp,
     schedules: list[torch.optim.lr_scheduler.LRScheduler],
     progress: Progress = Progress(),
+    budget: Budget | None = None,
 ) -> torch.Tensor:
-    """One pass over x in the generator's order; returns every step's (discriminator, generator) loss, on the device."""
+    """One pass over x in the generator's order, or its part until `budget` is spent; returns every step's
+    (discriminator, generator) loss, on the device."""
     model.train()
     return run_epoch(
         lambda xb, _: train_step(model, g_optimizer, d_optimizer, xb, amp),
@@ -98,6 +100,7 @@ def train_epoch(
         batch_count(len(x), batch_size),
         schedules,
         progress,
+        budget,
     )
 
 
@@ -125,13 +128,15 @@ def run(
     images, model = mode.data(data), mode.prepare(model)
     x = images.train_x[: settings.batch_size]
 
-    def make_step():
-        copied = trainee(model, mode, compiled_parts)
-        (g_optimizer, d_optimizer), amp = optimizers(copied, settings), Amp(mode, context.device)
+    def make_step(step_mode: Mode = mode):
+        copied = trainee(model, step_mode, compiled_parts)
+        (g_optimizer, d_optimizer), amp = optimizers(copied, settings), Amp(step_mode, context.device)
         return lambda: train_step(copied, g_optimizer, d_optimizer, x, amp)
 
     record.update(latent_dim=model.latent_dim, discriminator_params=measure.parameter_counts(model.discriminator)[0])
-    record.update(generative.training_costs(model, model.generator, model.generator, make_step, len(x), context))
+    record.update(generative.training_costs(
+        model, model.generator, model.generator, make_step, len(x), context, settings.budget_flops is not None
+    ))
     mode.compile_modules(*compiled_parts(model))
     if train:
         torch.manual_seed(context.seed)
@@ -150,8 +155,9 @@ def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
     generator = torch.Generator().manual_seed(context.seed)
     (g_optimizer, d_optimizer), amp = optimizers(model, settings), Amp(context.mode, device)
     clock = TrainClock(device, context.group)
+    budget = Budget(settings, clock, record.get("train_flops_per_step"))
     steps_per_epoch = batch_count(len(data.train_x), settings.batch_size)
-    total = settings.epochs * steps_per_epoch
+    total = budget.planned_steps(steps_per_epoch)
     schedules = [s for s in (make_schedule(o, settings, total) for o in (g_optimizer, d_optimizer)) if s is not None]
     curves = {key: [] for key in ("d_loss", "g_loss", "train_time_s")}
     record.update({f"curve_{key}": values for key, values in curves.items()})
@@ -159,11 +165,11 @@ def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
     d_losses = []
     progress = context.progress(total, "train")
     try:
-        for epoch in range(settings.epochs):
+        for epoch in budget.epochs():
             with clock:
                 losses = train_epoch(
                     model, g_optimizer, d_optimizer, data.train_x, settings.batch_size, generator, amp, schedules,
-                    progress,
+                    progress, budget,
                 )
             record["train_time_s"] = clock.seconds
             bad = first_non_finite(losses.sum(1))
@@ -185,4 +191,5 @@ def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
             progress.set_postfix_str(f"D {d_loss:.3f} G {g_loss:.3f}")
     finally:
         progress.close()
+    record.update(budget.figures(steps_per_epoch))
     record.update(d_loss=curves["d_loss"][-1], g_loss=curves["g_loss"][-1])

@@ -18,6 +18,7 @@ from torchvision.utils import save_image
 from .. import measure
 from ..data import ImageData
 from ..fid import sample_quality
+from ..modes import Mode
 from .base import RunContext, TrainingSettings, compute_dtype
 from .reference import FidSettings, load_or_train
 
@@ -59,15 +60,17 @@ def training_costs(
     model: nn.Module,
     generator: nn.Module,
     sample: Sampler,
-    make_step: Callable[[], Callable[[], object]],
+    make_step: Callable[..., Callable[[], object]],
     images_per_step: int,
     context: RunContext,
+    count_training_flops: bool = False,
 ) -> dict:
     """Parameters (all, and the generator's), FLOPs per generated sample (counted on the eager model), the dtype
     the generator computes in, training-step throughput and peak memory.
 
-    `make_step()` returns one training step on `images_per_step` training images over a fresh copy of
-    `model` and fresh optimizers (see measure.training_costs).
+    `make_step(mode=context.mode)` returns one training step on `images_per_step` training images over a fresh
+    copy of `model` and fresh optimizers (see measure.training_costs). With `count_training_flops`, the FLOPs of
+    one such step on an eager fp32 copy (`train_flops_per_step`), what a FLOPs budget is counted in.
     """
     total, trainable = measure.parameter_counts(model)
     z = codes(1, model.latent_dim, context.seed, context.device)
@@ -76,6 +79,8 @@ def training_costs(
         flops = measure.flops(lambda: sample(z))
     dtype = compute_dtype(generator, lambda: sample(z), context)
     costs = measure.training_costs(make_step, images_per_step, context.device, context.measure)
+    if count_training_flops:
+        costs["train_flops_per_step"] = measure.flops(make_step(Mode()))
     return {
         "params": total,
         "trainable_params": trainable,

@@ -21,10 +21,10 @@ from torch import nn
 
 from .. import measure
 from ..data import ImageData, batch_count, batches
-from ..modes import Amp
+from ..modes import Amp, Mode
 from . import generative
 from .base import (
-    Diverged, Progress, RunContext, TrainClock, first_non_finite, make_optimizer, make_schedule, run_epoch, trainee,
+    Budget, Diverged, Progress, RunContext, TrainClock, first_non_finite, make_optimizer, make_schedule, run_epoch, trainee,
 )
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -99,8 +99,10 @@ def train_epoch(
     amp: Amp,
     schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
     progress: Progress = Progress(),
+    budget: Budget | None = None,
 ) -> torch.Tensor:
-    """One pass over x in the generator's order; returns every step's loss, kept on the device."""
+    """One pass over x in the generator's order, or its part until `budget` is spent; returns every step's loss,
+    kept on the device."""
     model.train()
     return run_epoch(
         lambda xb, _: train_step(model, optimizer, xb, settings, amp),
@@ -108,6 +110,7 @@ def train_epoch(
         batch_count(len(x), settings.batch_size),
         [schedule],
         progress,
+        budget,
     )
 
 
@@ -165,13 +168,15 @@ def run(
     images, model = mode.data(data), mode.prepare(model)
     sample, x = sampler(model), images.train_x[: settings.batch_size]
 
-    def make_step():
-        copied = trainee(model, mode, compiled_parts)
-        optimizer, amp = make_optimizer(copied.parameters(), settings), Amp(mode, context.device)
+    def make_step(step_mode: Mode = mode):
+        copied = trainee(model, step_mode, compiled_parts)
+        optimizer, amp = make_optimizer(copied.parameters(), settings), Amp(step_mode, context.device)
         return lambda: train_step(copied, optimizer, x, settings, amp)
 
     record.update(latent_dim=model.latent_dim, encoder_params=measure.parameter_counts(model.encoder)[0])
-    record.update(generative.training_costs(model, model.decoder, sample, make_step, len(x), context))
+    record.update(generative.training_costs(
+        model, model.decoder, sample, make_step, len(x), context, settings.budget_flops is not None
+    ))
     mode.compile_modules(*compiled_parts(model))
     if train:
         torch.manual_seed(context.seed)
@@ -192,16 +197,17 @@ def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
     device = context.device
     generator = torch.Generator().manual_seed(context.seed)
     optimizer, amp, clock = make_optimizer(model.parameters(), settings), Amp(context.mode, device), TrainClock(device, context.group)
+    budget = Budget(settings, clock, record.get("train_flops_per_step"))
     steps_per_epoch = batch_count(len(data.train_x), settings.batch_size)
-    schedule = make_schedule(optimizer, settings, settings.epochs * steps_per_epoch)
+    schedule = make_schedule(optimizer, settings, budget.planned_steps(steps_per_epoch))
     curves = {key: [] for key in ("train_loss", "test_neg_elbo", "train_time_s")}
     record.update({f"curve_{key}": values for key, values in curves.items()})
     record["train_time_s"] = 0.0
-    progress = context.progress(settings.epochs * steps_per_epoch, "train")
+    progress = context.progress(budget.planned_steps(steps_per_epoch), "train")
     try:
-        for epoch in range(settings.epochs):
+        for epoch in budget.epochs():
             with clock:
-                losses = train_epoch(model, optimizer, data.train_x, settings, generator, amp, schedule, progress)
+                losses = train_epoch(model, optimizer, data.train_x, settings, generator, amp, schedule, progress, budget)
             record["train_time_s"] = clock.seconds
             bad = first_non_finite(losses)
             if bad is not None:
@@ -215,6 +221,7 @@ def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
             progress.set_postfix_str(f"test -ELBO {test['neg_elbo']:.1f}")
     finally:
         progress.close()
+    record.update(budget.figures(steps_per_epoch))
     record.update(
         train_loss=curves["train_loss"][-1],
         test_neg_elbo=test["neg_elbo"],
