@@ -12,7 +12,7 @@ from .registry import (
     register,
     resolve,
 )
-from . import cnn, gan, resnet, vae  # noqa: E402,F401  (their decorators fill the registry)
+from . import cnn, gan, googlenet, resnet, vae, vgg  # noqa: E402,F401  (their decorators fill the registry)
 
 __all__ = [
     "ArchSpec",

@@ -7,7 +7,7 @@ from torch import nn
 import architectures
 from architectures import registry
 
-CLASSIFIERS = ["cnn-baseline", "cnn-bn", "cnn-deep", "cnn-wide", "resnet18"]
+CLASSIFIERS = ["cnn-baseline", "cnn-bn", "cnn-deep", "cnn-wide", "googlenet", "resnet18", "vgg11-bn"]
 
 
 def test_builtin_classifiers_are_listed():
@@ -53,6 +53,24 @@ def test_resnet18_has_a_small_image_stem():
     model = architectures.create("resnet18", (1, 28, 28))
     assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1) and model.conv1.in_channels == 1
     assert isinstance(model.maxpool, nn.Identity)
+
+
+def test_vgg11_bn_is_configuration_a_with_batch_norm_and_a_linear_head_for_the_input_size():
+    for shape, pools in [((3, 32, 32), 5), ((1, 28, 28), 4)]:
+        model = architectures.create("vgg11-bn", shape)
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        assert [c.out_channels for c in convs] == [64, 128, 256, 256, 512, 512, 512, 512] and convs[0].in_channels == shape[0]
+        assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 8
+        assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == pools
+        assert isinstance(model.classifier, nn.Linear) and model.classifier.in_features == 512
+
+
+def test_googlenet_has_a_small_image_stem_and_no_auxiliary_heads():
+    model = architectures.create("googlenet", (1, 28, 28))
+    assert model.conv1.conv.kernel_size == (3, 3) and model.conv1.conv.stride == (1, 1) and model.conv1.conv.in_channels == 1
+    assert isinstance(model.maxpool2, nn.Identity) and not model.aux_logits and model.aux1 is None
+    model.train()
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)  # a tensor, not GoogLeNetOutputs, in training too
 
 
 def test_overrides_reach_the_builder():
