@@ -167,8 +167,11 @@ def summary_lines(rows: list[Row], view: TaskView, reference: str | None = None)
     the difference, paired by seed where the seeds match, and whether it is significant."""
     scored = [row for row in rows if finite(row.mean(view.quality))]
     base = next((row for row in scored if row.architecture == reference), scored[0] if scored else None)
-    if base is None:
+    if base is None or len(scored) < 2:
         return []
+    if all(row.seeds < 2 for row in scored):
+        return [f"One seed per architecture: no confidence intervals, no differences judged against {base.label} "
+                "(run several seeds, e.g. --seed 0 1 2)."]
     scale = view.quality_scale
     unit = " points" if scale == 100 else ""
 

@@ -56,3 +56,9 @@ def test_summary_lines_say_in_words_whether_a_difference_is_significant():
     assert lines[0] == "cnn-bn is 1.1 points above cnn-baseline in test accuracy (95% CI 0.9 to 1.3, paired by seed, 3 seeds)."
     assert lines[1].startswith("cnn-deep: no significant difference from cnn-baseline in test accuracy (-0.0 points")
     assert report.summary_lines(rows, view, reference="cnn-bn")[0].startswith("cnn-baseline is 1.1 points below cnn-bn")
+
+
+def test_with_one_seed_each_the_summary_says_so_once():
+    rows = aggregate.aggregate(records("cnn-baseline", [0.90], [100]) + records("cnn-bn", [0.91], [90]))
+    (line,) = report.summary_lines(rows, aggregate.VIEWS["classify"])
+    assert line.startswith("One seed per architecture: no confidence intervals")
