@@ -33,6 +33,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from .aggregate import finite
 from .errors import UserError
 
 CONFIDENCE = 0.95
@@ -183,7 +184,7 @@ def probe_measurer(request: Request, python: str = sys.executable) -> Measurer:
     def measure(first: Side, second: Side) -> tuple[dict[str, dict], dict[str, dict]]:
         if min(probe_version(first), probe_version(second)) >= 2:
             return _taking_turns(request, python, (first, second))
-        return _alone(request, python, first), _alone(request, python, second)
+        return one_after_the_other(lambda side: _alone(request, python, side))(first, second)
 
     return measure
 
@@ -402,7 +403,7 @@ def round_ratio(base: dict, candidate: dict, key: str) -> float | None:
 
 
 def _positive(value: object) -> bool:
-    return isinstance(value, (int, float)) and value > 0
+    return finite(value) and value > 0
 
 
 def verdict(low: float, high: float, tolerance: float, higher_is_better: bool) -> str:
