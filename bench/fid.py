@@ -48,3 +48,37 @@ def sample_quality(
         torch.manual_seed(seed)
         kid_mean, kid_std = kid.compute()
     return {"fid": fid.compute().item(), "kid": kid_mean.item(), "kid_std": kid_std.item()}
+
+
+def calibration_images(train: torch.Tensor, count: int, seed: int) -> dict[str, torch.Tensor]:
+    """The image sets that place a generator's FID, `count` images each (fewer real ones when the training split
+    is smaller), on `train`'s device: `real` (the first training images: the floor a perfect generator
+    approaches), `mean_image` (the mean training image repeated: what a generator that learned only the
+    average draws) and `noise` (uniform noise drawn from `seed`: the ceiling)."""
+    shape = train.shape[1:]
+    noise = torch.rand(count, *shape, generator=torch.Generator().manual_seed(seed))
+    return {
+        "real": train[:count],
+        "mean_image": train.mean(0, keepdim=True).expand(count, *shape),
+        "noise": noise.to(train.device),
+    }
+
+
+def calibration_fids(
+    features: nn.Module, real: torch.Tensor, references: dict[str, torch.Tensor], batch_size: int
+) -> dict[str, float]:
+    """FID of each image set in `references` against `real`, as `sample_quality` computes it (same features,
+    same batches); `real`'s features are extracted once for all of them."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    fid = FrechetInceptionDistance(feature=features, normalize=True, reset_real_features=False, sync_on_compute=False)
+    fid = fid.to(real.device)
+    for start in range(0, len(real), batch_size):
+        fid.update(real[start : start + batch_size], real=True)
+    found = {}
+    for name, images in references.items():
+        fid.reset()  # the fake features only: reset_real_features=False
+        for start in range(0, len(images), batch_size):
+            fid.update(images[start : start + batch_size], real=False)
+        found[name] = fid.compute().item()
+    return found

@@ -20,7 +20,8 @@ import architectures
 # 1: records before this field existed. 2: each architecture measured in a fresh process, with provenance.
 # 3: a mode (precision, memory format, compilation) is part of every record and of its config_id.
 # (`shard` was added within 3: a new key that changes no figure's meaning and stays out of config_id; so were
-# `steps_trained`, `epochs_trained`, `train_flops_per_step` and the budgets, which enter config_id only when set.)
+# `steps_trained`, `epochs_trained`, `train_flops_per_step` and the budgets, which enter config_id only when set;
+# and the generators' `fid_calibration_*`.)
 RECORD_VERSION = 3
 
 # What makes two records comparable besides the task's settings: records of other seeds or runs that agree
@@ -46,6 +47,7 @@ GENERATOR_KEYS = (
     "generator_params", "fid", "kid", "kid_std", "fid_samples", "fid_features", "fid_classifier",
     "fid_classifier_accuracy", "fid_classifier_cached", "fid_classifier_file", "generate_throughput",
     "generate_throughput_iqr", "generate_throughput_repeats", "sample_grid", "latent_dim",
+    "fid_calibration_real", "fid_calibration_mean_image", "fid_calibration_noise",
 )
 TASK_KEYS = {
     "classify": (

@@ -79,6 +79,13 @@ LAYOUTS: dict[str, Layout] = {
     ),
 }
 
+# Rows under a generator table that place its FIDs: the same features and number of images, other image sets.
+CALIBRATION_ROWS = [
+    ("fid_calibration_real", "real training images"),
+    ("fid_calibration_mean_image", "mean image repeated"),
+    ("fid_calibration_noise", "uniform noise"),
+]
+
 # Shown when a table holds a compiled record: torch.compile's time, kept out of every other time and throughput.
 COMPILE_COLUMN = Column("compile_time_s", "compile (s)", SIG3)
 
@@ -153,7 +160,25 @@ def table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
             reference = references[row.architecture]
             cells += ["", ""] if reference is row else [_speedup(row, reference), _quality_change(row, reference, view)]
         body.append([*cells, *(c.number(row.mean(c.key), _half_width(row, c.key)) for c in columns)])
+    body += _calibration_cells(rows, headers, columns)
     return headers, body
+
+
+def _calibration_cells(rows: list[Row], headers: list[str], columns: list[Column]) -> list[list[str]]:
+    """Under a generator table, one row per calibration image set (`CALIBRATION_ROWS`) that its records measured:
+    the mean of their figures in the FID column, how many records it is over in `seeds`, the rest empty."""
+    fid = next((i for i, c in enumerate(columns) if c.key == "fid"), None)
+    if fid is None:
+        return []
+    body = []
+    for key, label in CALIBRATION_ROWS:
+        values = [r[key] for row in rows for r in row.ok if finite(r.get(key))]
+        if values:
+            cells = [f"({label})"] + [""] * (len(headers) - 1)
+            cells[headers.index("seeds")], cells[headers.index("status")] = str(len(values)), "calibration"
+            cells[len(headers) - len(columns) + fid] = columns[fid].number(sum(values) / len(values))
+            body.append(cells)
+    return body
 
 
 def _half_width(row: Row, key: str) -> float | None:
@@ -277,6 +302,12 @@ def _legend(view: TaskView, rows: list[Row]) -> str:
         "Figures are the mean over `seeds` seeds, ± the half-width of its 95% confidence interval (Student t) where "
         "there is more than one."
     )
+    if any(finite(r.get(key)) for row in rows for r in row.ok for key, _ in CALIBRATION_ROWS):
+        parts.append(
+            "The calibration rows place every FID: on the same features and as many images, real training images "
+            "score what a perfect generator approaches, the mean training image repeated what a generator that "
+            "learned only the average scores, uniform noise the ceiling."
+        )
     if len({row.mode for row in rows}) > 1:
         scale = " (points)" if view.quality_scale == 100 else ""
         parts.append(

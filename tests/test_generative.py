@@ -12,9 +12,9 @@ from torch import nn
 import architectures
 from architectures.gan import GAN
 from architectures.vae import VAE
-from bench import data, report
+from bench import aggregate, data, report
 from bench.cli import main
-from bench.fid import sample_quality
+from bench.fid import calibration_fids, calibration_images, sample_quality
 from bench.tasks import gan, generative, reference, vae
 from bench.tasks.base import Diverged, RunContext
 from conftest import FAST_MEASURE
@@ -136,6 +136,41 @@ def test_the_reference_classifier_is_trained_once_cached_and_leaves_the_random_s
     assert len(keys) == 4
     monkeypatch.setenv(reference.CACHE_ENV, "/somewhere/else")
     assert str(reference.cache_dir(reference.FidSettings())) == "/somewhere/else"
+
+
+def test_calibration_sets_score_as_sample_quality_scores_them_real_below_mean_image_below_noise(
+    trained_reference, shapes, fid_settings
+):
+    n = len(shapes.test_x)
+    images = calibration_images(shapes.train_x, n, seed=0)
+    assert all(len(x) == n and x.shape[1:] == shapes.train_x.shape[1:] for x in images.values())
+    assert torch.equal(images["real"], shapes.train_x[:n]) and torch.equal(images["mean_image"][0], images["mean_image"][-1])
+    assert torch.equal(images["noise"], calibration_images(shapes.train_x, n, seed=0)["noise"])
+    assert not torch.equal(images["noise"], calibration_images(shapes.train_x, n, seed=1)["noise"])
+    found = calibration_fids(trained_reference.features, shapes.test_x, images, fid_settings.eval_batch_size)
+    for name, x in images.items():  # one extraction of the real features serves every set
+        assert found[name] == pytest.approx(quality(trained_reference, shapes.test_x, x, fid_settings)["fid"], rel=1e-3)
+    assert 0 < found["real"] < found["mean_image"] < found["noise"], found
+
+
+def test_a_generator_table_ends_with_the_calibration_rows_its_records_measured():
+    common = {"seed": 0, "dataset": "synthetic", "status": "ok", "task": "gan"}
+    calibration = {"fid_calibration_real": 20.0, "fid_calibration_mean_image": 1700.0, "fid_calibration_noise": 49000.0}
+    records = [
+        {**common, "architecture": "gan-dcgan", "fid": 500.0, **calibration},
+        {**common, "architecture": "gan-mlp", "fid": 900.0, **calibration, "fid_calibration_noise": 51000.0},
+    ]
+    headers, body = report.table_cells(aggregate.aggregate(records))
+    column = {name: headers.index(name) for name in ("architecture", "seeds", "status", "FID", "KID")}
+    assert [row[column["architecture"]] for row in body] == [
+        "gan-dcgan", "gan-mlp", "(real training images)", "(mean image repeated)", "(uniform noise)"
+    ]
+    assert [(row[column["FID"]], row[column["seeds"]], row[column["status"]]) for row in body[2:]] == [
+        ("20.0", "2", "calibration"), ("1700", "2", "calibration"), ("50000", "2", "calibration")
+    ]
+    assert all(row[column["KID"]] == "" for row in body[2:])
+    no_calibration = [{k: v for k, v in r.items() if not k.startswith("fid_calibration")} for r in records]
+    assert len(report.table_cells(aggregate.aggregate(no_calibration))[1]) == 2
 
 
 @pytest.mark.slow
@@ -295,9 +330,12 @@ def test_a_suite_runs_vaes_and_gans_and_prints_them_in_one_generators_table(tiny
         assert record["status"] == "ok", record.get("error")
         assert record["latent_dim"] == latent and record["fid"] > 0 and record["fid_classifier"] == "cnn-bn"
         assert (path.parent / f"{record['architecture']}-seed0-samples.png").is_file()
+        assert record["fid_calibration_real"] < record["fid"] < record["fid_calibration_noise"], record
     generators = out.split("### Generators on synthetic")[1]
     assert "| FID" in generators and "| KID" in generators
     assert " vae-mlp " in generators and " gan-mlp " in generators and "diverged: non-finite GAN loss" in generators
+    labels = [line.split("|")[1].strip() for line in generators.splitlines() if line.startswith("| (")]
+    assert labels == ["(real training images)", "(mean image repeated)", "(uniform noise)"]
     assert main(["report", str(path.parent)]) == 0 and "### Generators on synthetic" in capsys.readouterr().out
 
 

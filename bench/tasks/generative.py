@@ -17,7 +17,7 @@ from torchvision.utils import save_image
 
 from .. import measure
 from ..data import ImageData
-from ..fid import sample_quality
+from ..fid import calibration_fids, calibration_images, sample_quality
 from ..modes import Mode
 from .base import RunContext, TrainingSettings, compute_dtype
 from .reference import FidSettings, load_or_train
@@ -108,7 +108,9 @@ def evaluate_samples(
     """FID and KID of as many generated images as the test split has, against it, and a PNG grid of the first ones.
 
     The features are the reference classifier's of the context's `[fid]` settings (trained here when not
-    cached); the record gets its name and test accuracy beside the figures, and the grid's path.
+    cached); the record gets its name and test accuracy beside the figures, and the grid's path. Beside them,
+    `fid_calibration_real`, `_mean_image` and `_noise`: the FID of real training images, of the mean training
+    image repeated and of uniform noise, as many as the generated ones, on the same features (bench.fid).
     """
     fid_settings = context.fid or FidSettings()
     reference = load_or_train(fid_settings, data, context.device, context.progress)
@@ -125,3 +127,6 @@ def evaluate_samples(
     )
     record.update(quality)
     record.update(fid_samples=len(fake), sample_grid=str(grid))
+    references = calibration_images(data.train_x, len(fake), context.seed)
+    found = calibration_fids(reference.features, data.test_x, references, fid_settings.eval_batch_size)
+    record.update({f"fid_calibration_{name}": value for name, value in found.items()})
