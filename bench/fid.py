@@ -22,8 +22,11 @@ def sample_quality(
     kid_subsets: int,
     kid_subset_size: int,
     seed: int,
+    calibration: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, float]:
-    """FID, and KID's mean and spread over subsets, between image sets `real` and `fake` (N, C, H, W) in [0, 1].
+    """FID, and KID's mean and spread over subsets, between image sets `real` and `fake` (N, C, H, W) in [0, 1];
+    with `calibration` (name -> image set, see `calibration_images`), also each set's FID against `real` as
+    `fid_calibration_<name>`, on the same features (real's extracted once).
 
     `features` maps such images to (N, d) features and says d in its `num_features` attribute; images go
     through it in batches of `batch_size`. KID averages `kid_subsets` random subsets of `kid_subset_size`
@@ -38,16 +41,25 @@ def sample_quality(
         kid = KernelInceptionDistance(
             feature=features, subsets=kid_subsets, subset_size=subset_size, normalize=True, sync_on_compute=False
         )
-    fid = FrechetInceptionDistance(feature=features, normalize=True, sync_on_compute=False)
+    fid = FrechetInceptionDistance(feature=features, normalize=True, reset_real_features=False, sync_on_compute=False)
     metrics = [fid.to(real.device), kid.to(real.device)]
-    for images, is_real in ((real, True), (fake, False)):
-        for start in range(0, len(images), batch_size):
-            for metric in metrics:
-                metric.update(images[start : start + batch_size], real=is_real)
+    _feed(metrics, real, batch_size, is_real=True)
+    _feed(metrics, fake, batch_size, is_real=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         kid_mean, kid_std = kid.compute()
-    return {"fid": fid.compute().item(), "kid": kid_mean.item(), "kid_std": kid_std.item()}
+    found = {"fid": fid.compute().item(), "kid": kid_mean.item(), "kid_std": kid_std.item()}
+    for name, images in (calibration or {}).items():
+        fid.reset()  # the generated images' features only: reset_real_features=False
+        _feed([fid], images, batch_size, is_real=False)
+        found[f"fid_calibration_{name}"] = fid.compute().item()
+    return found
+
+
+def _feed(metrics: list, images: torch.Tensor, batch_size: int, is_real: bool) -> None:
+    for start in range(0, len(images), batch_size):
+        for metric in metrics:
+            metric.update(images[start : start + batch_size], real=is_real)
 
 
 def calibration_images(train: torch.Tensor, count: int, seed: int) -> dict[str, torch.Tensor]:
@@ -63,22 +75,3 @@ def calibration_images(train: torch.Tensor, count: int, seed: int) -> dict[str, 
         "noise": noise.to(train.device),
     }
 
-
-def calibration_fids(
-    features: nn.Module, real: torch.Tensor, references: dict[str, torch.Tensor], batch_size: int
-) -> dict[str, float]:
-    """FID of each image set in `references` against `real`, as `sample_quality` computes it (same features,
-    same batches); `real`'s features are extracted once for all of them."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
-    fid = FrechetInceptionDistance(feature=features, normalize=True, reset_real_features=False, sync_on_compute=False)
-    fid = fid.to(real.device)
-    for start in range(0, len(real), batch_size):
-        fid.update(real[start : start + batch_size], real=True)
-    found = {}
-    for name, images in references.items():
-        fid.reset()  # the fake features only: reset_real_features=False
-        for start in range(0, len(images), batch_size):
-            fid.update(images[start : start + batch_size], real=False)
-        found[name] = fid.compute().item()
-    return found

@@ -14,7 +14,7 @@ from architectures.gan import GAN
 from architectures.vae import VAE
 from bench import aggregate, data, report
 from bench.cli import main
-from bench.fid import calibration_fids, calibration_images, sample_quality
+from bench.fid import calibration_images, sample_quality
 from bench.tasks import gan, generative, reference, vae
 from bench.tasks.base import Diverged, RunContext
 from conftest import FAST_MEASURE
@@ -147,10 +147,17 @@ def test_calibration_sets_score_as_sample_quality_scores_them_real_below_mean_im
     assert torch.equal(images["real"], shapes.train_x[:n]) and torch.equal(images["mean_image"][0], images["mean_image"][-1])
     assert torch.equal(images["noise"], calibration_images(shapes.train_x, n, seed=0)["noise"])
     assert not torch.equal(images["noise"], calibration_images(shapes.train_x, n, seed=1)["noise"])
-    found = calibration_fids(trained_reference.features, shapes.test_x, images, fid_settings.eval_batch_size)
-    for name, x in images.items():  # one extraction of the real features serves every set
-        assert found[name] == pytest.approx(quality(trained_reference, shapes.test_x, x, fid_settings)["fid"], rel=1e-3)
-    assert 0 < found["real"] < found["mean_image"] < found["noise"], found
+    fake = images["noise"].flip(0)
+    features, subsets, size = trained_reference.features, fid_settings.kid_subsets, fid_settings.kid_subset_size
+    found = sample_quality(features, shapes.test_x, fake, fid_settings.eval_batch_size, subsets, size, 0, images)
+    assert {k: v for k, v in found.items() if not k.startswith("fid_calibration")} == pytest.approx(
+        quality(trained_reference, shapes.test_x, fake, fid_settings)
+    )
+    for name, x in images.items():  # the real features, extracted once, serve every set
+        alone = quality(trained_reference, shapes.test_x, x, fid_settings)["fid"]
+        assert found[f"fid_calibration_{name}"] == pytest.approx(alone, rel=1e-3)
+    calibrated = [found[f"fid_calibration_{name}"] for name in ("real", "mean_image", "noise")]
+    assert 0 < calibrated[0] < calibrated[1] < calibrated[2], found
 
 
 def test_a_generator_table_ends_with_the_calibration_rows_its_records_measured():

@@ -17,7 +17,7 @@ from torchvision.utils import save_image
 
 from .. import measure
 from ..data import ImageData
-from ..fid import calibration_fids, calibration_images, sample_quality
+from ..fid import calibration_images, sample_quality
 from ..modes import Mode
 from .base import RunContext, TrainingSettings, compute_dtype
 from .reference import FidSettings, load_or_train
@@ -123,10 +123,7 @@ def evaluate_samples(
     record.update(reference.record())
     quality = sample_quality(
         reference.features, data.test_x, fake, fid_settings.eval_batch_size, fid_settings.kid_subsets,
-        fid_settings.kid_subset_size, context.seed,
+        fid_settings.kid_subset_size, context.seed, calibration_images(data.train_x, len(fake), context.seed),
     )
     record.update(quality)
     record.update(fid_samples=len(fake), sample_grid=str(grid))
-    references = calibration_images(data.train_x, len(fake), context.seed)
-    found = calibration_fids(reference.features, data.test_x, references, fid_settings.eval_batch_size)
-    record.update({f"fid_calibration_{name}": value for name, value in found.items()})
