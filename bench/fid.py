@@ -74,4 +74,3 @@ def calibration_images(train: torch.Tensor, count: int, seed: int) -> dict[str, 
         "mean_image": train.mean(0, keepdim=True).expand(count, *shape),
         "noise": noise.to(train.device),
     }
-
