@@ -88,6 +88,21 @@ def batches(
         yield x[index], y[index]
 
 
+def training_batches(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of (x, y) as training draws them (`batches`, in a random order from `seed`), epoch after epoch
+    without end, each of the same size: an epoch's last, smaller batch is left out (unless x is smaller than one
+    batch). What a timed training step runs on, so that it does the work of a step of the training loop."""
+    if len(x) == 0:
+        raise ValueError("no samples to draw batches from")
+    generator, size = torch.Generator().manual_seed(seed), min(batch_size, len(x))
+    while True:
+        for xb, yb in batches(x, y, batch_size, generator):
+            if len(xb) == size:
+                yield xb, yb
+
+
 def batch_count(n: int, batch_size: int, world_size: int = 1) -> int:
     """Batches `batches` draws from `n` samples on each of `world_size` ranks."""
     return math.ceil(n // world_size / batch_size)

@@ -32,12 +32,14 @@ class MeasureSettings:
     repeats: int = 5
     warmup_time: float = 0.3
     min_repeat_time: float = 0.2
+    max_spread: float = 0.02  # beyond `repeats`, more repeats while their IQR / median exceeds this ...
+    max_time: float = 2.0  # ... and until the repeats have taken this many seconds (0: exactly `repeats`)
     latency_time: float = 1.0
     latency_min_calls: int = 20
 
     def problems(self) -> list[str]:
         found = [] if self.repeats >= 5 else [f"repeats must be at least 5, got {self.repeats}"]
-        times = ("warmup_time", "min_repeat_time", "latency_time")
+        times = ("warmup_time", "min_repeat_time", "max_spread", "max_time", "latency_time")
         found += [f"{name} must not be negative" for name in times if getattr(self, name) < 0]
         if self.latency_min_calls < 1:
             found.append(f"latency_min_calls must be at least 1, got {self.latency_min_calls}")
@@ -76,20 +78,28 @@ def take_turns(hook: Callable[[], None] | None) -> None:
 
 
 def time_repeats(call: Callable[[], object], device: torch.device, settings: MeasureSettings) -> list[float]:
-    """Seconds per `call()` in each of `settings.repeats` repeats, after a warm-up.
+    """Seconds per `call()` in each repeat, after a warm-up: `settings.repeats` repeats, then more for as long as
+    their spread (IQR / median) exceeds `max_spread` and they have taken less than `max_time` seconds.
 
     Each repeat runs `call` as many times as it takes to fill `min_repeat_time` (calibrated during the
-    warm-up), so fast calls are not lost in clock resolution; slow ones run once per repeat.
+    warm-up), so fast calls are not lost in clock resolution; slow ones run once per repeat. The stopping rule
+    is that of torch.utils.benchmark's `adaptive_autorange`; that function itself does not fit: `archbench ab`
+    must be able to give turns between repeats and pair them one by one, and CUDA repeats are timed by events.
     """
     _before_window()
     per_call = _warm_up(call, device, settings.warmup_time)
     calls = max(1, math.ceil(settings.min_repeat_time / per_call))
-    seconds = []
-    for repeat in range(settings.repeats):
-        if repeat:
+    seconds: list[float] = []
+    while len(seconds) < settings.repeats or _unsettled(seconds, calls, settings):
+        if seconds:
             _before_window()
         seconds.append(_timed(call, device, calls) / calls)
     return seconds
+
+
+def _unsettled(seconds: list[float], calls: int, settings: MeasureSettings) -> bool:
+    """Whether `time_repeats` goes on: the repeats so far spread more than `max_spread` and took under `max_time`."""
+    return sum(seconds) * calls < settings.max_time and _iqr(seconds) > settings.max_spread * statistics.median(seconds)
 
 
 def time_each_call(call: Callable[[], object], device: torch.device, settings: MeasureSettings) -> list[float]:

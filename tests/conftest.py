@@ -16,7 +16,9 @@ import torch
 from architectures import registry
 from bench.measure import MeasureSettings
 
-FAST_MEASURE = MeasureSettings(repeats=5, warmup_time=0.0, min_repeat_time=0.0, latency_time=0.0, latency_min_calls=3)
+FAST_MEASURE = MeasureSettings(
+    repeats=5, warmup_time=0.0, min_repeat_time=0.0, max_time=0.0, latency_time=0.0, latency_min_calls=3
+)
 
 TINY_SUITE = """
 description = "tiny test suite"
@@ -36,6 +38,7 @@ lr = 0.001
 repeats = 5
 warmup_time = 0.0
 min_repeat_time = 0.0
+max_time = 0.0
 latency_time = 0.0
 latency_min_calls = 3
 """

@@ -56,6 +56,7 @@ batch_size = 16
 repeats = 5
 warmup_time = 0.0
 min_repeat_time = 0.02
+max_time = 0.0
 latency_time = 0.0
 latency_min_calls = 5
 """
@@ -263,7 +264,9 @@ def test_timed_windows_wait_for_their_turn():
     turns = []
     measure.take_turns(lambda: turns.append(len(turns)))
     try:
-        settings = measure.MeasureSettings(repeats=5, warmup_time=0.0, min_repeat_time=0.0, latency_time=0.0, latency_min_calls=12)
+        settings = measure.MeasureSettings(
+            repeats=5, warmup_time=0.0, min_repeat_time=0.0, max_time=0.0, latency_time=0.0, latency_min_calls=12
+        )
         measure.time_repeats(lambda: None, torch.device("cpu"), settings)
         assert len(turns) == 5  # one before the warm-up and the first repeat, one before each further repeat
         measure.time_each_call(lambda: None, torch.device("cpu"), settings)

@@ -84,3 +84,17 @@ def test_settings_reject_impossible_values():
     assert classify.Settings(epochs=0).problems() == ["epochs must be at least 1, got 0"]
     assert "unknown optimizer 'lion'" in classify.Settings(optimizer="lion").problems()[0]
     assert "target_accuracy" in classify.Settings(target_accuracy=1.5).problems()[0]
+
+
+def test_the_timed_training_step_runs_on_the_batches_training_draws(monkeypatch, tmp_path):
+    shapes = data.load("synthetic", limit_train=100, limit_test=20)
+    seen = []
+    real_step = classify.train_step
+    monkeypatch.setattr(classify, "train_step", lambda model, opt, x, y, amp: seen.append(y.clone()) or real_step(model, opt, x, y, amp))
+    settings = classify.Settings(batch_size=25)
+    model = architectures.create("cnn-baseline", shapes.input_shape, shapes.num_classes)
+    costs = classify.training_costs(model, shapes.standardized, settings, RunContext(CPU, 7, FAST_MEASURE, tmp_path))
+    assert costs["train_throughput"] > 0
+    drawn = data.training_batches(shapes.standardized.train_x, shapes.train_y, 25, seed=7)
+    first = [next(drawn)[1] for _ in range(3)]
+    assert all(torch.equal(a, b) for a, b in zip(seen, first)) and not torch.equal(seen[0], seen[1])

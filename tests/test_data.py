@@ -76,3 +76,16 @@ def test_missing_files_say_where_they_were_looked_for_and_how_to_get_them(tmp_pa
         data.load("fashion-mnist", root=tmp_path)
     with pytest.raises(UserError, match=f"cifar10: .*{tmp_path}/cifar-10-batches-py.*--download"):
         data.load("cifar10", root=tmp_path)
+
+
+def test_training_batches_follow_the_training_order_epoch_after_epoch_in_full_batches():
+    x, y = torch.arange(10.0)[:, None], torch.arange(10)
+    drawn = data.training_batches(x, y, 4, seed=3)
+    generator = torch.Generator().manual_seed(3)
+    expected = [b for _ in range(3) for b in data.batches(x, y, 4, generator) if len(b[0]) == 4]
+    for want_x, want_y in expected:  # 2 full batches of 4 per epoch of 10; the batch of 2 is left out
+        got_x, got_y = next(drawn)
+        assert torch.equal(got_x, want_x) and torch.equal(got_y, want_y)
+    assert len(expected) == 6 and len({tuple(b[1].tolist()) for b in expected}) > 2
+    small = data.training_batches(x[:3], y[:3], 4, seed=0)
+    assert [len(next(small)[0]) for _ in range(3)] == [3, 3, 3]  # fewer samples than a batch: all of them

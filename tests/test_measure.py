@@ -1,3 +1,4 @@
+import statistics
 import subprocess
 import sys
 import time
@@ -27,9 +28,40 @@ def test_flops_count_a_multiply_add_as_two():
 
 def test_time_repeats_calibrates_calls_per_repeat():
     calls = []
-    seconds = measure.time_repeats(lambda: calls.append(1), CPU, measure.MeasureSettings(repeats=6, warmup_time=0, min_repeat_time=0.001))
+    settings = measure.MeasureSettings(repeats=6, warmup_time=0, min_repeat_time=0.001, max_time=0)
+    seconds = measure.time_repeats(lambda: calls.append(1), CPU, settings)
     assert len(seconds) == 6 and all(s > 0 for s in seconds)
     assert len(calls) > 2 + 6  # fast calls are batched so a repeat fills min_repeat_time
+
+
+def scripted_clock(monkeypatch, repeat_seconds):
+    """Make every timed repeat take the next of `repeat_seconds` (per call); the warm-up's calls take 0.1 s."""
+    durations = iter(repeat_seconds)
+    monkeypatch.setattr(measure, "_warm_up", lambda call, device, warmup_time: 0.1)
+    monkeypatch.setattr(measure, "_timed", lambda call, device, calls: next(durations) * calls)
+
+
+def test_repeats_that_agree_stop_at_the_minimum(monkeypatch):
+    scripted_clock(monkeypatch, [0.100, 0.101, 0.100, 0.099, 0.100] + [0.5] * 100)
+    settings = measure.MeasureSettings(repeats=5, min_repeat_time=0.1, max_spread=0.02, max_time=10)
+    assert measure.time_repeats(lambda: None, CPU, settings) == [0.100, 0.101, 0.100, 0.099, 0.100]
+
+
+def test_spread_repeats_go_on_until_they_agree(monkeypatch):
+    scripted = [0.10, 0.14, 0.10, 0.13, 0.10] + [0.10] * 6 + [0.5] * 100
+    scripted_clock(monkeypatch, scripted)
+    settings = measure.MeasureSettings(repeats=5, min_repeat_time=0.1, max_spread=0.02, max_time=10)
+    seconds = measure.time_repeats(lambda: None, CPU, settings)
+    assert seconds == scripted[: len(seconds)] and 5 < len(seconds) <= 11
+    assert measure._iqr(seconds) <= 0.02 * statistics.median(seconds)  # the first count at which they agree
+    assert measure._iqr(seconds[:-1]) > 0.02 * statistics.median(seconds[:-1])
+
+
+def test_spread_repeats_stop_at_the_time_limit(monkeypatch):
+    scripted_clock(monkeypatch, [0.1, 0.2] * 100)
+    settings = measure.MeasureSettings(repeats=5, min_repeat_time=0.1, max_spread=0.02, max_time=3)
+    seconds = measure.time_repeats(lambda: None, CPU, settings)
+    assert sum(seconds) >= 3 and sum(seconds[:-1]) < 3  # one call per repeat: 0.1 s or 0.2 s each
 
 
 def test_rates_and_percentiles_are_summarized_from_every_repeat():

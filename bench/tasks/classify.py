@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import measure
-from ..data import ImageData, batch_count, batches
+from ..data import ImageData, batch_count, batches, training_batches
 from ..modes import Amp, Mode
 from .base import (
     Budget, Diverged, Progress, RunContext, TrainClock, TrainingSettings, compute_dtype, first_non_finite, make_optimizer,
@@ -124,7 +124,8 @@ def check_outputs(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
 
 def training_costs(model: nn.Module, data: ImageData, settings: Settings, context: RunContext) -> dict:
     """Parameters, FLOPs per sample (counted on the eager model), the dtype its layers compute in, and
-    training-step throughput and peak memory on copies of `model` in the context's mode."""
+    training-step throughput and peak memory on copies of `model` in the context's mode, stepping through the
+    training split's batches as training draws them."""
     x, y = data.train_x[: settings.batch_size], data.train_y[: settings.batch_size]
     total, trainable = measure.parameter_counts(model)
     model.eval()
@@ -135,7 +136,8 @@ def training_costs(model: nn.Module, data: ImageData, settings: Settings, contex
     def make_step(mode: Mode = context.mode):
         copied = trainee(model, mode, compiled_parts)
         optimizer, amp = make_optimizer(copied.parameters(), settings), Amp(mode, context.device)
-        return lambda: train_step(copied, optimizer, x, y, amp)
+        drawn = training_batches(data.train_x, data.train_y, settings.batch_size, context.seed)
+        return lambda: train_step(copied, optimizer, *next(drawn), amp)
 
     costs = measure.training_costs(make_step, len(x), context.device, context.measure)
     if settings.budget_flops is not None:  # one step of an eager copy, forward and backward

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import measure
-from ..data import ImageData, batch_count, batches
+from ..data import ImageData, batch_count, batches, training_batches
 from ..modes import Amp, Mode
 from . import generative
 from .base import (
@@ -131,7 +131,8 @@ def run(
     def make_step(step_mode: Mode = mode):
         copied = trainee(model, step_mode, compiled_parts)
         (g_optimizer, d_optimizer), amp = optimizers(copied, settings), Amp(step_mode, context.device)
-        return lambda: train_step(copied, g_optimizer, d_optimizer, x, amp)
+        drawn = training_batches(images.train_x, images.train_x, settings.batch_size, context.seed)
+        return lambda: train_step(copied, g_optimizer, d_optimizer, next(drawn)[0], amp)
 
     record.update(latent_dim=model.latent_dim, discriminator_params=measure.parameter_counts(model.discriminator)[0])
     record.update(generative.training_costs(

@@ -68,8 +68,9 @@ def training_costs(
     """Parameters (all, and the generator's), FLOPs per generated sample (counted on the eager model), the dtype
     the generator computes in, training-step throughput and peak memory.
 
-    `make_step(mode=context.mode)` returns one training step on `images_per_step` training images over a fresh
-    copy of `model` and fresh optimizers (see measure.training_costs). With `count_training_flops`, the FLOPs of
+    `make_step(mode=context.mode)` returns one training step on the next batch of `images_per_step` training
+    images as training draws them (bench.data.training_batches) over a fresh copy of `model` and fresh
+    optimizers (see measure.training_costs). With `count_training_flops`, the FLOPs of
     one such step on an eager fp32 copy (`train_flops_per_step`), what a FLOPs budget is counted in.
     """
     total, trainable = measure.parameter_counts(model)

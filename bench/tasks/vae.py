@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import measure
-from ..data import ImageData, batch_count, batches
+from ..data import ImageData, batch_count, batches, training_batches
 from ..modes import Amp, Mode
 from . import generative
 from .base import (
@@ -171,7 +171,8 @@ def run(
     def make_step(step_mode: Mode = mode):
         copied = trainee(model, step_mode, compiled_parts)
         optimizer, amp = make_optimizer(copied.parameters(), settings), Amp(step_mode, context.device)
-        return lambda: train_step(copied, optimizer, x, settings, amp)
+        drawn = training_batches(images.train_x, images.train_x, settings.batch_size, context.seed)
+        return lambda: train_step(copied, optimizer, next(drawn)[0], settings, amp)
 
     record.update(latent_dim=model.latent_dim, encoder_params=measure.parameter_counts(model.encoder)[0])
     record.update(generative.training_costs(
