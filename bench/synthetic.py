@@ -1,9 +1,11 @@
 """The embedded default dataset: ten classes of shapes drawn in code, deterministic for a seed.
 
-Each image is one shape (disk, ring, square, frame, bars, cross, X, triangle, diamond) at a random
-position, size, stroke, tilt and colour pair, on a blotchy background with pixel noise. Colour pairs
-of low contrast and small shapes make it learnable but not trivial: a convolutional net must learn
-outlines that survive translation, not a colour or a pixel.
+Each 16x16 image is one shape (disk, ring, square, frame, bars, cross, X, triangle, diamond) at a random
+position, size, stroke and tilt, lighter or darker than a grey background by a clear margin and slightly
+tinted, with faint blotches and pixel noise. A convolutional net must learn outlines that survive
+translation, not a colour or a pixel; the contrast and the small size let every registered classifier pass
+40% and every generator draw recognisable shapes within the quick suite's two minutes on a CPU. Three
+channels, so the quick suite runs the input path that CIFAR-10's models take.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch.nn.functional as F
 CLASSES = ("disk", "ring", "square", "frame", "h-bar", "v-bar", "cross", "x", "triangle", "diamond")
 
 
-def shapes(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def shapes(n: int, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """`n` images (n, 3, size, size) in [0, 1] and their labels (n,), a function of `seed` only."""
     g = torch.Generator().manual_seed(seed)
 
@@ -28,8 +30,8 @@ def shapes(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.T
     centre = uniform(-0.5, 0.5, 2) * (size - 2 * radius[:, None]) + size / 2
     stroke = uniform(0.9, 1.8) / radius
     angle = uniform(-0.35, 0.35)
-    background = torch.rand(n, 3, generator=g)
-    foreground = background + torch.where(background < 0.5, 1.0, -1.0) * uniform(0.4, 0.8, 3)
+    background = torch.rand(n, 1, generator=g).expand(n, 3)
+    foreground = background + torch.where(background < 0.5, 1.0, -1.0) * uniform(0.6, 0.9, 3)
     blotches = F.interpolate(torch.randn(n, 3, 4, 4, generator=g), size=size, mode="bicubic", align_corners=False)
     noise = torch.randn(n, 3, size, size, generator=g)
 
@@ -41,8 +43,8 @@ def shapes(n: int, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.T
     inside = _inside(labels, u, v, stroke[:, None, None])
     alpha = torch.sigmoid(inside * radius[:, None, None] / 0.4)[:, None]
 
-    images = background[:, :, None, None] + 0.08 * blotches
-    images = images + alpha * (foreground[:, :, None, None] - images) + 0.06 * noise
+    images = background[:, :, None, None] + 0.04 * blotches
+    images = images + alpha * (foreground[:, :, None, None] - images) + 0.015 * noise
     return images.clamp_(0, 1), labels
 
 

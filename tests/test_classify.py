@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -32,7 +34,7 @@ def test_a_run_records_quality_curves_and_costs(tiny, tmp_path):
     assert len(record["curve_test_accuracy"]) == len(record["curve_train_accuracy"]) == 2
     assert record["curve_train_time_s"][-1] == pytest.approx(record["train_time_s"])
     assert record["epochs_to_target"] == 1 and 0 < record["time_to_target_s"] <= record["train_time_s"]
-    assert record["params"] == sum(p.numel() for p in architectures.create("cnn-bn", (3, 32, 32)).parameters())
+    assert record["params"] == sum(p.numel() for p in architectures.create("cnn-bn", tiny.input_shape).parameters())
     assert record["flops_per_sample"] > 2 * record["params"] * 0.9  # every weight is used at least once per sample
     for key in ("train_throughput", "infer_throughput"):
         assert record[key] > 0 and len(record[f"{key}_repeats"]) == 5
@@ -64,7 +66,7 @@ def test_a_nan_loss_raises_diverged_with_its_step(tiny, tmp_path):
         class NanAfter(nn.Module):
             def __init__(self):
                 super().__init__()
-                self.linear, self.calls = nn.Linear(3 * 32 * 32, num_classes), 0
+                self.linear, self.calls = nn.Linear(math.prod(input_shape), num_classes), 0
 
             def forward(self, x):
                 self.calls += self.training

@@ -15,9 +15,9 @@ def test_synthetic_is_deterministic_for_a_seed_and_differs_across_seeds():
     assert not torch.equal(x1, x3)
 
 
-def test_synthetic_has_ten_balanced_classes_of_3x32x32_pixels_in_unit_range():
+def test_synthetic_has_ten_balanced_classes_of_3x16x16_pixels_in_unit_range():
     d = data.load("synthetic")
-    assert d.input_shape == (3, 32, 32) and d.num_classes == 10
+    assert d.input_shape == (3, 16, 16) and d.num_classes == 10
     assert len(d.train_x) == data.SYNTHETIC_TRAIN and len(d.test_x) == data.SYNTHETIC_TEST
     assert torch.bincount(d.train_y).tolist() == [data.SYNTHETIC_TRAIN // 10] * 10
     assert 0 <= d.train_x.min() and d.train_x.max() <= 1

@@ -219,8 +219,8 @@ def test_a_vae_run_records_elbo_nll_fid_and_the_costs_of_its_decoder(trained_ref
         assert record[key] > 0 and len(record[f"{key}_repeats"]) == 5
     assert record["peak_memory_mb"] > 0 and 0 < record["latency_p50_ms"] <= record["latency_p95_ms"]
     assert record["sample_grid"] == str(tmp_path / "vae-mlp-seed0-samples.png")
-    with Image.open(record["sample_grid"]) as grid:  # 8 x 8 images of 32 px with torchvision's 2 px padding
-        assert grid.format == "PNG" and grid.size == (2 + 8 * 34, 2 + 8 * 34)
+    with Image.open(record["sample_grid"]) as grid:  # 8 x 8 images of 16 px with torchvision's 2 px padding
+        assert grid.format == "PNG" and grid.size == (2 + 8 * 18, 2 + 8 * 18)
 
 
 @pytest.mark.slow
@@ -240,14 +240,14 @@ def test_a_vae_whose_loss_turns_nan_ends_training_as_diverged_at_that_step(shape
     class NanAfter3(nn.Module):
         def __init__(self):
             super().__init__()
-            self.linear, self.calls = nn.Linear(4, 3 * 32 * 32), 0
+            self.linear, self.calls = nn.Linear(4, 3 * 16 * 16), 0
 
         def forward(self, z):
             self.calls += self.training
-            logits = self.linear(z).view(len(z), 3, 32, 32)
+            logits = self.linear(z).view(len(z), 3, 16, 16)
             return logits * float("nan") if self.training and self.calls > 3 else logits
 
-    model = VAE(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 8)), NanAfter3(), latent_dim=4)
+    model = VAE(nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 8)), NanAfter3(), latent_dim=4)
     few = dataclasses.replace(shapes, train_x=shapes.train_x[:128], test_x=shapes.test_x[:32])
     with pytest.raises(Diverged, match="non-finite training loss at step 4 ") as error:
         vae.fit(model, few, vae.Settings(epochs=2, batch_size=32), RunContext(CPU, 0, FAST_MEASURE, tmp_path), {})

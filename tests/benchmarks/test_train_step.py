@@ -25,16 +25,16 @@ def samples():
     return d.train_x, d.train_y
 
 
-def model_and_optimizer():
+def model_and_optimizer(x):
     torch.manual_seed(0)
-    model = architectures.create("cnn-baseline", (3, 32, 32), 10).train()
+    model = architectures.create("cnn-baseline", tuple(x.shape[1:]), 10).train()
     return model, torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
 
 
 @pytest.mark.benchmark(group=GROUP)
 def test_minimal_loop(benchmark, samples):
     x, y = samples
-    model, optimizer = model_and_optimizer()
+    model, optimizer = model_and_optimizer(x)
 
     def epoch():
         for start in range(0, len(x), BATCH):
@@ -50,7 +50,7 @@ def test_minimal_loop(benchmark, samples):
 @pytest.mark.benchmark(group=GROUP)
 def test_harness_epoch(benchmark, samples):
     x, y = samples
-    model, optimizer = model_and_optimizer()
+    model, optimizer = model_and_optimizer(x)
     generator = torch.Generator().manual_seed(0)
     losses = benchmark.pedantic(
         lambda: classify.train_epoch(model, optimizer, x, y, BATCH, generator, Amp(Mode(), x.device)),
