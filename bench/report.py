@@ -187,15 +187,18 @@ def _half_width(row: Row, key: str) -> float | None:
 
 
 def summary_lines(rows: list[Row], view: TaskView, reference: str | None = None) -> list[str]:
-    """In words, how each row's quality differs from the reference row's (`reference`, an architecture, in its
-    first mode; the table's first row where it names none or one not in this table), with the 95% interval of
-    the difference, paired by seed where the seeds match, and whether it is significant."""
+    """In words, how each row's quality differs from the reference architecture's (`reference`; the table's first
+    row's where it names none or one not in this table), with the 95% interval of the difference, paired by seed
+    where the seeds match, and whether it is significant. A row is compared with the reference in the row's own
+    mode where the reference ran in it, else in the reference's first mode: architectures are compared within a
+    mode, and modes by the table's speedup and Δ columns (and here, for the reference's own other modes)."""
     scored = [row for row in rows if finite(row.mean(view.quality))]
-    base = next((row for row in scored if row.architecture == reference), scored[0] if scored else None)
-    if base is None or len(scored) < 2:
+    first = next((row for row in scored if row.architecture == reference), scored[0] if scored else None)
+    if first is None or len(scored) < 2:
         return []
+    same_mode = {row.mode: row for row in reversed(scored) if row.architecture == first.architecture}
     if all(row.seeds < 2 for row in scored):
-        return [f"One seed per architecture: no confidence intervals, no differences judged against {base.label} "
+        return [f"One seed per architecture: no confidence intervals, no differences judged against {first.label} "
                 "(run several seeds, e.g. --seed 0 1 2)."]
     scale = view.quality_scale
     unit = " points" if scale == 100 else ""
@@ -205,6 +208,7 @@ def summary_lines(rows: list[Row], view: TaskView, reference: str | None = None)
 
     lines = []
     for row in scored:
+        base = same_mode.get(row.mode, first) if row.architecture != first.architecture else first
         if row is base:
             continue
         found = row.difference(base, view.quality)

@@ -58,6 +58,26 @@ def test_summary_lines_say_in_words_whether_a_difference_is_significant():
     assert report.summary_lines(rows, view, reference="cnn-bn")[0].startswith("cnn-baseline is 1.1 points below cnn-bn")
 
 
+def test_architectures_are_compared_with_the_reference_in_their_own_mode():
+    def moded(mode, *args):
+        return [dict(r, mode=mode, config_id=r["config_id"] + mode) for r in records(*args)]
+
+    rows = aggregate.aggregate(
+        moded("fp32", "cnn-baseline", [0.899], [50])  # one seed of the fp32 reference, listed first
+        + moded("bf16", "cnn-baseline", [0.900, 0.905, 0.910], [100, 100, 100])
+        + moded("bf16", "cnn-bn", [0.911, 0.915, 0.922], [90, 90, 90])
+        + moded("bf16", "vgg", [0.93], [10])  # a mode the reference ran in, one seed
+        + moded("fp16", "cnn-wide", [0.92, 0.921, 0.925], [70, 70, 70])  # a mode the reference did not run in
+    )
+    lines = report.summary_lines(rows, aggregate.VIEWS["classify"], reference="cnn-baseline")
+    assert lines == [
+        "cnn-baseline (bf16): +0.6 points against cnn-baseline in test accuracy (too few seeds for an interval: 3 and 1).",
+        "cnn-bn (bf16) is 1.1 points above cnn-baseline (bf16) in test accuracy (95% CI 0.9 to 1.3, paired by seed, 3 seeds).",
+        "vgg (bf16): +2.5 points against cnn-baseline (bf16) in test accuracy (too few seeds for an interval: 1 and 3).",
+        "cnn-wide (fp16): +2.3 points against cnn-baseline in test accuracy (too few seeds for an interval: 3 and 1).",
+    ]
+
+
 def test_with_one_seed_each_the_summary_says_so_once():
     rows = aggregate.aggregate(records("cnn-baseline", [0.90], [100]) + records("cnn-bn", [0.91], [90]))
     (line,) = report.summary_lines(rows, aggregate.VIEWS["classify"])
