@@ -89,16 +89,18 @@ def batches(
 
 
 def training_batches(
-    x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, rank: int = 0, world_size: int = 1
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches of (x, y) as training draws them (`batches`, in a random order from `seed`), epoch after epoch
-    without end, each of the same size: an epoch's last, smaller batch is left out (unless x is smaller than one
-    batch). What a timed training step runs on, so that it does the work of a step of the training loop."""
-    if len(x) == 0:
+    """Batches of (x, y) as training draws them (`batches`, in a random order from `seed`, rank `rank`'s shard of
+    it when `world_size` > 1), epoch after epoch without end, each of the same size: an epoch's last, smaller
+    batch is left out (unless the shard is smaller than one batch). What a timed training step runs on, so
+    that it does the work of a step of the training loop."""
+    per_rank = len(x) // world_size
+    if per_rank == 0:
         raise ValueError("no samples to draw batches from")
-    generator, size = torch.Generator().manual_seed(seed), min(batch_size, len(x))
+    generator, size = torch.Generator().manual_seed(seed), min(batch_size, per_rank)
     while True:
-        for xb, yb in batches(x, y, batch_size, generator):
+        for xb, yb in batches(x, y, batch_size, generator, rank, world_size):
             if len(xb) == size:
                 yield xb, yb
 

@@ -89,3 +89,17 @@ def test_training_batches_follow_the_training_order_epoch_after_epoch_in_full_ba
     assert len(expected) == 6 and len({tuple(b[1].tolist()) for b in expected}) > 2
     small = data.training_batches(x[:3], y[:3], 4, seed=0)
     assert [len(next(small)[0]) for _ in range(3)] == [3, 3, 3]  # fewer samples than a batch: all of them
+
+
+def test_training_batches_of_a_rank_are_its_shard_of_the_training_order():
+    x, y = torch.arange(11.0)[:, None], torch.arange(11)
+    for rank in (0, 1):
+        drawn = data.training_batches(x, y, 2, seed=5, rank=rank, world_size=2)
+        generator = torch.Generator().manual_seed(5)  # each rank draws the same order
+        expected = [b for _ in range(2) for b in data.batches(x, y, 2, generator, rank, 2) if len(b[0]) == 2]
+        assert len(expected) == 4  # 5 samples per rank: 2 full batches an epoch
+        for want_x, want_y in expected:
+            got_x, got_y = next(drawn)
+            assert torch.equal(got_x, want_x) and torch.equal(got_y, want_y)
+    first = {int(v) for rank in (0, 1) for v in next(data.training_batches(x, y, 2, 5, rank, 2))[1]}
+    assert len(first) == 4  # the ranks' k-th batches never overlap

@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import measure
-from ..data import ImageData
+from ..data import ImageData, training_batches
 from ..modes import Amp, Mode
 from ..tasks import classify
 from ..tasks.base import Group, RunContext, compute_dtype, make_optimizer
@@ -111,12 +111,13 @@ def training_costs(
 ) -> dict:
     """Parameters, FLOPs, DDP training throughput, all-reduce wait share and peak memory, on copies of `model`.
 
-    Throughput is timed on DDP steps of a copy at the per-rank batch size on every rank; the group's
-    throughput counts the samples of all ranks. The wait share compares those steps with the same steps
+    Throughput is timed on DDP steps of a copy at the per-rank batch size on every rank, each rank drawing its
+    shard of the training order as the training loop does; the group's throughput counts the samples of all
+    ranks. The wait share compares those steps with the same steps
     under `no_sync()` (no gradient all-reduce). Peak memory is rank 0's over two DDP steps of a fresh copy.
     """
     group, device, timing = context.group, context.device, context.measure
-    x, y = data.train_x[: settings.batch_size], data.train_y[: settings.batch_size]
+    x = data.train_x[: settings.batch_size]
     total, trainable = measure.parameter_counts(model)
     model.eval()
     with torch.inference_mode():
@@ -126,17 +127,18 @@ def training_costs(
     single = None
     if scaling:
         if group.rank == 0:
-            seconds = measure.time_repeats(_step(model, settings, x, y, mode), device, timing)
+            seconds = measure.time_repeats(_step(model, settings, data, mode, context.seed), device, timing)
             single = measure.summarize_rates(seconds, len(x))["median"]
         group.barrier()
-    synced = time_steps(_step(model, settings, x, y, mode, group), group, device, timing)
-    unsynced = time_steps(_step(model, settings, x, y, mode, group, sync=False), group, device, timing)
+    synced = time_steps(_step(model, settings, data, mode, context.seed, group), group, device, timing)
+    unsynced = time_steps(_step(model, settings, data, mode, context.seed, group, sync=False), group, device, timing)
     with measure.peak_memory(device) as memory:
-        step = _step(model, settings, x, y, mode, group)
+        step = _step(model, settings, data, mode, context.seed, group)
         step()
         step()
         del step
-    rates = measure.summarize_rates(synced, len(x) * group.world_size)
+    per_rank_batch = min(settings.batch_size, len(data.train_x) // group.world_size)  # what training_batches draws
+    rates = measure.summarize_rates(synced, per_rank_batch * group.world_size)
     step_s, local_s = statistics.median(synced), statistics.median(unsynced)
     return {
         "params": total,
@@ -185,21 +187,24 @@ def _repeat(step: Callable[[], object], calls: int, group: DDPGroup, device: tor
 
 
 def _step(
-    model: nn.Module, settings: classify.Settings, x: torch.Tensor, y: torch.Tensor, mode: Mode,
+    model: nn.Module, settings: classify.Settings, data: ImageData, mode: Mode, seed: int,
     group: DDPGroup | None = None, sync: bool = True,
 ) -> Callable[[], torch.Tensor]:
-    """The harness's training step in `mode` on a fresh copy of `model` with a fresh optimizer; DDP-wrapped with
-    a group, and then without gradient all-reduce unless `sync`."""
+    """The harness's training step in `mode` on a fresh copy of `model` with a fresh optimizer, on the batches
+    training draws from `seed` (the group's rank's shard of them); DDP-wrapped with a group, and then without
+    gradient all-reduce unless `sync`."""
     trainee = copy_for_training(model, mode, classify.compiled_parts)
-    optimizer, amp = make_optimizer(trainee.parameters(), settings), Amp(mode, x.device)
+    optimizer, amp = make_optimizer(trainee.parameters(), settings), Amp(mode, data.train_x.device)
+    shard = (group.rank, group.world_size) if group is not None else (0, 1)
+    drawn = training_batches(data.train_x, data.train_y, settings.batch_size, seed, *shard)
     if group is None:
-        return lambda: classify.train_step(trainee, optimizer, x, y, amp)
+        return lambda: classify.train_step(trainee, optimizer, *next(drawn), amp)
     trainee = group.wrap(trainee)
     if sync:
-        return lambda: classify.train_step(trainee, optimizer, x, y, amp)
+        return lambda: classify.train_step(trainee, optimizer, *next(drawn), amp)
 
     def step() -> torch.Tensor:
         with trainee.no_sync():
-            return classify.train_step(trainee, optimizer, x, y, amp)
+            return classify.train_step(trainee, optimizer, *next(drawn), amp)
 
     return step
