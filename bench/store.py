@@ -207,8 +207,21 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         wrong = next((key for key in REQUIRED_KEYS if not isinstance(record[key], str)), None)
         if wrong:
             raise UserError(f"{path}:{number}: record key {wrong!r} must be a string, got {_json_kind(record[wrong])}")
-        records.append(record)
+        records.append(_relocated(record, Path(path).parent))
     return records
+
+
+FILE_KEYS = ("sample_grid",)  # record keys that name a file the run wrote into its folder
+
+
+def _relocated(record: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """`record` with each file it names (`FILE_KEYS`) found in `folder` (the records file's) when the recorded
+    path is gone but a file of that name is there: a run folder that was moved or copied keeps its files."""
+    for key in FILE_KEYS:
+        named = record.get(key)
+        if isinstance(named, str) and named and not Path(named).is_file() and (folder / Path(named).name).is_file():
+            record[key] = str(folder / Path(named).name)
+    return record
 
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:

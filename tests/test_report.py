@@ -122,6 +122,20 @@ def test_report_of_several_runs_and_html_page(small_run, tmp_path, capsys):
     assert {dict(zip(headers, cells))["seeds"] for cells in body} == {"4"}
 
 
+def test_a_moved_run_folder_keeps_its_sample_grids_in_the_report(tmp_path):
+    moved = tmp_path / "published" / "run"
+    moved.mkdir(parents=True)
+    Image.new("RGB", (40, 40), "white").save(moved / "vae-mlp-seed0-samples.png")
+    gone = tmp_path / "runs" / "run" / "vae-mlp-seed0-samples.png"  # where the run wrote it, since moved
+    line = {"architecture": "vae-mlp", "task": "vae", "dataset": "d", "status": "ok", "config_id": "c", "seed": 0,
+            "fid": 10.0, "train_throughput": 100.0, "sample_grid": str(gone)}
+    (moved / "records.jsonl").write_text(json.dumps(line) + "\n")
+    (found,) = store.read_records(moved / "records.jsonl")
+    assert found["sample_grid"] == str(moved / "vae-mlp-seed0-samples.png")
+    assert main(["report", str(moved), "--output", str(tmp_path / "out")]) == 0
+    assert "(plots/generators-d-samples.png)" in (tmp_path / "out" / "REPORT.md").read_text()
+
+
 def test_the_report_names_architectures_measured_under_load():
     ok = {"task": "classify", "dataset": "d", "status": "ok", "config_id": "c", "test_accuracy": 0.5, "train_throughput": 10}
     rows = aggregate.aggregate([{**ok, "architecture": "calm", "other_cpu_share": 0.01},
