@@ -113,8 +113,8 @@ def training_costs(
 
     Throughput is timed on DDP steps of a copy at the per-rank batch size on every rank, each rank drawing its
     shard of the training order as the training loop does; the group's throughput counts the samples of all
-    ranks. The wait share compares those steps with the same steps
-    under `no_sync()` (no gradient all-reduce). Peak memory is rank 0's over two DDP steps of a fresh copy.
+    ranks. The wait share compares those steps with the same steps under `no_sync()` (no gradient all-reduce).
+    Peak memory is rank 0's over two DDP steps of a fresh copy.
     """
     group, device, timing = context.group, context.device, context.measure
     x = data.train_x[: settings.batch_size]
