@@ -36,11 +36,14 @@ class MeasureSettings:
     max_time: float = 2.0  # ... and until the repeats have taken this many seconds (0: exactly `repeats`)
     latency_time: float = 1.0
     latency_min_calls: int = 20
+    epoch_repeats: int = 3  # after every training epoch, this many more repeats on the model as it stands (0: none)
 
     def problems(self) -> list[str]:
         found = [] if self.repeats >= 5 else [f"repeats must be at least 5, got {self.repeats}"]
         times = ("warmup_time", "min_repeat_time", "max_spread", "max_time", "latency_time")
         found += [f"{name} must not be negative" for name in times if getattr(self, name) < 0]
+        if self.epoch_repeats < 0:
+            found.append(f"epoch_repeats must not be negative, got {self.epoch_repeats}")
         if self.latency_min_calls < 1:
             found.append(f"latency_min_calls must be at least 1, got {self.latency_min_calls}")
         return found
@@ -97,6 +100,15 @@ def time_repeats(call: Callable[[], object], device: torch.device, settings: Mea
     return seconds
 
 
+def time_more_repeats(call: Callable[[], object], device: torch.device, settings: MeasureSettings, repeats: int) -> list[float]:
+    """Seconds per `call()` in exactly `repeats` repeats of `min_repeat_time`, after a warm-up of two calls: a
+    further window in a process whose runtime `time_repeats` has already warmed up."""
+    _before_window()
+    per_call = _warm_up(call, device, 0.0)
+    calls = max(1, math.ceil(settings.min_repeat_time / per_call))
+    return [_timed(call, device, calls) / calls for _ in range(repeats)]
+
+
 def _unsettled(seconds: list[float], calls: int, settings: MeasureSettings) -> bool:
     """Whether `time_repeats` goes on: the repeats so far spread more than `max_spread` and took under `max_time`."""
     return sum(seconds) * calls < settings.max_time and _iqr(seconds) > settings.max_spread * statistics.median(seconds)
@@ -146,11 +158,46 @@ def training_costs(
         step()
         del step
     return {
-        "train_throughput": rates["median"],
-        "train_throughput_iqr": rates["iqr"],
-        "train_throughput_repeats": rates["repeats"],
+        **_throughput_figures(rates["repeats"], windows=1),
         "peak_memory_mb": memory.mb,
         "peak_memory_method": memory.method,
+    }
+
+
+class EpochWindows:
+    """Training-step throughput timed in windows spread over a training run.
+
+    `training_costs` times its windows before training; `after_epoch()`, called outside the training clock
+    after every epoch, times `settings.epoch_repeats` more repeats on a fresh `make_step()` (a copy of the model
+    as training has left it) and pools every repeat into `record`'s `train_throughput`, its IQR and repeats;
+    `train_windows` counts the windows pooled. Training's random stream is left as it was. The figure then samples the same minutes of the machine, and
+    the same states of the model, as the loop's own clock: on a shared CPU the speed drifts by 10-15% between
+    windows a few seconds apart, which windows taken only before training cannot average out.
+    """
+
+    def __init__(
+        self, make_step: Callable[[], Callable[[], object]], items_per_step: int, device: torch.device,
+        settings: MeasureSettings, record: dict,
+    ):
+        self.make_step, self.items_per_step, self.device, self.settings = make_step, items_per_step, device, settings
+        self.record = record
+
+    def after_epoch(self) -> None:
+        if not self.settings.epoch_repeats:
+            return
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):  # the timed steps' dropout must not move training's random stream
+            seconds = time_more_repeats(self.make_step(), self.device, self.settings, self.settings.epoch_repeats)
+        rates = [*self.record["train_throughput_repeats"], *(self.items_per_step / s for s in seconds)]
+        self.record.update(_throughput_figures(rates, self.record["train_windows"] + 1))
+
+
+def _throughput_figures(rates: list[float], windows: int) -> dict[str, object]:
+    return {
+        "train_throughput": statistics.median(rates),
+        "train_throughput_iqr": _iqr(rates),
+        "train_throughput_repeats": rates,
+        "train_windows": windows,
     }
 
 

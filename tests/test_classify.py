@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -7,6 +8,7 @@ from torch import nn
 import architectures
 from bench import data
 from bench.tasks import classify
+from bench.tasks import base
 from bench.tasks.base import Diverged, RunContext
 from conftest import FAST_MEASURE
 
@@ -18,12 +20,12 @@ def tiny():
     return data.load("synthetic", limit_train=128, limit_test=64)
 
 
-def run(name, tiny, tmp_path, seed=0, **settings):
+def run(name, tiny, tmp_path, seed=0, measure=FAST_MEASURE, **settings):
     settings = classify.Settings(**{"epochs": 2, "batch_size": 32, "optimizer": "adam", "lr": 1e-3, **settings})
     torch.manual_seed(seed)
     model = architectures.create(name, tiny.input_shape, tiny.num_classes)
     record = {}
-    classify.run(model, tiny, settings, RunContext(CPU, seed, FAST_MEASURE, tmp_path), record)
+    classify.run(model, tiny, settings, RunContext(CPU, seed, measure, tmp_path), record)
     return record
 
 
@@ -36,8 +38,10 @@ def test_a_run_records_quality_curves_and_costs(tiny, tmp_path):
     assert record["epochs_to_target"] == 1 and 0 < record["time_to_target_s"] <= record["train_time_s"]
     assert record["params"] == sum(p.numel() for p in architectures.create("cnn-bn", tiny.input_shape).parameters())
     assert record["flops_per_sample"] > 2 * record["params"] * 0.9  # every weight is used at least once per sample
-    for key in ("train_throughput", "infer_throughput"):
-        assert record[key] > 0 and len(record[f"{key}_repeats"]) == 5
+    assert record["infer_throughput"] > 0 and len(record["infer_throughput_repeats"]) == 5
+    epoch_repeats = FAST_MEASURE.epoch_repeats  # the windows before training, then one after each of 2 epochs
+    assert record["train_throughput"] > 0 and len(record["train_throughput_repeats"]) == 5 + 2 * epoch_repeats
+    assert record["train_windows"] == 3
     assert 0 < record["latency_p50_ms"] <= record["latency_p95_ms"]
     assert record["peak_memory_mb"] > 0 and record["peak_memory_method"]
 
@@ -48,6 +52,28 @@ def test_same_seed_gives_identical_metrics_on_cpu(tiny, tmp_path):
     assert {k: first[k] for k in keys} == {k: second[k] for k in keys}
     other = run("cnn-baseline", tiny, tmp_path, seed=1)
     assert other["curve_train_loss"] != first["curve_train_loss"]
+
+
+def test_windows_after_each_epoch_time_the_model_as_training_left_it(tiny, tmp_path, monkeypatch):
+    copied = []
+
+    def trainee(model, mode, parts):
+        copied.append(next(model.parameters()).detach().clone())
+        return base.trainee(model, mode, parts)
+
+    monkeypatch.setattr(classify, "trainee", trainee)
+    run("cnn-baseline", tiny, tmp_path)
+    # two copies before training (throughput, then memory), then one after each of the 2 epochs
+    assert len(copied) == 4 and torch.equal(copied[0], copied[1])
+    assert not torch.equal(copied[1], copied[2]) and not torch.equal(copied[2], copied[3])
+
+
+def test_windows_during_training_do_not_change_what_it_learns(tiny, tmp_path):
+    timed = run("cnn-bn", tiny, tmp_path)
+    untimed = run("cnn-bn", tiny, tmp_path, measure=dataclasses.replace(FAST_MEASURE, epoch_repeats=0))
+    assert untimed["train_windows"] == 1 and timed["train_windows"] == 3
+    keys = ("curve_train_loss", "curve_test_loss", "test_accuracy")
+    assert {k: timed[k] for k in keys} == {k: untimed[k] for k in keys}
 
 
 def test_training_lowers_the_loss(tiny, tmp_path):

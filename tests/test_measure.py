@@ -1,3 +1,4 @@
+import dataclasses
 import statistics
 import subprocess
 import sys
@@ -88,6 +89,22 @@ def test_training_costs_measure_a_fresh_copy_each_time():
     costs = measure.training_costs(make_step, 32, CPU, FAST_MEASURE)
     assert len(made) == 2 and len(costs["train_throughput_repeats"]) == 5
     assert costs["train_throughput"] > 0 and costs["peak_memory_mb"] is not None
+
+
+def test_epoch_windows_pool_their_repeats_with_the_windows_before_training():
+    record = measure.training_costs(lambda: lambda: time.sleep(0.001), 10, CPU, FAST_MEASURE)
+    assert record["train_windows"] == 1 and len(record["train_throughput_repeats"]) == 5
+    windows = measure.EpochWindows(
+        lambda: lambda: time.sleep(0.01), 10, CPU, dataclasses.replace(FAST_MEASURE, epoch_repeats=3), record
+    )
+    windows.after_epoch()
+    windows.after_epoch()
+    rates = record["train_throughput_repeats"]
+    assert record["train_windows"] == 3 and len(rates) == 5 + 2 * 3
+    assert record["train_throughput"] == statistics.median(rates) < 1000  # 6 of the 11 repeats are the slow ones
+    unchanged = dict(record)
+    measure.EpochWindows(lambda: 1 / 0, 10, CPU, dataclasses.replace(FAST_MEASURE, epoch_repeats=0), record).after_epoch()
+    assert record == unchanged
 
 
 def test_machine_load_counts_the_cpu_other_processes_take():

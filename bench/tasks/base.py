@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 import torch
 from torch import nn
 
+from .. import measure
 from ..measure import MeasureSettings, synchronize
 from ..modes import Mode, compile_seconds, compute_dtypes
 
@@ -206,6 +208,15 @@ def trainee(model: nn.Module, mode: Mode, parts: Callable[[nn.Module], Iterable[
     copied = copy.deepcopy(model).train()
     mode.compile_modules(*parts(copied))
     return copied
+
+
+def epoch_windows(
+    make_step: Callable[[], Callable[[], object]], items_per_step: int, context: RunContext, record: dict
+) -> measure.EpochWindows:
+    """The windows a fit times after each epoch (measure.EpochWindows), pooled into `record`'s training throughput;
+    none in a compiling mode, where a copy of the compiled model would call the original."""
+    settings = context.measure if not context.mode.compile else dataclasses.replace(context.measure, epoch_repeats=0)
+    return measure.EpochWindows(make_step, items_per_step, context.device, settings, record)
 
 
 def compute_dtype(model: nn.Module, call: Callable[[], object], context: RunContext) -> str:

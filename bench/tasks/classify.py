@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -13,8 +14,8 @@ from .. import measure
 from ..data import ImageData, batch_count, batches, training_batches
 from ..modes import Amp, Mode
 from .base import (
-    Budget, Diverged, Progress, RunContext, TrainClock, TrainingSettings, compute_dtype, first_non_finite, make_optimizer,
-    make_schedule, run_epoch, trainee,
+    Budget, Diverged, Progress, RunContext, TrainClock, TrainingSettings, compute_dtype, epoch_windows, first_non_finite,
+    make_optimizer, make_schedule, run_epoch, trainee,
 )
 
 
@@ -95,6 +96,7 @@ def run(
     model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict, train: bool = True
 ) -> None:
     """Measure `model`'s training costs, train and evaluate it, then measure inference; fills `record` as it goes.
+    The training throughput pools windows before training and after every epoch (measure.EpochWindows).
     Without `train`, only the cost figures (what `python -m bench.probe` measures).
 
     Everything runs in the context's mode: the standardized images and the model in its memory format, the
@@ -103,11 +105,13 @@ def run(
     data = mode.data(data.standardized)
     model = mode.prepare(model)
     check_outputs(model, data.train_x[:2], data.num_classes)
-    record.update(training_costs(model, data, settings, context))
+    make_step = step_maker(model, data, settings, context)
+    record.update(training_costs(model, data, settings, context, make_step))
+    windows = epoch_windows(make_step, settings.batch_size, context, record)
     mode.compile_modules(*compiled_parts(model))
     if train:
         torch.manual_seed(context.seed)
-        fit(model, data, settings, context, record)
+        fit(model, data, settings, context, record, windows.after_epoch)
     record.update(inference_costs(model, data, settings, context))
 
 
@@ -122,16 +126,9 @@ def check_outputs(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
         raise ValueError(f"the model's output has shape {got}; a classifier must return (batch, classes) = {expected}")
 
 
-def training_costs(model: nn.Module, data: ImageData, settings: Settings, context: RunContext) -> dict:
-    """Parameters, FLOPs per sample (counted on the eager model), the dtype its layers compute in, and
-    training-step throughput and peak memory on copies of `model` in the context's mode, stepping through the
-    training split's batches as training draws them."""
-    x, y = data.train_x[: settings.batch_size], data.train_y[: settings.batch_size]
-    total, trainable = measure.parameter_counts(model)
-    model.eval()
-    with torch.inference_mode():
-        flops = measure.flops(lambda: model(x[:1]))
-    dtype = compute_dtype(model, lambda: model(x[:2]), context)
+def step_maker(model: nn.Module, data: ImageData, settings: Settings, context: RunContext) -> Callable[..., Callable[[], object]]:
+    """`make_step(mode=context.mode)`: one training step over a fresh copy of `model` as it stands (in `mode`)
+    with a fresh optimizer, on the next batch of the training split as training draws them."""
 
     def make_step(mode: Mode = context.mode):
         copied = trainee(model, mode, compiled_parts)
@@ -139,6 +136,22 @@ def training_costs(model: nn.Module, data: ImageData, settings: Settings, contex
         drawn = training_batches(data.train_x, data.train_y, settings.batch_size, context.seed)
         return lambda: train_step(copied, optimizer, *next(drawn), amp)
 
+    return make_step
+
+
+def training_costs(
+    model: nn.Module, data: ImageData, settings: Settings, context: RunContext,
+    make_step: Callable[..., Callable[[], object]] | None = None,
+) -> dict:
+    """Parameters, FLOPs per sample (counted on the eager model), the dtype its layers compute in, and
+    training-step throughput and peak memory of `make_step`'s steps (by default `step_maker`'s)."""
+    make_step = make_step or step_maker(model, data, settings, context)
+    x = data.train_x[: settings.batch_size]
+    total, trainable = measure.parameter_counts(model)
+    model.eval()
+    with torch.inference_mode():
+        flops = measure.flops(lambda: model(x[:1]))
+    dtype = compute_dtype(model, lambda: model(x[:2]), context)
     costs = measure.training_costs(make_step, len(x), context.device, context.measure)
     if settings.budget_flops is not None:  # one step of an eager copy, forward and backward
         costs["train_flops_per_step"] = measure.flops(make_step(Mode()))
@@ -154,9 +167,13 @@ def inference_costs(model: nn.Module, data: ImageData, settings: Settings, conte
         return measure.inference_costs(lambda: model(x), lambda: model(x[:1]), len(x), context.device, context.measure)
 
 
-def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict) -> None:
+def fit(
+    model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict,
+    after_epoch: Callable[[], None] = lambda: None,
+) -> None:
     """Train for `settings.epochs` (or its budget, see Budget), evaluating after each epoch; per-epoch curves and
-    final metrics go into `record`, with the steps and epochs trained.
+    final metrics go into `record`, with the steps and epochs trained. `after_epoch()` runs after each epoch,
+    outside the training clock.
 
     Training accuracy is measured like test accuracy (eval mode) on the first len(test) training samples,
     so that the generalization gap compares like with like. Raises Diverged on a non-finite loss.
@@ -205,6 +222,7 @@ def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
             target = settings.target_accuracy
             if target is not None and record["epochs_to_target"] is None and test_accuracy >= target:
                 record.update(epochs_to_target=epoch + 1, time_to_target_s=record["train_time_s"])
+            after_epoch()
     finally:
         progress.close()
     record.update(budget.figures(steps_per_epoch))

@@ -10,6 +10,7 @@ has stopped getting through.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,8 @@ from ..data import ImageData, batch_count, batches, training_batches
 from ..modes import Amp, Mode
 from . import generative
 from .base import (
-    Budget, Diverged, Progress, RunContext, TrainClock, first_non_finite, make_optimizer, make_schedule, run_epoch, trainee,
+    Budget, Diverged, Progress, RunContext, TrainClock, epoch_windows, first_non_finite, make_optimizer, make_schedule,
+    run_epoch, trainee,
 )
 
 
@@ -138,19 +140,24 @@ def run(
     record.update(generative.training_costs(
         model, model.generator, model.generator, make_step, len(x), context, settings.budget_flops is not None
     ))
+    windows = epoch_windows(make_step, len(x), context, record)
     mode.compile_modules(*compiled_parts(model))
     if train:
         torch.manual_seed(context.seed)
-        fit(model, images, settings, context, record)
+        fit(model, images, settings, context, record, windows.after_epoch)
     record.update(generative.generation_costs(model, model.generator, settings, context))
     if train:
         generative.evaluate_samples(model, model.generator, data, settings, context, record)
 
 
-def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict) -> None:
+def fit(
+    model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict,
+    after_epoch: Callable[[], None] = lambda: None,
+) -> None:
     """Train for `settings.epochs` on the [0, 1] training images; per-epoch mean losses go into `record`.
 
     Raises Diverged at the first step with a non-finite loss, or where the discriminator has collapsed.
+    `after_epoch()` runs after each epoch, outside the training clock.
     """
     device = context.device
     generator = torch.Generator().manual_seed(context.seed)
@@ -190,6 +197,7 @@ def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
             curves["g_loss"].append(g_loss)
             curves["train_time_s"].append(record["train_time_s"])
             progress.set_postfix_str(f"D {d_loss:.3f} G {g_loss:.3f}")
+            after_epoch()
     finally:
         progress.close()
     record.update(budget.figures(steps_per_epoch))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,8 @@ from ..data import ImageData, batch_count, batches, training_batches
 from ..modes import Amp, Mode
 from . import generative
 from .base import (
-    Budget, Diverged, Progress, RunContext, TrainClock, first_non_finite, make_optimizer, make_schedule, run_epoch, trainee,
+    Budget, Diverged, Progress, RunContext, TrainClock, epoch_windows, first_non_finite, make_optimizer, make_schedule,
+    run_epoch, trainee,
 )
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -178,10 +180,11 @@ def run(
     record.update(generative.training_costs(
         model, model.decoder, sample, make_step, len(x), context, settings.budget_flops is not None
     ))
+    windows = epoch_windows(make_step, len(x), context, record)
     mode.compile_modules(*compiled_parts(model))
     if train:
         torch.manual_seed(context.seed)
-        fit(model, images, settings, context, record)
+        fit(model, images, settings, context, record, windows.after_epoch)
         with mode.autocast(context.device):
             record["test_nll"] = iwae_nll(model, images.test_x, settings)
     record.update(generative.generation_costs(model, sample, settings, context))
@@ -189,11 +192,14 @@ def run(
         generative.evaluate_samples(model, sample, data, settings, context, record)
 
 
-def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict) -> None:
+def fit(
+    model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict,
+    after_epoch: Callable[[], None] = lambda: None,
+) -> None:
     """Train for `settings.epochs` on the [0, 1] training images, evaluating the test ELBO after each epoch.
 
     Per-epoch curves and the last epoch's test figures go into `record`. Raises Diverged at the first step
-    whose loss is not finite.
+    whose loss is not finite. `after_epoch()` runs after each epoch, outside the training clock.
     """
     device = context.device
     generator = torch.Generator().manual_seed(context.seed)
@@ -220,6 +226,7 @@ def fit(model: nn.Module, data: ImageData, settings: Settings, context: RunConte
             curves["test_neg_elbo"].append(test["neg_elbo"])
             curves["train_time_s"].append(record["train_time_s"])
             progress.set_postfix_str(f"test -ELBO {test['neg_elbo']:.1f}")
+            after_epoch()
     finally:
         progress.close()
     record.update(budget.figures(steps_per_epoch))
