@@ -24,9 +24,9 @@ import architectures
 # and the generators' `fid_calibration_*`.)
 # 4: training throughput is timed on the batches training draws, in its order, not on one fixed batch (which
 # stays in cache and skips the gather): 2-5% lower on a CPU, and in agreement with the training loop's clock.
-# 5: a trained record's training throughput pools windows spread over the run, before training and after every
-# epoch (`train_windows` counts them), not only the windows before training: it follows the machine's speed
-# and the model's state over the minutes the loop's own clock covers.
+# 5: a trained record's training throughput is the median of windows spread over the run, before training and
+# after every epoch (`train_throughput_windows`), not the windows before training alone: it follows the
+# machine's speed and the model's state over the minutes the loop's own clock covers.
 RECORD_VERSION = 5
 
 # What makes two records comparable besides the task's settings: records of other seeds or runs that agree
@@ -44,7 +44,7 @@ COMMON_KEYS = (
     "status", "error", "traceback", "stderr_tail", "diverged_step", "wall_time_s",
     "load_1min", "other_cpu_s", "other_cpu_share", "train_loop_throughput",
     "params", "trainable_params", "flops_per_sample", "train_throughput", "train_throughput_iqr",
-    "train_throughput_repeats", "train_windows", "latency_p50_ms", "latency_p95_ms", "latency_p50_ms_repeats",
+    "train_throughput_repeats", "train_throughput_windows", "latency_p50_ms", "latency_p95_ms", "latency_p50_ms_repeats",
     "peak_memory_mb", "peak_memory_method", "train_time_s", "curve_train_time_s",
     "budget_s", "budget_flops", "train_flops_per_step", "steps_trained", "epochs_trained",
 )

@@ -41,7 +41,7 @@ def test_a_run_records_quality_curves_and_costs(tiny, tmp_path):
     assert record["infer_throughput"] > 0 and len(record["infer_throughput_repeats"]) == 5
     epoch_repeats = FAST_MEASURE.epoch_repeats  # the windows before training, then one after each of 2 epochs
     assert record["train_throughput"] > 0 and len(record["train_throughput_repeats"]) == 5 + 2 * epoch_repeats
-    assert record["train_windows"] == 3
+    assert len(record["train_throughput_windows"]) == 3
     assert 0 < record["latency_p50_ms"] <= record["latency_p95_ms"]
     assert record["peak_memory_mb"] > 0 and record["peak_memory_method"]
 
@@ -71,7 +71,7 @@ def test_windows_after_each_epoch_time_the_model_as_training_left_it(tiny, tmp_p
 def test_windows_during_training_do_not_change_what_it_learns(tiny, tmp_path):
     timed = run("cnn-bn", tiny, tmp_path)
     untimed = run("cnn-bn", tiny, tmp_path, measure=dataclasses.replace(FAST_MEASURE, epoch_repeats=0))
-    assert untimed["train_windows"] == 1 and timed["train_windows"] == 3
+    assert len(untimed["train_throughput_windows"]) == 1 and len(timed["train_throughput_windows"]) == 3
     keys = ("curve_train_loss", "curve_test_loss", "test_accuracy")
     assert {k: timed[k] for k in keys} == {k: untimed[k] for k in keys}
 
