@@ -170,13 +170,16 @@ class EpochWindows:
     `training_costs` times its window before training; `after_epoch()`, called outside the training clock after
     every epoch, times one more of `settings.epoch_repeats` repeats on a fresh `make_step()` (a copy of the model
     as training has left it), training's random stream left as it was. `record`'s `train_throughput` becomes the
-    median of the windows' medians (`train_throughput_windows`, one per window), so that each moment of the run
-    weighs the same as the window before training; `train_throughput_repeats` and its IQR keep every repeat.
+    median of the medians of the windows after epochs (`train_throughput_windows` lists every window's, the
+    one before training first), each window one moment of the run. Like the loop's own figure, which leaves
+    out its first epoch, it leaves out the window before training: the process's first seconds run slower
+    (first use of memory and kernels; 2-30% in the quick suite). `train_throughput_repeats` and its IQR keep
+    every repeat.
 
     The figure then samples the same minutes of the machine, and the same states of the model, as the loop's
-    own clock. On a shared CPU the speed drifts by 10-15% between windows a few seconds apart, and some models
-    step faster as they train (vgg11-bn in bf16: 400 samples/s untrained, 600-650 after 2 epochs of the quick
-    suite): windows taken only before training saw neither.
+    own clock. A shared CPU's speed drifts by 10-30% over seconds to minutes (vgg11-bn in two quick runs: its
+    windows rose from 400 to 650 samples/s in one and fell from 610 to 380 in the next): windows taken only
+    before training saw one moment of it, and only the untrained model.
     """
 
     def __init__(
@@ -198,9 +201,10 @@ class EpochWindows:
 
 
 def _throughput_figures(repeats: list[float], windows: list[float]) -> dict[str, object]:
-    """Training throughput: the median of the windows' medians, the IQR of every repeat, and both lists."""
+    """Training throughput: the median of the medians of the windows after the first (of the first alone when
+    there is no other), the IQR of every repeat, and both lists."""
     return {
-        "train_throughput": statistics.median(windows),
+        "train_throughput": statistics.median(windows[1:] or windows),
         "train_throughput_iqr": _iqr(repeats),
         "train_throughput_repeats": repeats,
         "train_throughput_windows": windows,

@@ -24,9 +24,9 @@ import architectures
 # and the generators' `fid_calibration_*`.)
 # 4: training throughput is timed on the batches training draws, in its order, not on one fixed batch (which
 # stays in cache and skips the gather): 2-5% lower on a CPU, and in agreement with the training loop's clock.
-# 5: a trained record's training throughput is the median of windows spread over the run, before training and
-# after every epoch (`train_throughput_windows`), not the windows before training alone: it follows the
-# machine's speed and the model's state over the minutes the loop's own clock covers.
+# 5: a trained record's training throughput is the median of windows timed after every epoch
+# (`train_throughput_windows`, the window before training first), not the window before training: it follows
+# the machine's speed and the model's state over the minutes the loop's own clock covers.
 RECORD_VERSION = 5
 
 # What makes two records comparable besides the task's settings: records of other seeds or runs that agree
