@@ -168,12 +168,12 @@ class EpochWindows:
     """Training-step throughput timed in windows spread over a training run.
 
     `training_costs` times its window before training; `after_epoch()`, called outside the training clock after
-    every epoch, times one more of `settings.epoch_repeats` repeats on a fresh `make_step()` (a copy of the model
-    as training has left it), training's random stream left as it was. `record`'s `train_throughput` becomes the
+    every epoch, times one more window of `settings.epoch_repeats` repeats on a fresh `make_step()` (a copy of
+    the model as training has left it), training's random stream left as it was. `record`'s `train_throughput` becomes the
     median of the medians of the windows after epochs (`train_throughput_windows` lists every window's, the
     one before training first), each window one moment of the run. Like the loop's own figure, which leaves
-    out its first epoch, it leaves out the window before training: the process's first seconds run slower
-    (first use of memory and kernels; 2-30% in the quick suite). `train_throughput_repeats` and its IQR keep
+    out its first epoch, it leaves out the window before training: the process's first seconds often run at
+    another speed (first use of memory and kernels; gan-dcgan's was 30% below its later windows in a quick run). `train_throughput_repeats` and its IQR keep
     every repeat.
 
     The figure then samples the same minutes of the machine, and the same states of the model, as the loop's

@@ -96,7 +96,7 @@ def run(
     model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict, train: bool = True
 ) -> None:
     """Measure `model`'s training costs, train and evaluate it, then measure inference; fills `record` as it goes.
-    The training throughput pools windows before training and after every epoch (measure.EpochWindows).
+    The training throughput is timed in windows before training and after every epoch (measure.EpochWindows).
     Without `train`, only the cost figures (what `python -m bench.probe` measures).
 
     Everything runs in the context's mode: the standardized images and the model in its memory format, the
