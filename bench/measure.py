@@ -16,7 +16,7 @@ import statistics
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -100,15 +100,6 @@ def time_repeats(call: Callable[[], object], device: torch.device, settings: Mea
     return seconds
 
 
-def time_more_repeats(call: Callable[[], object], device: torch.device, settings: MeasureSettings, repeats: int) -> list[float]:
-    """Seconds per `call()` in exactly `repeats` repeats of `min_repeat_time`, after a warm-up of two calls: a
-    further window in a process whose runtime `time_repeats` has already warmed up."""
-    _before_window()
-    per_call = _warm_up(call, device, 0.0)
-    calls = max(1, math.ceil(settings.min_repeat_time / per_call))
-    return [_timed(call, device, calls) / calls for _ in range(repeats)]
-
-
 def _unsettled(seconds: list[float], calls: int, settings: MeasureSettings) -> bool:
     """Whether `time_repeats` goes on: the repeats so far spread more than `max_spread` and took under `max_time`."""
     return sum(seconds) * calls < settings.max_time and _iqr(seconds) > settings.max_spread * statistics.median(seconds)
@@ -188,13 +179,15 @@ class EpochWindows:
     ):
         self.make_step, self.items_per_step, self.device, self.settings = make_step, items_per_step, device, settings
         self.record = record
+        # exactly `epoch_repeats` repeats after a warm-up of two steps: the runtime is warm by now
+        self._window = replace(settings, repeats=settings.epoch_repeats, warmup_time=0.0, max_time=0.0)
 
     def after_epoch(self) -> None:
         if not self.settings.epoch_repeats:
             return
         cuda = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):  # the timed steps' dropout must not move training's random stream
-            seconds = time_more_repeats(self.make_step(), self.device, self.settings, self.settings.epoch_repeats)
+            seconds = time_repeats(self.make_step(), self.device, self._window)
         window = [self.items_per_step / s for s in seconds]
         repeats, windows = self.record["train_throughput_repeats"], self.record["train_throughput_windows"]
         self.record.update(_throughput_figures([*repeats, *window], [*windows, statistics.median(window)]))

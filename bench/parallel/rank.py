@@ -23,7 +23,7 @@ from .. import measure
 from ..data import ImageData, training_batches
 from ..modes import Amp, Mode
 from ..tasks import classify
-from ..tasks.base import Group, RunContext, compute_dtype, make_optimizer
+from ..tasks.base import Group, RunContext, make_optimizer
 from ..tasks.base import trainee as copy_for_training
 
 ALLREDUCE_WAIT_METHOD = (
@@ -118,11 +118,7 @@ def training_costs(
     """
     group, device, timing = context.group, context.device, context.measure
     x = data.train_x[: settings.batch_size]
-    total, trainable = measure.parameter_counts(model)
-    model.eval()
-    with torch.inference_mode():
-        flops = measure.flops(lambda: model(x[:1]))
-    dtype = compute_dtype(model, lambda: model(x[:2]), context)
+    figures = classify.model_figures(model, x, context)
     mode = context.mode
     single = None
     if scaling:
@@ -141,10 +137,7 @@ def training_costs(
     rates = measure.summarize_rates(synced, per_rank_batch * group.world_size)
     step_s, local_s = statistics.median(synced), statistics.median(unsynced)
     return {
-        "params": total,
-        "trainable_params": trainable,
-        "flops_per_sample": flops,
-        "compute_dtype": dtype,
+        **figures,
         "train_throughput": rates["median"],
         "train_throughput_iqr": rates["iqr"],
         "train_throughput_repeats": rates["repeats"],

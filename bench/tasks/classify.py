@@ -147,15 +147,22 @@ def training_costs(
     training-step throughput and peak memory of `make_step`'s steps (by default `step_maker`'s)."""
     make_step = make_step or step_maker(model, data, settings, context)
     x = data.train_x[: settings.batch_size]
+    figures = model_figures(model, x, context)
+    costs = measure.training_costs(make_step, len(x), context.device, context.measure)
+    if settings.budget_flops is not None:  # one step of an eager copy, forward and backward
+        costs["train_flops_per_step"] = measure.flops(make_step(Mode()))
+    return {**figures, **costs}
+
+
+def model_figures(model: nn.Module, x: torch.Tensor, context: RunContext) -> dict:
+    """`model`'s parameter counts, FLOPs per sample (counted on the eager model on `x[:1]`) and the dtype its
+    layers compute in under the context's mode."""
     total, trainable = measure.parameter_counts(model)
     model.eval()
     with torch.inference_mode():
         flops = measure.flops(lambda: model(x[:1]))
     dtype = compute_dtype(model, lambda: model(x[:2]), context)
-    costs = measure.training_costs(make_step, len(x), context.device, context.measure)
-    if settings.budget_flops is not None:  # one step of an eager copy, forward and backward
-        costs["train_flops_per_step"] = measure.flops(make_step(Mode()))
-    return {"params": total, "trainable_params": trainable, "flops_per_sample": flops, "compute_dtype": dtype, **costs}
+    return {"params": total, "trainable_params": trainable, "flops_per_sample": flops, "compute_dtype": dtype}
 
 
 def inference_costs(model: nn.Module, data: ImageData, settings: Settings, context: RunContext) -> dict:
