@@ -36,14 +36,17 @@ class MeasureSettings:
     max_time: float = 2.0  # ... and until the repeats have taken this many seconds (0: exactly `repeats`)
     latency_time: float = 1.0
     latency_min_calls: int = 20
-    epoch_repeats: int = 3  # after every training epoch, this many more repeats on the model as it stands (0: none)
+    window_every: float = 5.0  # during training, a window every this many seconds of it (counted in steps) ...
+    window_repeats: int = 2  # ... of this many repeats on the model as it stands (0: no windows during training)
 
     def problems(self) -> list[str]:
         found = [] if self.repeats >= 5 else [f"repeats must be at least 5, got {self.repeats}"]
         times = ("warmup_time", "min_repeat_time", "max_spread", "max_time", "latency_time")
         found += [f"{name} must not be negative" for name in times if getattr(self, name) < 0]
-        if self.epoch_repeats < 0:
-            found.append(f"epoch_repeats must not be negative, got {self.epoch_repeats}")
+        if self.window_repeats < 0:
+            found.append(f"window_repeats must not be negative, got {self.window_repeats}")
+        if self.window_every <= 0:
+            found.append(f"window_every must be positive, got {self.window_every:g}")
         if self.latency_min_calls < 1:
             found.append(f"latency_min_calls must be at least 1, got {self.latency_min_calls}")
         return found
@@ -149,55 +152,70 @@ def training_costs(
         step()
         del step
     return {
-        **_throughput_figures(rates["repeats"], [rates["median"]]),
+        **_throughput_figures(rates["repeats"], [rates["median"]], []),
         "peak_memory_mb": memory.mb,
         "peak_memory_method": memory.method,
     }
 
 
-class EpochWindows:
-    """Training-step throughput timed in windows spread over a training run.
+class TrainingWindows:
+    """Training-step throughput timed in windows spread evenly over a training run.
 
-    `training_costs` times its window before training; `after_epoch()`, called outside the training clock after
-    every epoch, times one more window of `settings.epoch_repeats` repeats on a fresh `make_step()` (a copy of
-    the model as training has left it), training's random stream left as it was. `record`'s `train_throughput` becomes the
-    median of the medians of the windows after epochs (`train_throughput_windows` lists every window's, the
-    one before training first), each window one moment of the run. Like the loop's own figure, which leaves
-    out its first epoch, it leaves out the window before training: the process's first seconds often run at
-    another speed (first use of memory and kernels; gan-dcgan's was 30% below its later windows in a quick run). `train_throughput_repeats` and its IQR keep
-    every repeat.
+    `training_costs` times its window before training. Then the fit calls `after_step(clock)` after every
+    training step; every `every` steps (the steps that `settings.window_every` seconds hold at the speed of that
+    first window) it pauses the training clock and times a window of `settings.window_repeats` repeats on a
+    fresh `make_step()`, a copy of the model as training has left it, training's random stream left as it was.
 
-    The figure then samples the same minutes of the machine, and the same states of the model, as the loop's
-    own clock. A shared CPU's speed drifts by 10-30% over seconds to minutes (vgg11-bn in two quick runs: its
-    windows rose from 400 to 650 samples/s in one and fell from 610 to 380 in the next): windows taken only
-    before training saw one moment of it, and only the untrained model.
+    `record`'s `train_throughput` pools the windows from the first epoch's end on, the stretch of the run whose
+    speed the loop's own figure gives (it leaves out its first epoch): each window's median, pooled as training
+    pools its steps, samples over seconds. The windows stand for equal numbers of steps, so that is their
+    harmonic mean, and it follows the loop's clock wherever the machine's speed moved meanwhile. A shared CPU's
+    speed moves by 10-40% over seconds to minutes, and often between two levels (gan-dcgan in a standard run:
+    2,300 samples/s for two minutes, then 3,300 for one): a window after every epoch sampled too few moments of
+    that, and their median took the level most of them saw. Without a window from the first epoch's end on,
+    the windows during training are pooled; without any, the window before training gives the figure.
+    `train_throughput_windows` lists every window's median (the one before training first) and
+    `train_throughput_window_steps` the training steps done before each; `train_throughput_repeats` and its IQR
+    keep every repeat.
     """
 
     def __init__(
-        self, make_step: Callable[[], Callable[[], object]], items_per_step: int, device: torch.device,
-        settings: MeasureSettings, record: dict,
+        self, make_step: Callable[[], Callable[[], object]], items_per_step: int, steps_per_epoch: int,
+        device: torch.device, settings: MeasureSettings, record: dict,
     ):
         self.make_step, self.items_per_step, self.device, self.settings = make_step, items_per_step, device, settings
-        self.record = record
-        # exactly `epoch_repeats` repeats after a warm-up of two steps: the runtime is warm by now
-        self._window = replace(settings, repeats=settings.epoch_repeats, warmup_time=0.0, max_time=0.0)
+        self.steps_per_epoch, self.record, self.steps = steps_per_epoch, record, 0
+        seconds_per_step = items_per_step / record["train_throughput"]
+        self.every = max(1, round(settings.window_every / seconds_per_step))
+        record["train_throughput_window_steps"] = [0] * len(record["train_throughput_windows"])
+        # exactly `window_repeats` repeats after a warm-up of two steps: the runtime is warm by now
+        self._window = replace(settings, repeats=settings.window_repeats, warmup_time=0.0, max_time=0.0)
 
-    def after_epoch(self) -> None:
-        if not self.settings.epoch_repeats:
-            return
+    def after_step(self, clock) -> None:
+        """Count one training step; when a window is due, time it inside `clock.paused()` (the fit's TrainClock)."""
+        self.steps += 1
+        if self.settings.window_repeats and self.steps % self.every == 0:
+            with clock.paused():
+                self._time_window()
+
+    def _time_window(self) -> None:
         cuda = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):  # the timed steps' dropout must not move training's random stream
             seconds = time_repeats(self.make_step(), self.device, self._window)
-        window = [self.items_per_step / s for s in seconds]
-        repeats, windows = self.record["train_throughput_repeats"], self.record["train_throughput_windows"]
-        self.record.update(_throughput_figures([*repeats, *window], [*windows, statistics.median(window)]))
+        record = self.record
+        steps = [*record["train_throughput_window_steps"], self.steps]
+        windows = [*record["train_throughput_windows"], statistics.median([self.items_per_step / s for s in seconds])]
+        repeats = [*record["train_throughput_repeats"], *(self.items_per_step / s for s in seconds)]
+        pooled = [w for w, step in zip(windows, steps) if step >= self.steps_per_epoch] or windows[1:]
+        record.update(_throughput_figures(repeats, windows, pooled), train_throughput_window_steps=steps)
 
 
-def _throughput_figures(repeats: list[float], windows: list[float]) -> dict[str, object]:
-    """Training throughput: the median of the medians of the windows after the first (of the first alone when
-    there is no other), the IQR of every repeat, and both lists."""
+def _throughput_figures(repeats: list[float], windows: list[float], pooled: list[float]) -> dict[str, object]:
+    """Training throughput: the harmonic mean of the `pooled` window medians (of all `windows` when none is
+    pooled), the IQR of every repeat, and both lists."""
+    pooled = pooled or windows
     return {
-        "train_throughput": statistics.median(windows[1:] or windows),
+        "train_throughput": len(pooled) / sum(1 / w for w in pooled),
         "train_throughput_iqr": _iqr(repeats),
         "train_throughput_repeats": repeats,
         "train_throughput_windows": windows,

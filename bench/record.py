@@ -27,7 +27,10 @@ import architectures
 # 5: a trained record's training throughput is the median of windows timed after every epoch
 # (`train_throughput_windows`, the window before training first), not the window before training: it follows
 # the machine's speed and the model's state over the minutes the loop's own clock covers.
-RECORD_VERSION = 5
+# 6: the windows are timed every `window_every` seconds of training, not after every epoch, and pooled from the
+# first epoch's end on as training pools its steps (their harmonic mean), not by their median
+# (`train_throughput_window_steps` says when each was timed).
+RECORD_VERSION = 6
 
 # What makes two records comparable besides the task's settings: records of other seeds or runs that agree
 # on all of these share a config_id.
@@ -44,7 +47,8 @@ COMMON_KEYS = (
     "status", "error", "traceback", "stderr_tail", "diverged_step", "wall_time_s",
     "load_1min", "other_cpu_s", "other_cpu_share", "train_loop_throughput",
     "params", "trainable_params", "flops_per_sample", "train_throughput", "train_throughput_iqr",
-    "train_throughput_repeats", "train_throughput_windows", "latency_p50_ms", "latency_p95_ms", "latency_p50_ms_repeats",
+    "train_throughput_repeats", "train_throughput_windows", "train_throughput_window_steps",
+    "latency_p50_ms", "latency_p95_ms", "latency_p50_ms_repeats",
     "peak_memory_mb", "peak_memory_method", "train_time_s", "curve_train_time_s",
     "budget_s", "budget_flops", "train_flops_per_step", "steps_trained", "epochs_trained",
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import pickle
@@ -16,9 +17,11 @@ import torch
 from architectures import registry
 from bench.measure import MeasureSettings
 
-FAST_MEASURE = MeasureSettings(
-    repeats=5, warmup_time=0.0, min_repeat_time=0.0, max_time=0.0, latency_time=0.0, latency_min_calls=3
+FAST_MEASURE = MeasureSettings(  # one call per repeat, no windows during training
+    repeats=5, warmup_time=0.0, min_repeat_time=0.0, max_time=0.0, latency_time=0.0, latency_min_calls=3,
+    window_repeats=0,
 )
+WINDOWED_MEASURE = dataclasses.replace(FAST_MEASURE, window_every=1e-9, window_repeats=1)  # a window after every step
 
 TINY_SUITE = """
 description = "tiny test suite"

@@ -10,7 +10,7 @@ from bench import data
 from bench.tasks import classify
 from bench.tasks import base
 from bench.tasks.base import Diverged, RunContext
-from conftest import FAST_MEASURE
+from conftest import FAST_MEASURE, WINDOWED_MEASURE
 
 CPU = torch.device("cpu")
 
@@ -30,7 +30,7 @@ def run(name, tiny, tmp_path, seed=0, measure=FAST_MEASURE, **settings):
 
 
 def test_a_run_records_quality_curves_and_costs(tiny, tmp_path):
-    record = run("cnn-bn", tiny, tmp_path, target_accuracy=0.01)
+    record = run("cnn-bn", tiny, tmp_path, measure=WINDOWED_MEASURE, target_accuracy=0.01)
     assert 0 <= record["test_accuracy"] <= 1 and record["test_loss"] > 0
     assert record["generalization_gap"] == pytest.approx(record["train_accuracy"] - record["test_accuracy"])
     assert len(record["curve_test_accuracy"]) == len(record["curve_train_accuracy"]) == 2
@@ -39,9 +39,10 @@ def test_a_run_records_quality_curves_and_costs(tiny, tmp_path):
     assert record["params"] == sum(p.numel() for p in architectures.create("cnn-bn", tiny.input_shape).parameters())
     assert record["flops_per_sample"] > 2 * record["params"] * 0.9  # every weight is used at least once per sample
     assert record["infer_throughput"] > 0 and len(record["infer_throughput_repeats"]) == 5
-    epoch_repeats = FAST_MEASURE.epoch_repeats  # the windows before training, then one after each of 2 epochs
-    assert record["train_throughput"] > 0 and len(record["train_throughput_repeats"]) == 5 + 2 * epoch_repeats
-    assert len(record["train_throughput_windows"]) == 3
+    steps = record["steps_trained"]  # 2 epochs of 4 steps; a window before training, then one after every step
+    assert steps == 8 and record["train_throughput_window_steps"] == list(range(steps + 1))
+    assert record["train_throughput"] > 0 and len(record["train_throughput_repeats"]) == 5 + steps
+    assert len(record["train_throughput_windows"]) == 1 + steps
     assert 0 < record["latency_p50_ms"] <= record["latency_p95_ms"]
     assert record["peak_memory_mb"] > 0 and record["peak_memory_method"]
 
@@ -54,7 +55,7 @@ def test_same_seed_gives_identical_metrics_on_cpu(tiny, tmp_path):
     assert other["curve_train_loss"] != first["curve_train_loss"]
 
 
-def test_windows_after_each_epoch_time_the_model_as_training_left_it(tiny, tmp_path, monkeypatch):
+def test_windows_during_training_time_the_model_as_training_left_it(tiny, tmp_path, monkeypatch):
     copied = []
 
     def trainee(model, mode, parts):
@@ -62,16 +63,15 @@ def test_windows_after_each_epoch_time_the_model_as_training_left_it(tiny, tmp_p
         return base.trainee(model, mode, parts)
 
     monkeypatch.setattr(classify, "trainee", trainee)
-    run("cnn-baseline", tiny, tmp_path)
-    # two copies before training (throughput, then memory), then one after each of the 2 epochs
-    assert len(copied) == 4 and torch.equal(copied[0], copied[1])
-    assert not torch.equal(copied[1], copied[2]) and not torch.equal(copied[2], copied[3])
+    run("cnn-baseline", tiny, tmp_path, measure=WINDOWED_MEASURE)
+    # two copies before training (throughput, then memory), then one after each of the 8 steps
+    assert len(copied) == 10 and torch.equal(copied[0], copied[1])
+    assert all(not torch.equal(before, after) for before, after in zip(copied[1:], copied[2:]))
 
 
 def test_windows_during_training_do_not_change_what_it_learns(tiny, tmp_path):
-    timed = run("cnn-bn", tiny, tmp_path)
-    untimed = run("cnn-bn", tiny, tmp_path, measure=dataclasses.replace(FAST_MEASURE, epoch_repeats=0))
-    assert len(untimed["train_throughput_windows"]) == 1 and len(timed["train_throughput_windows"]) == 3
+    timed, untimed = run("cnn-bn", tiny, tmp_path, measure=WINDOWED_MEASURE), run("cnn-bn", tiny, tmp_path)
+    assert len(untimed["train_throughput_windows"]) == 1 and len(timed["train_throughput_windows"]) == 9
     keys = ("curve_train_loss", "curve_test_loss", "test_accuracy")
     assert {k: timed[k] for k in keys} == {k: untimed[k] for k in keys}
 

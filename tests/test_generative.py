@@ -17,7 +17,7 @@ from bench.cli import main
 from bench.fid import calibration_images, sample_quality
 from bench.tasks import gan, generative, reference, vae
 from bench.tasks.base import Diverged, RunContext
-from conftest import FAST_MEASURE
+from conftest import FAST_MEASURE, WINDOWED_MEASURE
 
 CPU = torch.device("cpu")
 SHAPES = [(1, 28, 28), (3, 32, 32)]
@@ -206,7 +206,7 @@ def test_a_vae_run_records_elbo_nll_fid_and_the_costs_of_its_decoder(trained_ref
     settings = vae.Settings(epochs=1, batch_size=32, iwae_samples=10, eval_batch_size=300)
     model = architectures.create("vae-mlp", shapes.input_shape, **settings.model_overrides())
     record = {"architecture": "vae-mlp"}
-    vae.run(model, shapes, settings, RunContext(CPU, 0, FAST_MEASURE, tmp_path, fid=fid_settings), record)
+    vae.run(model, shapes, settings, RunContext(CPU, 0, WINDOWED_MEASURE, tmp_path, fid=fid_settings), record)
 
     assert record["fid_classifier"] == "cnn-bn" and record["fid_classifier_accuracy"] == trained_reference.accuracy
     assert record["fid_classifier_cached"] and record["fid_samples"] == len(shapes.test_x) and record["kid"] > 0
@@ -216,8 +216,9 @@ def test_a_vae_run_records_elbo_nll_fid_and_the_costs_of_its_decoder(trained_ref
     assert record["generator_params"] + record["encoder_params"] == record["params"]
     assert record["flops_per_sample"] >= 2 * record["generator_params"] * 0.9  # every decoder weight is used
     assert record["generate_throughput"] > 0 and len(record["generate_throughput_repeats"]) == 5
-    assert len(record["train_throughput_windows"]) == 2  # before training and after its epoch
-    assert record["train_throughput"] > 0 and len(record["train_throughput_repeats"]) == 5 + FAST_MEASURE.epoch_repeats
+    steps = record["steps_trained"]  # a window before training, then one after every step
+    assert len(record["train_throughput_windows"]) == 1 + steps
+    assert record["train_throughput"] > 0 and len(record["train_throughput_repeats"]) == 5 + steps
     assert record["peak_memory_mb"] > 0 and 0 < record["latency_p50_ms"] <= record["latency_p95_ms"]
     assert record["sample_grid"] == str(tmp_path / "vae-mlp-seed0-samples.png")
     with Image.open(record["sample_grid"]) as grid:  # 8 x 8 images of 16 px with torchvision's 2 px padding
@@ -229,13 +230,14 @@ def test_a_gan_records_generator_and_discriminator_separately(trained_reference,
     settings = gan.Settings(epochs=1, batch_size=100, latent_dim=32, eval_batch_size=300)
     model = architectures.create("gan-mlp", shapes.input_shape, **settings.model_overrides())
     record = {"architecture": "gan-mlp"}
-    gan.run(model, shapes, settings, RunContext(CPU, 0, FAST_MEASURE, tmp_path, fid=fid_settings), record)
+    gan.run(model, shapes, settings, RunContext(CPU, 0, WINDOWED_MEASURE, tmp_path, fid=fid_settings), record)
     assert record["generator_params"] == sum(p.numel() for p in model.generator.parameters())
     assert record["generator_params"] + record["discriminator_params"] == record["params"]
     assert record["latent_dim"] == 32 and len(record["curve_d_loss"]) == len(record["curve_g_loss"]) == 1
     assert record["d_loss"] > 0 and record["g_loss"] > 0 and record["fid"] > 0 and record["kid_std"] >= 0
-    assert len(record["train_throughput_windows"]) == 2
-    assert len(record["train_throughput_repeats"]) == 5 + FAST_MEASURE.epoch_repeats
+    steps = record["steps_trained"]
+    assert len(record["train_throughput_windows"]) == 1 + steps
+    assert len(record["train_throughput_repeats"]) == 5 + steps
     assert (tmp_path / "gan-mlp-seed0-samples.png").is_file()
 
 

@@ -1,3 +1,4 @@
+import contextlib
 import dataclasses
 import statistics
 import subprocess
@@ -91,23 +92,59 @@ def test_training_costs_measure_a_fresh_copy_each_time():
     assert costs["train_throughput"] > 0 and costs["peak_memory_mb"] is not None
 
 
-def test_the_windows_after_epochs_give_the_training_throughput_each_one_vote():
+class CountingClock:
+    """A stand-in for the fit's TrainClock that counts the blocks it was paused for."""
+
+    def __init__(self):
+        self.pauses = 0
+
+    @contextlib.contextmanager
+    def paused(self):
+        self.pauses += 1
+        yield
+
+
+def test_windows_during_training_pool_from_the_first_epochs_end_as_training_pools_its_steps():
     record = measure.training_costs(lambda: lambda: time.sleep(0.001), 10, CPU, FAST_MEASURE)
     assert len(record["train_throughput_windows"]) == 1 and len(record["train_throughput_repeats"]) == 5
     before = record["train_throughput"]
-    windows = measure.EpochWindows(
-        lambda: lambda: time.sleep(0.01), 10, CPU, dataclasses.replace(FAST_MEASURE, epoch_repeats=3), record
-    )
-    windows.after_epoch()
-    windows.after_epoch()
+    settings = dataclasses.replace(FAST_MEASURE, window_every=1e-9, window_repeats=3)  # a window after every step
+    windows = measure.TrainingWindows(lambda: lambda: time.sleep(0.01), 10, 2, CPU, settings, record)
+    clock = CountingClock()
+    for _ in range(4):
+        windows.after_step(clock)
     rates = record["train_throughput_repeats"]
-    assert len(rates) == 5 + 2 * 3 and record["train_throughput_iqr"] == pytest.approx(measure._iqr(rates))
-    slow = [statistics.median(rates[5:8]), statistics.median(rates[8:])]
-    assert record["train_throughput_windows"] == [before, *slow]
-    assert record["train_throughput"] == statistics.median(slow) < 1000  # the window before training left out
-    unchanged = dict(record)
-    measure.EpochWindows(lambda: 1 / 0, 10, CPU, dataclasses.replace(FAST_MEASURE, epoch_repeats=0), record).after_epoch()
-    assert record == unchanged
+    assert clock.pauses == 4 and len(rates) == 5 + 4 * 3
+    assert record["train_throughput_iqr"] == pytest.approx(measure._iqr(rates))
+    medians = [statistics.median(rates[start : start + 3]) for start in range(5, 17, 3)]
+    assert record["train_throughput_windows"] == [before, *medians]
+    assert record["train_throughput_window_steps"] == [0, 1, 2, 3, 4]
+    pooled = medians[1:]  # from the end of the first epoch of 2 steps on, samples over seconds
+    assert record["train_throughput"] == pytest.approx(len(pooled) / sum(1 / m for m in pooled))
+    assert record["train_throughput"] < 1000  # the window before training, at 10000/s, left out
+
+
+def test_windows_come_every_so_many_seconds_of_training_at_the_speed_timed_before_it():
+    record = {"train_throughput": 1000.0, "train_throughput_windows": [1000.0], "train_throughput_repeats": [1000.0] * 5}
+    settings = dataclasses.replace(FAST_MEASURE, window_every=0.05, window_repeats=1)  # 10 items at 1000/s: 5 steps
+    windows = measure.TrainingWindows(lambda: lambda: None, 10, 100, CPU, settings, record)
+    clock = CountingClock()
+    for _ in range(12):
+        windows.after_step(clock)
+    assert clock.pauses == 2 and record["train_throughput_window_steps"] == [0, 5, 10]
+    # none from the first epoch's end (step 100) on: the windows during training give the figure
+    slow = record["train_throughput_windows"][1:]
+    assert record["train_throughput"] == pytest.approx(2 / sum(1 / w for w in slow))
+
+
+def test_no_windows_during_training_when_window_repeats_is_0():
+    record = {"train_throughput": 1000.0, "train_throughput_windows": [1000.0], "train_throughput_repeats": [1000.0] * 5}
+    unchanged = {**record, "train_throughput_window_steps": [0]}
+    settings = dataclasses.replace(FAST_MEASURE, window_repeats=0)
+    windows, clock = measure.TrainingWindows(lambda: 1 / 0, 10, 2, CPU, settings, record), CountingClock()
+    for _ in range(5):
+        windows.after_step(clock)
+    assert record == unchanged and clock.pauses == 0
 
 
 def test_machine_load_counts_the_cpu_other_processes_take():

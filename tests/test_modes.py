@@ -170,6 +170,18 @@ def test_an_fp16_scaler_scales_the_loss_and_skips_a_step_whose_gradients_overflo
     assert not off.scaler.is_enabled()
 
 
+def test_time_in_a_paused_block_is_not_training_time(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+    clock = TrainClock(CPU, Group())
+    with clock:
+        now[0] += 2.0
+        with clock.paused():
+            now[0] += 30.0
+        now[0] += 1.0
+    assert clock.seconds == 3.0
+
+
 def test_compilation_time_is_kept_out_of_the_training_clock():
     model = architectures.create("cnn-baseline", (3, 32, 32), 10)
     Mode("fp32+compile", compile="default", compile_backend=SLOW_BACKEND).compile_modules(model)

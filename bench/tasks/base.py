@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -147,6 +148,15 @@ class TrainClock:
         self.seconds = self.now()
         self._started = None
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """A block inside `with clock:` whose seconds do not count as training."""
+        self.seconds, self._started = self.now(), None
+        try:
+            yield
+        finally:
+            self.__enter__()
+
     def now(self) -> float:
         """The training seconds so far, the block in progress included (the device synchronized first)."""
         if self._started is None:
@@ -210,13 +220,14 @@ def trainee(model: nn.Module, mode: Mode, parts: Callable[[nn.Module], Iterable[
     return copied
 
 
-def epoch_windows(
-    make_step: Callable[[], Callable[[], object]], items_per_step: int, context: RunContext, record: dict
-) -> measure.EpochWindows:
-    """The windows a fit times after each epoch (measure.EpochWindows), pooled into `record`'s training throughput;
-    none in a compiling mode, where a copy of the compiled model would call the original."""
-    settings = context.measure if not context.mode.compile else dataclasses.replace(context.measure, epoch_repeats=0)
-    return measure.EpochWindows(make_step, items_per_step, context.device, settings, record)
+def training_windows(
+    make_step: Callable[[], Callable[[], object]], items_per_step: int, steps_per_epoch: int, context: RunContext,
+    record: dict,
+) -> measure.TrainingWindows:
+    """The windows a fit times during training (measure.TrainingWindows), pooled into `record`'s training
+    throughput; none in a compiling mode, where a copy of the compiled model would call the original."""
+    settings = context.measure if not context.mode.compile else dataclasses.replace(context.measure, window_repeats=0)
+    return measure.TrainingWindows(make_step, items_per_step, steps_per_epoch, context.device, settings, record)
 
 
 def compute_dtype(model: nn.Module, call: Callable[[], object], context: RunContext) -> str:
@@ -253,10 +264,11 @@ def run_epoch(
     schedules: Iterable[torch.optim.lr_scheduler.LRScheduler | None] = (),
     progress: Progress = Progress(),
     budget: Budget | None = None,
+    after_step: Callable[[], None] = lambda: None,
 ) -> torch.Tensor:
-    """`step` on each of `steps` batches, the schedules and the progress bar advanced after each, stopping early
-    once `budget` is spent (at least one step is taken); returns a (steps taken, ...) tensor of what every step
-    returned (its loss or losses), kept on the device."""
+    """`step` on each of `steps` batches, the schedules and the progress bar advanced and `after_step()` called
+    after each, stopping early once `budget` is spent (at least one step is taken); returns a (steps taken, ...)
+    tensor of what every step returned (its loss or losses), kept on the device."""
     schedules = [schedule for schedule in schedules if schedule is not None]
     losses, taken = None, 0
     for x, y in batches:
@@ -272,6 +284,7 @@ def run_epoch(
         for schedule in schedules:
             schedule.step()
         progress.update()
+        after_step()
     return losses[:taken]
 
 

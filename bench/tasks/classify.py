@@ -14,8 +14,8 @@ from .. import measure
 from ..data import ImageData, batch_count, batches, training_batches
 from ..modes import Amp, Mode
 from .base import (
-    Budget, Diverged, Progress, RunContext, TrainClock, TrainingSettings, compute_dtype, epoch_windows, first_non_finite,
-    make_optimizer, make_schedule, run_epoch, trainee,
+    Budget, Diverged, Progress, RunContext, TrainClock, TrainingSettings, compute_dtype, first_non_finite,
+    make_optimizer, make_schedule, run_epoch, trainee, training_windows,
 )
 
 
@@ -65,6 +65,7 @@ def train_epoch(
     rank: int = 0,
     world_size: int = 1,
     budget: Budget | None = None,
+    after_step: Callable[[], None] = lambda: None,
 ) -> torch.Tensor:
     """One pass over (x, y) in the generator's order (over this rank's shard of it when `world_size` > 1), or
     its part until `budget` is spent; returns every step's loss, kept on the device."""
@@ -76,6 +77,7 @@ def train_epoch(
         [schedule],
         progress,
         budget,
+        after_step,
     )
 
 
@@ -96,7 +98,7 @@ def run(
     model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict, train: bool = True
 ) -> None:
     """Measure `model`'s training costs, train and evaluate it, then measure inference; fills `record` as it goes.
-    The training throughput is timed in windows before training and after every epoch (measure.EpochWindows).
+    The training throughput is timed in windows before and during training (measure.TrainingWindows).
     Without `train`, only the cost figures (what `python -m bench.probe` measures).
 
     Everything runs in the context's mode: the standardized images and the model in its memory format, the
@@ -107,11 +109,12 @@ def run(
     check_outputs(model, data.train_x[:2], data.num_classes)
     make_step = step_maker(model, data, settings, context)
     record.update(training_costs(model, data, settings, context, make_step))
-    windows = epoch_windows(make_step, settings.batch_size, context, record)
+    steps_per_epoch = batch_count(len(data.train_x), settings.batch_size)
+    windows = training_windows(make_step, settings.batch_size, steps_per_epoch, context, record)
     mode.compile_modules(*compiled_parts(model))
     if train:
         torch.manual_seed(context.seed)
-        fit(model, data, settings, context, record, windows.after_epoch)
+        fit(model, data, settings, context, record, windows.after_step)
     record.update(inference_costs(model, data, settings, context))
 
 
@@ -176,11 +179,11 @@ def inference_costs(model: nn.Module, data: ImageData, settings: Settings, conte
 
 def fit(
     model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict,
-    after_epoch: Callable[[], None] = lambda: None,
+    after_step: Callable[[TrainClock], None] = lambda clock: None,
 ) -> None:
     """Train for `settings.epochs` (or its budget, see Budget), evaluating after each epoch; per-epoch curves and
-    final metrics go into `record`, with the steps and epochs trained. `after_epoch()` runs after each epoch,
-    outside the training clock.
+    final metrics go into `record`, with the steps and epochs trained. `after_step(clock)` runs after every
+    step, inside the training clock (what it times, it times in `clock.paused()`).
 
     Training accuracy is measured like test accuracy (eval mode) on the first len(test) training samples,
     so that the generalization gap compares like with like. Raises Diverged on a non-finite loss.
@@ -206,7 +209,7 @@ def fit(
             with clock:
                 losses = train_epoch(
                     model, optimizer, data.train_x, data.train_y, settings.batch_size, generator, amp, schedule,
-                    progress, group.rank, group.world_size, budget,
+                    progress, group.rank, group.world_size, budget, lambda: after_step(clock),
                 )
             record["train_time_s"] = clock.seconds
             losses = group.mean(losses)
@@ -229,7 +232,6 @@ def fit(
             target = settings.target_accuracy
             if target is not None and record["epochs_to_target"] is None and test_accuracy >= target:
                 record.update(epochs_to_target=epoch + 1, time_to_target_s=record["train_time_s"])
-            after_epoch()
     finally:
         progress.close()
     record.update(budget.figures(steps_per_epoch))

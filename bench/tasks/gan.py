@@ -21,8 +21,8 @@ from ..data import ImageData, batch_count, batches, training_batches
 from ..modes import Amp, Mode
 from . import generative
 from .base import (
-    Budget, Diverged, Progress, RunContext, TrainClock, epoch_windows, first_non_finite, make_optimizer, make_schedule,
-    run_epoch, trainee,
+    Budget, Diverged, Progress, RunContext, TrainClock, first_non_finite, make_optimizer, make_schedule,
+    run_epoch, trainee, training_windows,
 )
 
 
@@ -92,6 +92,7 @@ def train_epoch(
     schedules: list[torch.optim.lr_scheduler.LRScheduler],
     progress: Progress = Progress(),
     budget: Budget | None = None,
+    after_step: Callable[[], None] = lambda: None,
 ) -> torch.Tensor:
     """One pass over x in the generator's order, or its part until `budget` is spent; returns every step's
     (discriminator, generator) loss, on the device."""
@@ -103,6 +104,7 @@ def train_epoch(
         schedules,
         progress,
         budget,
+        after_step,
     )
 
 
@@ -140,11 +142,11 @@ def run(
     record.update(generative.training_costs(
         model, model.generator, model.generator, make_step, len(x), context, settings.budget_flops is not None
     ))
-    windows = epoch_windows(make_step, len(x), context, record)
+    windows = training_windows(make_step, len(x), batch_count(len(images.train_x), settings.batch_size), context, record)
     mode.compile_modules(*compiled_parts(model))
     if train:
         torch.manual_seed(context.seed)
-        fit(model, images, settings, context, record, windows.after_epoch)
+        fit(model, images, settings, context, record, windows.after_step)
     record.update(generative.generation_costs(model, model.generator, settings, context))
     if train:
         generative.evaluate_samples(model, model.generator, data, settings, context, record)
@@ -152,12 +154,13 @@ def run(
 
 def fit(
     model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict,
-    after_epoch: Callable[[], None] = lambda: None,
+    after_step: Callable[[TrainClock], None] = lambda clock: None,
 ) -> None:
     """Train for `settings.epochs` on the [0, 1] training images; per-epoch mean losses go into `record`.
 
     Raises Diverged at the first step with a non-finite loss, or where the discriminator has collapsed.
-    `after_epoch()` runs after each epoch, outside the training clock.
+    `after_step(clock)` runs after every step, inside the training clock (what it times, it times in
+    `clock.paused()`).
     """
     device = context.device
     generator = torch.Generator().manual_seed(context.seed)
@@ -177,7 +180,7 @@ def fit(
             with clock:
                 losses = train_epoch(
                     model, g_optimizer, d_optimizer, data.train_x, settings.batch_size, generator, amp, schedules,
-                    progress, budget,
+                    progress, budget, lambda: after_step(clock),
                 )
             record["train_time_s"] = clock.seconds
             bad = first_non_finite(losses.sum(1))
@@ -197,7 +200,6 @@ def fit(
             curves["g_loss"].append(g_loss)
             curves["train_time_s"].append(record["train_time_s"])
             progress.set_postfix_str(f"D {d_loss:.3f} G {g_loss:.3f}")
-            after_epoch()
     finally:
         progress.close()
     record.update(budget.figures(steps_per_epoch))

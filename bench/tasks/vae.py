@@ -25,8 +25,8 @@ from ..data import ImageData, batch_count, batches, training_batches
 from ..modes import Amp, Mode
 from . import generative
 from .base import (
-    Budget, Diverged, Progress, RunContext, TrainClock, epoch_windows, first_non_finite, make_optimizer, make_schedule,
-    run_epoch, trainee,
+    Budget, Diverged, Progress, RunContext, TrainClock, first_non_finite, make_optimizer, make_schedule,
+    run_epoch, trainee, training_windows,
 )
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -102,6 +102,7 @@ def train_epoch(
     schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
     progress: Progress = Progress(),
     budget: Budget | None = None,
+    after_step: Callable[[], None] = lambda: None,
 ) -> torch.Tensor:
     """One pass over x in the generator's order, or its part until `budget` is spent; returns every step's loss,
     kept on the device."""
@@ -113,6 +114,7 @@ def train_epoch(
         [schedule],
         progress,
         budget,
+        after_step,
     )
 
 
@@ -180,11 +182,11 @@ def run(
     record.update(generative.training_costs(
         model, model.decoder, sample, make_step, len(x), context, settings.budget_flops is not None
     ))
-    windows = epoch_windows(make_step, len(x), context, record)
+    windows = training_windows(make_step, len(x), batch_count(len(images.train_x), settings.batch_size), context, record)
     mode.compile_modules(*compiled_parts(model))
     if train:
         torch.manual_seed(context.seed)
-        fit(model, images, settings, context, record, windows.after_epoch)
+        fit(model, images, settings, context, record, windows.after_step)
         with mode.autocast(context.device):
             record["test_nll"] = iwae_nll(model, images.test_x, settings)
     record.update(generative.generation_costs(model, sample, settings, context))
@@ -194,12 +196,13 @@ def run(
 
 def fit(
     model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict,
-    after_epoch: Callable[[], None] = lambda: None,
+    after_step: Callable[[TrainClock], None] = lambda clock: None,
 ) -> None:
     """Train for `settings.epochs` on the [0, 1] training images, evaluating the test ELBO after each epoch.
 
     Per-epoch curves and the last epoch's test figures go into `record`. Raises Diverged at the first step
-    whose loss is not finite. `after_epoch()` runs after each epoch, outside the training clock.
+    whose loss is not finite. `after_step(clock)` runs after every step, inside the training clock (what it
+    times, it times in `clock.paused()`).
     """
     device = context.device
     generator = torch.Generator().manual_seed(context.seed)
@@ -214,7 +217,10 @@ def fit(
     try:
         for epoch in budget.epochs():
             with clock:
-                losses = train_epoch(model, optimizer, data.train_x, settings, generator, amp, schedule, progress, budget)
+                losses = train_epoch(
+                    model, optimizer, data.train_x, settings, generator, amp, schedule, progress, budget,
+                    lambda: after_step(clock),
+                )
             record["train_time_s"] = clock.seconds
             bad = first_non_finite(losses)
             if bad is not None:
@@ -226,7 +232,6 @@ def fit(
             curves["test_neg_elbo"].append(test["neg_elbo"])
             curves["train_time_s"].append(record["train_time_s"])
             progress.set_postfix_str(f"test -ELBO {test['neg_elbo']:.1f}")
-            after_epoch()
     finally:
         progress.close()
     record.update(budget.figures(steps_per_epoch))
