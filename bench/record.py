@@ -29,7 +29,8 @@ import architectures
 # the machine's speed and the model's state over the minutes the loop's own clock covers.
 # 6: the windows are timed every `window_every` seconds of training, not after every epoch, and pooled from the
 # first epoch's end on as training pools its steps (their harmonic mean), not by their median
-# (`train_throughput_window_steps` says when each was timed).
+# (`train_throughput_window_steps` says when each was timed); a GAN's generator may be judged as its moving
+# average (`ema`, 0 before).
 RECORD_VERSION = 6
 
 # What makes two records comparable besides the task's settings: records of other seeds or runs that agree

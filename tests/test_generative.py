@@ -289,6 +289,30 @@ def test_a_discriminator_that_wins_outright_ends_training_as_diverged(shapes, tm
     assert 5 <= error.value.step < 50 and len(record["curve_d_loss"]) < settings.epochs  # 50 steps in all
 
 
+def test_a_gan_with_ema_is_judged_by_the_moving_average_of_its_generator(shapes, tmp_path):
+    few, context = dataclasses.replace(shapes, train_x=shapes.train_x[:128]), RunContext(CPU, 0, FAST_MEASURE, tmp_path)
+    settings = gan.Settings(epochs=2, batch_size=32, latent_dim=8, ema=0.9)
+    torch.manual_seed(0)
+    model = architectures.create("gan-dcgan", shapes.input_shape, latent_dim=8)  # batch norm: buffers averaged too
+    trained = []  # the generator as trained, after every step
+    record_step = lambda clock: trained.append({k: v.clone() for k, v in model.generator.state_dict().items()})
+    gan.fit(model, few, settings, context, {}, record_step)
+    torch.manual_seed(0)
+    plain = architectures.create("gan-dcgan", shapes.input_shape, latent_dim=8)
+    gan.fit(plain, few, dataclasses.replace(settings, ema=0.0), context, {})
+    # weights and float buffers (batch norm's running statistics): the first update copies, each later one
+    # moves 10% of the way
+    average = {k: v for k, v in trained[0].items() if v.is_floating_point()}
+    for state in trained[1:]:
+        average = {k: v.lerp(state[k], 0.1) for k, v in average.items()}
+    judged = model.generator.state_dict()
+    assert len(trained) == 8 and "2.running_mean" in average
+    assert all(torch.allclose(judged[k], v, atol=1e-6) for k, v in average.items())
+    assert not torch.equal(judged["1.weight"], plain.generator.state_dict()["1.weight"])
+    for ours, theirs in zip(model.discriminator.parameters(), plain.discriminator.parameters()):
+        assert torch.equal(ours, theirs), "the average must not change how the pair trains"
+
+
 def test_generators_share_one_table_beside_the_classifiers():
     common = {"seed": 0, "dataset": "synthetic", "status": "ok"}
     records = [

@@ -271,6 +271,8 @@ CASES = [
     ("suite-limit-a-float", suite_with("limit_train = 2.5\n"), "limit_train must be a whole number, got 2.5"),
     ("suite-arch-timeout-text", suite_with('arch_timeout = "ten"\n'), "arch_timeout must be a number of seconds, got 'ten'"),
     ("suite-measure-repeats", suite_with("[measure]\nrepeats = 2\n"), "[measure]: repeats must be at least 5, got 2"),
+    ("suite-window-every-zero", suite_with("[measure]\nwindow_every = 0\n"), "[measure]: window_every must be positive, got 0"),
+    ("suite-gan-ema-one", suite_with("[gan]\nema = 1.0\n"), "[gan]: ema must be in [0, 1), got 1.0"),
     ("suite-fid-seed", suite_with("[fid]\nseed = -1\n"), "[fid]: seed must be a whole number from 0 to 2**63 - 1, got -1"),
     ("suite-not-utf8", suite_with(b'description = "\xff\xfe"\n'), "{tmp}/suite.toml: not UTF-8 text (byte 15); save it as UTF-8"),
     ("seed-flag-too-large", quick_run("--seed", "99999999999999999999999"),

@@ -5,6 +5,10 @@ generator on those generated images so that the discriminator says 1 (the non-sa
 `diverged` at a non-finite loss, or when the discriminator collapses: its loss stays below `collapse_loss`
 for `collapse_steps` steps in a row, so it tells every generated image from a real one and the generator
 has stopped getting through.
+
+With `ema` (a decay such as 0.99), the generator judged is an exponential moving average of the trained one's
+weights and buffers, updated after every generator step (as BigGAN and StyleGAN judge theirs): a small GAN's
+generator swings from step to step, and its average draws steadier shapes.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import measure
 from ..data import ImageData, batch_count, batches, training_batches
@@ -37,6 +42,7 @@ class Settings(generative.GenerativeSettings):
     latent_dim: int = 100
     collapse_loss: float = 0.01
     collapse_steps: int = 100
+    ema: float = 0.0  # decay of the moving average of the generator that is judged; 0: the generator as trained
 
     def problems(self) -> list[str]:
         found = super().problems()
@@ -44,6 +50,8 @@ class Settings(generative.GenerativeSettings):
             found.append(f"collapse_loss must not be negative, got {self.collapse_loss}")
         if self.collapse_steps < 1:
             found.append(f"collapse_steps must be at least 1, got {self.collapse_steps}")
+        if not 0 <= self.ema < 1:
+            found.append(f"ema must be in [0, 1), got {self.ema}")
         return found
 
 
@@ -58,12 +66,21 @@ def optimizers(model: nn.Module, settings: Settings) -> tuple[torch.optim.Optimi
     return make_optimizer(generator, settings), make_optimizer(discriminator, settings)
 
 
+def moving_average(model: nn.Module, settings: Settings) -> AveragedModel | None:
+    """The exponential moving average of `model`'s generator (weights and buffers) that `settings.ema` asks for,
+    starting from the generator as it is; None without `ema`."""
+    if not settings.ema:
+        return None
+    return AveragedModel(model.generator, multi_avg_fn=get_ema_multi_avg_fn(settings.ema), use_buffers=True)
+
+
 def train_step(
     model: nn.Module, g_optimizer: torch.optim.Optimizer, d_optimizer: torch.optim.Optimizer, x: torch.Tensor,
-    amp: Amp,
+    amp: Amp, average: AveragedModel | None = None,
 ) -> torch.Tensor:
-    """One discriminator step, then one generator step, in `amp`'s mode; returns (discriminator loss, generator
-    loss), detached. The losses are computed in float32 from the discriminator's logits."""
+    """One discriminator step, then one generator step, in `amp`'s mode, then `average` updated from the
+    generator; returns (discriminator loss, generator loss), detached. The losses are computed in float32 from
+    the discriminator's logits."""
     d_optimizer.zero_grad(set_to_none=True)
     with amp.autocast():
         fake = model.generator(torch.randn(len(x), model.latent_dim, device=x.device))
@@ -78,6 +95,8 @@ def train_step(
         g_loss = F.binary_cross_entropy_with_logits(fooled, torch.ones_like(fooled))
     amp.step(g_loss, g_optimizer)
     amp.update()
+    if average is not None:
+        average.update_parameters(model.generator)
     return torch.stack([d_loss.detach(), g_loss.detach()])
 
 
@@ -92,13 +111,14 @@ def train_epoch(
     schedules: list[torch.optim.lr_scheduler.LRScheduler],
     progress: Progress = Progress(),
     budget: Budget | None = None,
+    average: AveragedModel | None = None,
     after_step: Callable[[], None] = lambda: None,
 ) -> torch.Tensor:
     """One pass over x in the generator's order, or its part until `budget` is spent; returns every step's
     (discriminator, generator) loss, on the device."""
     model.train()
     return run_epoch(
-        lambda xb, _: train_step(model, g_optimizer, d_optimizer, xb, amp),
+        lambda xb, _: train_step(model, g_optimizer, d_optimizer, xb, amp, average),
         batches(x, x, batch_size, generator),
         batch_count(len(x), batch_size),
         schedules,
@@ -136,7 +156,8 @@ def run(
         copied = trainee(model, step_mode, compiled_parts)
         (g_optimizer, d_optimizer), amp = optimizers(copied, settings), Amp(step_mode, context.device)
         drawn = training_batches(images.train_x, images.train_x, settings.batch_size, context.seed)
-        return lambda: train_step(copied, g_optimizer, d_optimizer, next(drawn)[0], amp)
+        average = moving_average(copied, settings)
+        return lambda: train_step(copied, g_optimizer, d_optimizer, next(drawn)[0], amp, average)
 
     record.update(latent_dim=model.latent_dim, discriminator_params=measure.parameter_counts(model.discriminator)[0])
     record.update(generative.training_costs(
@@ -156,7 +177,8 @@ def fit(
     model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict,
     after_step: Callable[[TrainClock], None] = lambda clock: None,
 ) -> None:
-    """Train for `settings.epochs` on the [0, 1] training images; per-epoch mean losses go into `record`.
+    """Train for `settings.epochs` on the [0, 1] training images; per-epoch mean losses go into `record`. With
+    `settings.ema`, the generator ends as the moving average of its weights and buffers.
 
     Raises Diverged at the first step with a non-finite loss, or where the discriminator has collapsed.
     `after_step(clock)` runs after every step, inside the training clock (what it times, it times in
@@ -174,13 +196,14 @@ def fit(
     record.update({f"curve_{key}": values for key, values in curves.items()})
     record["train_time_s"] = 0.0
     d_losses = []
+    average = moving_average(model, settings)
     progress = context.progress(total, "train")
     try:
         for epoch in budget.epochs():
             with clock:
                 losses = train_epoch(
                     model, g_optimizer, d_optimizer, data.train_x, settings.batch_size, generator, amp, schedules,
-                    progress, budget, lambda: after_step(clock),
+                    progress, budget, average, lambda: after_step(clock),
                 )
             record["train_time_s"] = clock.seconds
             bad = first_non_finite(losses.sum(1))
@@ -202,5 +225,7 @@ def fit(
             progress.set_postfix_str(f"D {d_loss:.3f} G {g_loss:.3f}")
     finally:
         progress.close()
+    if average is not None:
+        model.generator.load_state_dict(average.module.state_dict())
     record.update(budget.figures(steps_per_epoch))
     record.update(d_loss=curves["d_loss"][-1], g_loss=curves["g_loss"][-1])
