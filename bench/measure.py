@@ -152,7 +152,7 @@ def training_costs(
         step()
         del step
     return {
-        **_throughput_figures(rates["repeats"], [rates["median"]], []),
+        **_throughput_figures(rates["repeats"], [rates["median"]], [rates["median"]]),
         "peak_memory_mb": memory.mb,
         "peak_memory_method": memory.method,
     }
@@ -211,9 +211,8 @@ class TrainingWindows:
 
 
 def _throughput_figures(repeats: list[float], windows: list[float], pooled: list[float]) -> dict[str, object]:
-    """Training throughput: the harmonic mean of the `pooled` window medians (of all `windows` when none is
-    pooled), the IQR of every repeat, and both lists."""
-    pooled = pooled or windows
+    """Training throughput: the harmonic mean of the `pooled` window medians, the IQR of every repeat, and the
+    lists of repeats and windows."""
     return {
         "train_throughput": len(pooled) / sum(1 / w for w in pooled),
         "train_throughput_iqr": _iqr(repeats),

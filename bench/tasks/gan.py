@@ -163,7 +163,8 @@ def run(
     record.update(generative.training_costs(
         model, model.generator, model.generator, make_step, len(x), context, settings.budget_flops is not None
     ))
-    windows = training_windows(make_step, len(x), batch_count(len(images.train_x), settings.batch_size), context, record)
+    steps_per_epoch = batch_count(len(images.train_x), settings.batch_size)
+    windows = training_windows(make_step, len(x), steps_per_epoch, context, record)
     mode.compile_modules(*compiled_parts(model))
     if train:
         torch.manual_seed(context.seed)
