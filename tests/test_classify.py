@@ -9,6 +9,7 @@ import architectures
 from bench import data
 from bench.tasks import classify
 from bench.tasks import base
+from bench.modes import Amp, Mode
 from bench.tasks.base import Diverged, RunContext
 from conftest import FAST_MEASURE, WINDOWED_MEASURE
 
@@ -126,3 +127,24 @@ def test_the_timed_training_step_runs_on_the_batches_training_draws(monkeypatch,
     drawn = data.training_batches(shapes.standardized.train_x, shapes.train_y, 25, seed=7)
     first = [next(drawn)[1] for _ in range(3)]
     assert all(torch.equal(a, b) for a, b in zip(seen, first)) and not torch.equal(seen[0], seen[1])
+
+
+def test_a_resumed_optimizer_starts_from_a_copy_of_trainings_state():
+    torch.manual_seed(0)
+    model, x, y = nn.Linear(4, 3), torch.randn(8, 4), torch.randint(0, 3, (8,))
+    settings = classify.Settings(optimizer="adam", lr=1e-2)
+    trained = base.make_optimizer(model.parameters(), settings)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(trained, T_max=10)
+    for _ in range(3):
+        classify.train_step(model, trained, x, y, Amp(Mode(), CPU))
+        schedule.step()
+    before = {k: v.clone() for k, v in trained.state[model.weight].items()}
+    copied = base.trainee(model, Mode(), classify.compiled_parts)
+    resumed = base.make_optimizer(copied.parameters(), settings)
+    base.resume_optimizers([resumed], [trained])
+    state = resumed.state[copied.weight]
+    assert all(torch.equal(state[k], before[k]) for k in ("exp_avg", "exp_avg_sq", "step"))
+    assert resumed.param_groups[0]["lr"] == trained.param_groups[0]["lr"] < 1e-2  # the schedule's rate
+    classify.train_step(copied, resumed, x, y, Amp(Mode(), CPU))
+    assert not torch.equal(state["exp_avg"], before["exp_avg"])
+    assert all(torch.equal(trained.state[model.weight][k], before[k]) for k in before)  # training's own untouched

@@ -109,7 +109,7 @@ def test_windows_during_training_pool_from_the_first_epochs_end_as_training_pool
     assert len(record["train_throughput_windows"]) == 1 and len(record["train_throughput_repeats"]) == 5
     before = record["train_throughput"]
     settings = dataclasses.replace(FAST_MEASURE, window_every=1e-9, window_repeats=3)  # a window after every step
-    windows = measure.TrainingWindows(lambda: lambda: time.sleep(0.01), 10, 2, CPU, settings, record)
+    windows = measure.TrainingWindows(lambda trained=(): lambda: time.sleep(0.01), 10, 2, CPU, settings, record)
     clock = CountingClock()
     for _ in range(4):
         windows.after_step(clock)
@@ -127,7 +127,7 @@ def test_windows_during_training_pool_from_the_first_epochs_end_as_training_pool
 def test_windows_come_every_so_many_seconds_of_training_at_the_speed_timed_before_it():
     record = {"train_throughput": 1000.0, "train_throughput_windows": [1000.0], "train_throughput_repeats": [1000.0] * 5}
     settings = dataclasses.replace(FAST_MEASURE, window_every=0.05, window_repeats=1)  # 10 items at 1000/s: 5 steps
-    windows = measure.TrainingWindows(lambda: lambda: None, 10, 100, CPU, settings, record)
+    windows = measure.TrainingWindows(lambda trained=(): lambda: None, 10, 100, CPU, settings, record)
     clock = CountingClock()
     for _ in range(12):
         windows.after_step(clock)
@@ -135,6 +135,20 @@ def test_windows_come_every_so_many_seconds_of_training_at_the_speed_timed_befor
     # none from the first epoch's end (step 100) on: the windows during training give the figure
     slow = record["train_throughput_windows"][1:]
     assert record["train_throughput"] == pytest.approx(2 / sum(1 / w for w in slow))
+
+
+def test_a_window_during_training_times_a_copy_resumed_from_trainings_optimizers():
+    made_with = []
+
+    def make_step(trained=()):
+        made_with.append(trained)
+        return lambda: None
+
+    record = {"train_throughput": 1000.0, "train_throughput_windows": [1000.0], "train_throughput_repeats": [1000.0] * 5}
+    settings = dataclasses.replace(FAST_MEASURE, window_every=1e-9, window_repeats=1)
+    windows, optimizer = measure.TrainingWindows(make_step, 10, 2, CPU, settings, record), object()
+    windows.after_step(CountingClock(), (optimizer,))
+    assert made_with == [(optimizer,)]
 
 
 def test_no_windows_during_training_when_window_repeats_is_0():

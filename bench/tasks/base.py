@@ -9,7 +9,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -220,8 +220,17 @@ def trainee(model: nn.Module, mode: Mode, parts: Callable[[nn.Module], Iterable[
     return copied
 
 
+def resume_optimizers(fresh: Sequence[torch.optim.Optimizer], trained: Sequence[torch.optim.Optimizer]) -> None:
+    """Load into each `fresh` optimizer a deep copy of the state of the matching `trained` one (an optimizer over
+    the same parameters of another copy of the model, in the same order): its moments, step counts and learning
+    rates as training has left them. Nothing when `trained` is empty. (load_state_dict alone would share the
+    state's tensors, so that the fresh optimizer's steps moved training's.)"""
+    for optimizer, source in zip(fresh, trained, strict=bool(trained)):
+        optimizer.load_state_dict(copy.deepcopy(source.state_dict()))
+
+
 def training_windows(
-    make_step: Callable[[], Callable[[], object]], items_per_step: int, steps_per_epoch: int, context: RunContext,
+    make_step: Callable[..., Callable[[], object]], items_per_step: int, steps_per_epoch: int, context: RunContext,
     record: dict,
 ) -> measure.TrainingWindows:
     """The windows a fit times during training (measure.TrainingWindows), pooled into `record`'s training

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +15,7 @@ from ..data import ImageData, batch_count, batches, training_batches
 from ..modes import Amp, Mode
 from .base import (
     Budget, Diverged, Progress, RunContext, TrainClock, TrainingSettings, compute_dtype, first_non_finite,
-    make_optimizer, make_schedule, run_epoch, trainee, training_windows,
+    make_optimizer, make_schedule, run_epoch, resume_optimizers, trainee, training_windows,
 )
 
 
@@ -130,12 +130,14 @@ def check_outputs(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
 
 
 def step_maker(model: nn.Module, data: ImageData, settings: Settings, context: RunContext) -> Callable[..., Callable[[], object]]:
-    """`make_step(mode=context.mode)`: one training step over a fresh copy of `model` as it stands (in `mode`)
-    with a fresh optimizer, on the next batch of the training split as training draws them."""
+    """`make_step(mode=context.mode, trained=())`: one training step over a fresh copy of `model` as it stands
+    (in `mode`) with a fresh optimizer, or one resumed from training's own (`trained`, see resume_optimizers),
+    on the next batch of the training split as training draws them."""
 
-    def make_step(mode: Mode = context.mode):
+    def make_step(mode: Mode = context.mode, trained: Sequence[torch.optim.Optimizer] = ()):
         copied = trainee(model, mode, compiled_parts)
         optimizer, amp = make_optimizer(copied.parameters(), settings), Amp(mode, context.device)
+        resume_optimizers([optimizer], trained)
         drawn = training_batches(data.train_x, data.train_y, settings.batch_size, context.seed)
         return lambda: train_step(copied, optimizer, *next(drawn), amp)
 
@@ -179,11 +181,11 @@ def inference_costs(model: nn.Module, data: ImageData, settings: Settings, conte
 
 def fit(
     model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict,
-    after_step: Callable[[TrainClock], None] = lambda clock: None,
+    after_step: Callable[[TrainClock, tuple[torch.optim.Optimizer, ...]], None] = lambda clock, optimizers: None,
 ) -> None:
     """Train for `settings.epochs` (or its budget, see Budget), evaluating after each epoch; per-epoch curves and
-    final metrics go into `record`, with the steps and epochs trained. `after_step(clock)` runs after every
-    step, inside the training clock (what it times, it times in `clock.paused()`).
+    final metrics go into `record`, with the steps and epochs trained. `after_step(clock, (optimizer,))` runs
+    after every step, inside the training clock (what it times, it times in `clock.paused()`).
 
     Training accuracy is measured like test accuracy (eval mode) on the first len(test) training samples,
     so that the generalization gap compares like with like. Raises Diverged on a non-finite loss.
@@ -209,7 +211,7 @@ def fit(
             with clock:
                 losses = train_epoch(
                     model, optimizer, data.train_x, data.train_y, settings.batch_size, generator, amp, schedule,
-                    progress, group.rank, group.world_size, budget, lambda: after_step(clock),
+                    progress, group.rank, group.world_size, budget, lambda: after_step(clock, (optimizer,)),
                 )
             record["train_time_s"] = clock.seconds
             losses = group.mean(losses)

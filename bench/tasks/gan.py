@@ -14,7 +14,7 @@ generator swings from step to step, and its average draws steadier shapes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,7 @@ from ..modes import Amp, Mode
 from . import generative
 from .base import (
     Budget, Diverged, Progress, RunContext, TrainClock, first_non_finite, make_optimizer, make_schedule,
-    run_epoch, trainee, training_windows,
+    run_epoch, resume_optimizers, trainee, training_windows,
 )
 
 
@@ -152,9 +152,10 @@ def run(
     images, model = mode.data(data), mode.prepare(model)
     x = images.train_x[: settings.batch_size]
 
-    def make_step(step_mode: Mode = mode):
+    def make_step(step_mode: Mode = mode, trained: Sequence[torch.optim.Optimizer] = ()):
         copied = trainee(model, step_mode, compiled_parts)
         (g_optimizer, d_optimizer), amp = optimizers(copied, settings), Amp(step_mode, context.device)
+        resume_optimizers([g_optimizer, d_optimizer], trained)
         drawn = training_batches(images.train_x, images.train_x, settings.batch_size, context.seed)
         average = moving_average(copied, settings)
         return lambda: train_step(copied, g_optimizer, d_optimizer, next(drawn)[0], amp, average)
@@ -176,14 +177,14 @@ def run(
 
 def fit(
     model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict,
-    after_step: Callable[[TrainClock], None] = lambda clock: None,
+    after_step: Callable[[TrainClock, tuple[torch.optim.Optimizer, ...]], None] = lambda clock, optimizers: None,
 ) -> None:
     """Train for `settings.epochs` on the [0, 1] training images; per-epoch mean losses go into `record`. With
     `settings.ema`, the generator ends as the moving average of its weights and buffers.
 
     Raises Diverged at the first step with a non-finite loss, or where the discriminator has collapsed.
-    `after_step(clock)` runs after every step, inside the training clock (what it times, it times in
-    `clock.paused()`).
+    `after_step(clock, (g_optimizer, d_optimizer))` runs after every step, inside the training clock (what it
+    times, it times in `clock.paused()`).
     """
     device = context.device
     generator = torch.Generator().manual_seed(context.seed)
@@ -204,7 +205,7 @@ def fit(
             with clock:
                 losses = train_epoch(
                     model, g_optimizer, d_optimizer, data.train_x, settings.batch_size, generator, amp, schedules,
-                    progress, budget, average, lambda: after_step(clock),
+                    progress, budget, average, lambda: after_step(clock, (g_optimizer, d_optimizer)),
                 )
             record["train_time_s"] = clock.seconds
             bad = first_non_finite(losses.sum(1))

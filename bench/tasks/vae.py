@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ from ..modes import Amp, Mode
 from . import generative
 from .base import (
     Budget, Diverged, Progress, RunContext, TrainClock, first_non_finite, make_optimizer, make_schedule,
-    run_epoch, trainee, training_windows,
+    run_epoch, resume_optimizers, trainee, training_windows,
 )
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -172,9 +172,10 @@ def run(
     images, model = mode.data(data), mode.prepare(model)
     sample, x = sampler(model), images.train_x[: settings.batch_size]
 
-    def make_step(step_mode: Mode = mode):
+    def make_step(step_mode: Mode = mode, trained: Sequence[torch.optim.Optimizer] = ()):
         copied = trainee(model, step_mode, compiled_parts)
         optimizer, amp = make_optimizer(copied.parameters(), settings), Amp(step_mode, context.device)
+        resume_optimizers([optimizer], trained)
         drawn = training_batches(images.train_x, images.train_x, settings.batch_size, context.seed)
         return lambda: train_step(copied, optimizer, next(drawn)[0], settings, amp)
 
@@ -197,13 +198,13 @@ def run(
 
 def fit(
     model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict,
-    after_step: Callable[[TrainClock], None] = lambda clock: None,
+    after_step: Callable[[TrainClock, tuple[torch.optim.Optimizer, ...]], None] = lambda clock, optimizers: None,
 ) -> None:
     """Train for `settings.epochs` on the [0, 1] training images, evaluating the test ELBO after each epoch.
 
     Per-epoch curves and the last epoch's test figures go into `record`. Raises Diverged at the first step
-    whose loss is not finite. `after_step(clock)` runs after every step, inside the training clock (what it
-    times, it times in `clock.paused()`).
+    whose loss is not finite. `after_step(clock, (optimizer,))` runs after every step, inside the training
+    clock (what it times, it times in `clock.paused()`).
     """
     device = context.device
     generator = torch.Generator().manual_seed(context.seed)
@@ -220,7 +221,7 @@ def fit(
             with clock:
                 losses = train_epoch(
                     model, optimizer, data.train_x, settings, generator, amp, schedule, progress, budget,
-                    lambda: after_step(clock),
+                    lambda: after_step(clock, (optimizer,)),
                 )
             record["train_time_s"] = clock.seconds
             bad = first_non_finite(losses)
