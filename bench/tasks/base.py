@@ -225,7 +225,9 @@ def resume_optimizers(fresh: Sequence[torch.optim.Optimizer], trained: Sequence[
     the same parameters of another copy of the model, in the same order): its moments, step counts and learning
     rates as training has left them. Nothing when `trained` is empty. (load_state_dict alone would share the
     state's tensors, so that the fresh optimizer's steps moved training's.)"""
-    for optimizer, source in zip(fresh, trained, strict=bool(trained)):
+    if not trained:
+        return
+    for optimizer, source in zip(fresh, trained, strict=True):
         optimizer.load_state_dict(copy.deepcopy(source.state_dict()))
 
 
