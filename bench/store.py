@@ -72,14 +72,27 @@ def environment(device: torch.device, command: str | None = None) -> dict[str, A
     }
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU as precisely as the machine tells: model name, then family, model and stepping, the vector
+    instruction set PyTorch dispatches to, and the bf16 instructions present, e.g.
+    "AMD EPYC (family 25 model 17 stepping 1; AVX512, avx512_bf16)". Virtual machines often name the CPU
+    by brand alone; the rest tells two of them apart. `cpuinfo` is /proc/cpuinfo's text, read when None.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    first_cpu = {}
+    for line in cpuinfo.split("\n\n", 1)[0].splitlines():
+        key, _, value = line.partition(":")
+        first_cpu.setdefault(key.strip(), value.strip())
+    name = first_cpu.get("model name") or platform.processor() or platform.machine()
+    labels = {"cpu family": "family", "model": "model", "stepping": "stepping"}
+    identity = " ".join(f"{label} {first_cpu[key]}" for key, label in labels.items() if first_cpu.get(key))
+    isa = [torch.backends.cpu.get_cpu_capability()]
+    isa += [flag for flag in first_cpu.get("flags", "").split() if flag in ("avx512_bf16", "amx_bf16")]
+    return f"{name} ({'; '.join(part for part in (identity, ', '.join(isa)) if part)})"
 
 
 def git_commit() -> str | None:

@@ -4,8 +4,9 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
-from bench import record
+from bench import record, store
 from bench.cli import main
 from bench.measure import MeasureSettings
 from bench.tasks import TASKS
@@ -51,3 +52,14 @@ def test_config_id_depends_on_settings_not_on_seed_or_isolation():
 def test_the_loop_throughput_counts_the_epochs_after_the_first():
     assert record.loop_throughput({"train_samples": 1000, "curve_train_time_s": [3.0, 5.0, 7.0]}) == 500.0  # 2 epochs in 4 s
     assert record.loop_throughput({"train_samples": 1000, "curve_train_time_s": [3.0]}) is None
+
+
+def test_the_cpu_is_named_with_family_model_stepping_and_its_bf16_instructions():
+    cpuinfo = (
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
+        "stepping\t: 1\nflags\t\t: fpu avx2 avx512f avx512_bf16 sha_ni\n\n"
+        "processor\t: 1\ncpu family\t: 99\nmodel name\t: Other\n"
+    )
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert store.cpu_model(cpuinfo) == f"AMD EPYC (family 25 model 17 stepping 1; {capability}, avx512_bf16)"
+    assert store.cpu_model("model name\t: Intel Xeon\nflags\t: avx2\n") == f"Intel Xeon ({capability})"
