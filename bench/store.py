@@ -57,13 +57,13 @@ def environment(device: torch.device, command: str | None = None) -> dict[str, A
     """
     import torchvision
 
-    cuda = device.type == "cuda"
+    cuda, cpu = device.type == "cuda", cpu_model()
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
-        "device_name": torch.cuda.get_device_name(device) if cuda else cpu_model(),
-        "cpu": cpu_model(),
+        "device_name": torch.cuda.get_device_name(device) if cuda else cpu,
+        "cpu": cpu,
         "cpu_threads": torch.get_num_threads(),
         "cuda": torch.version.cuda if cuda else None,
         "hostname": socket.gethostname(),
@@ -88,8 +88,10 @@ def cpu_model(cpuinfo: str | None = None) -> str:
         key, _, value = line.partition(":")
         first_cpu.setdefault(key.strip(), value.strip())
     name = first_cpu.get("model name") or platform.processor() or platform.machine()
-    labels = {"cpu family": "family", "model": "model", "stepping": "stepping"}
-    identity = " ".join(f"{label} {first_cpu[key]}" for key, label in labels.items() if first_cpu.get(key))
+    identity = " ".join(
+        f"{label} {first_cpu[key]}" for key, label in (("cpu family", "family"), ("model", "model"), ("stepping", "stepping"))
+        if first_cpu.get(key)
+    )
     isa = [torch.backends.cpu.get_cpu_capability()]
     isa += [flag for flag in first_cpu.get("flags", "").split() if flag in ("avx512_bf16", "amx_bf16")]
     return f"{name} ({'; '.join(part for part in (identity, ', '.join(isa)) if part)})"
