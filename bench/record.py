@@ -33,7 +33,9 @@ import architectures
 # average (`ema`, 0 before).
 # 7: a window during training times a copy whose optimizers resume from training's own state (moments, step
 # counts, learning rates), not fresh optimizers: with fresh Adam states vae-mlp's windows ran 6% below its loop.
-RECORD_VERSION = 7
+# 8: freed heap up to 1 GiB stays with the process (glibc's trim threshold, 64 MiB before): a window's copy of
+# fp32 cnn-wide faulted 90 MB of pages in at every step and its windows ran 9% below the loop.
+RECORD_VERSION = 8
 
 # What makes two records comparable besides the task's settings: records of other seeds or runs that agree
 # on all of these share a config_id.
