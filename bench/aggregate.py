@@ -201,7 +201,8 @@ def mark_pareto(rows: list[Row], quality: str, higher_is_better: bool, cost: str
 
     Where both rows have two or more seeds, beating means significantly better (the 95% interval of the
     difference excludes zero), so rows within each other's noise tie and share the front; otherwise the means
-    decide (better or equal on both, better on one)."""
+    decide (better or equal on both, better on one). Rows of different record versions are not comparable and
+    never beat each other: each version has its own front."""
     usable = [row for row in rows if finite(row.mean(quality)) and finite(row.mean(cost))]
     for row in usable:
         row.pareto = not any(beats(other, row, quality, higher_is_better, cost) for other in usable if other is not row)
@@ -209,6 +210,8 @@ def mark_pareto(rows: list[Row], quality: str, higher_is_better: bool, cost: str
 
 def beats(a: Row, b: Row, quality: str, higher_is_better: bool, cost: str = COST_KEY) -> bool:
     """Whether row `a` is better than row `b` on both quality and cost (see `mark_pareto`)."""
+    if a.record_versions != b.record_versions:
+        return False
     signs = {quality: 1 if higher_is_better else -1, cost: 1}
     if a.seeds >= 2 and b.seeds >= 2:
         found = {key: a.difference(b, key) for key in signs}

@@ -60,10 +60,15 @@ def quality_vs_cost(
         )
         ax.annotate(row.label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     if draw_front:
-        front = sorted((x, y) for r, x, y in points if r.pareto)
-        if len(front) > 1:
-            ax.plot(*zip(*front), "--", color="tab:red", label="Pareto front (better and cheaper than the rest)")
-            ax.legend(loc="best", fontsize=8, framealpha=0.8)
+        versions = sorted({r.record_versions for r, _, _ in points if r.pareto})  # one front per record version
+        for i, version in enumerate(versions):
+            front = sorted((x, y) for r, x, y in points if r.pareto and r.record_versions == version)
+            if len(front) > 1:
+                label = "Pareto front (better and cheaper than the rest)"
+                if len(versions) > 1:
+                    label += f", record version {', '.join(map(str, version))}"
+                ax.plot(*zip(*front), ("--", ":", "-.", "-")[i % 4], color="tab:red", label=label)
+                ax.legend(loc="best", fontsize=8, framealpha=0.8)
     _log_if_wide(ax, [x for _, x, _ in points], "x")
     ax.set_xlabel(cost_label)
     ax.set_ylabel(view.quality_label + ("  (higher is better)" if view.higher_is_better else "  (lower is better)"))

@@ -19,8 +19,11 @@ from tabulate import tabulate
 from . import plots
 from .aggregate import (
     CLOCK_AGREEMENT, COST_KEY, LOADED_SHARE, VIEW_OF_TASK, VIEWS, Number, Row, TaskView, aggregate, finite,
-    reference_rows, task_groups,
+    record_version, reference_rows, task_groups,
 )
+
+# What a speedup, Δ or summary line between rows of different record versions says instead of a figure.
+NOT_COMPARABLE = "not comparable"
 
 @dataclass(frozen=True)
 class Column:
@@ -158,7 +161,12 @@ def table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
         cells = [name, *([_mode_shown(row)] if show_modes else []), *([row.task] if show_task else []), str(row.seeds), row.status()]
         if show_modes:
             reference = references[row.architecture]
-            cells += ["", ""] if reference is row else [_speedup(row, reference), _quality_change(row, reference, view)]
+            if reference is row:
+                cells += ["", ""]
+            elif reference.record_versions != row.record_versions:
+                cells += [NOT_COMPARABLE, NOT_COMPARABLE]
+            else:
+                cells += [_speedup(row, reference), _quality_change(row, reference, view)]
         body.append([*cells, *(c.number(row.mean(c.key), _half_width(row, c.key)) for c in columns)])
     body += _calibration_cells(rows, headers, columns)
     return headers, body
@@ -191,7 +199,8 @@ def summary_lines(rows: list[Row], view: TaskView, reference: str | None = None)
     row's where it names none or one not in this table), with the 95% interval of the difference, paired by seed
     where the seeds match, and whether it is significant. A row is compared with the reference in the row's own
     mode where the reference ran in it, else in the reference's first mode: architectures are compared within a
-    mode, and modes by the table's speedup and Δ columns (and here, for the reference's own other modes)."""
+    mode, and modes by the table's speedup and Δ columns (and here, for the reference's own other modes). A row of
+    another record version than its reference's is said to be not comparable, with no figure."""
     scored = [row for row in rows if finite(row.mean(view.quality))]
     first = next((row for row in scored if row.architecture == reference), scored[0] if scored else None)
     if first is None or len(scored) < 2:
@@ -211,6 +220,10 @@ def summary_lines(rows: list[Row], view: TaskView, reference: str | None = None)
         base = same_mode.get(row.mode, first) if row.architecture != first.architecture else first
         if row is base:
             continue
+        if row.record_versions != base.record_versions:
+            lines.append(f"{row.label}: {NOT_COMPARABLE} with {base.label} (record version {_versions(row)} against "
+                         f"{_versions(base)}).")
+            continue
         found = row.difference(base, view.quality)
         delta = row.mean(view.quality) - base.mean(view.quality)
         if found is None:
@@ -226,6 +239,10 @@ def summary_lines(rows: list[Row], view: TaskView, reference: str | None = None)
             lines.append(f"{row.label}: no significant difference from {base.label} in {view.quality_name} "
                          f"({number(found.estimate)}{unit}, {interval}).")
     return lines
+
+
+def _versions(row: Row) -> str:
+    return ", ".join(map(str, row.record_versions))
 
 
 def tables(records: list[dict[str, Any]], reference: str | None = None) -> str:
@@ -330,6 +347,16 @@ def _legend(view: TaskView, rows: list[Row]) -> str:
             f"**Timing windows disagree with the training loop** by over {CLOCK_AGREEMENT:.0%} (timed training "
             f"throughput vs the loop's own samples/s after its first epoch): {named}."
         )
+    by_version: dict[str, list[str]] = {}
+    for row in rows:
+        by_version.setdefault(_versions(row), []).append(row.label)
+    if len(by_version) > 1:
+        named = "; ".join(f"{version}: {', '.join(labels)}" for version, labels in sorted(by_version.items(), reverse=True))
+        parts.append(
+            f"**Record versions differ** ({named}): rows of different versions were measured by different harness "
+            "code and are not comparable, so no speedup, Δ or summary line is taken between them and each version "
+            "has its own ★ front."
+        )
     loaded = {row.label: max(row.values("other_cpu_share")) for row in rows if row.values("other_cpu_share")}
     loaded = {name: share for name, share in loaded.items() if share > LOADED_SHARE}
     if loaded:
@@ -345,20 +372,21 @@ def _environment_blocks(records: list[dict[str, Any]]) -> list[tuple]:
     runs: dict[str, dict[str, Any]] = {}
     for record in records:
         runs.setdefault(str(record.get("run_id")), record)
-    headers = ["run", "suite", "device", "device name", "CPU threads", "torch", "git commit", "records"]
+    headers = ["run", "suite", "record version", "device", "device name", "CPU threads", "torch", "git commit", "records"]
     body = []
     for run_id, first in runs.items():
-        count = sum(1 for r in records if str(r.get("run_id")) == run_id)
+        own = [r for r in records if str(r.get("run_id")) == run_id]
         body.append(
             [
                 run_id,
                 str(first.get("suite", "")),
+                ", ".join(str(v) for v in sorted({record_version(r) for r in own})),
                 str(first.get("device", "")),
                 str(first.get("device_name", "")),
                 str(first.get("cpu_threads", "")),
                 str(first.get("torch", "")),
                 str(first.get("git_commit") or "")[:12],
-                str(count),
+                str(len(own)),
             ]
         )
     commands = [("code", f"{run_id}: {first.get('command', '')}") for run_id, first in runs.items()]

@@ -150,3 +150,30 @@ def test_the_report_names_architectures_whose_timing_windows_disagree_with_their
                                 {**ok, "architecture": "deep", "train_throughput": 292, "train_loop_throughput": 410}])
     legend = report._legend(aggregate.VIEWS["classify"], rows)
     assert "deep (292 vs 410 samples/s)" in legend and "steady" not in legend.split("training loop")[-1]
+
+
+def test_rows_of_different_record_versions_are_shown_apart_and_never_compared():
+    bf16 = {"mode": "bf16", "config": "c2"}
+    records = [
+        record("a", 0, 0.80, 100, mode="fp32", record_version=8),
+        record("a", 1, 0.82, 110, mode="fp32", record_version=8),
+        record("a", 0, 0.80, 250, record_version=7, **bf16),
+        record("a", 1, 0.82, 260, record_version=7, **bf16),
+        record("b", 0, 0.90, 200, mode="fp32", config="c3", record_version=7, run_id="r2"),
+        record("b", 1, 0.92, 210, mode="fp32", config="c3", record_version=7, run_id="r2"),
+    ]
+    rows = aggregate.aggregate(records)
+    # b is better and faster than a with every seed, but measured by other code: both stay on the front.
+    assert [row.pareto for row in rows] == [True, True, True]
+    headers, body = report.table_cells(rows)
+    cells = [dict(zip(headers, line)) for line in body]
+    assert cells[1]["train speedup"] == cells[1]["Δ test accuracy"] == "not comparable"
+    view = aggregate.VIEWS["classify"]
+    lines = report.summary_lines(rows, view, reference="a")
+    assert lines == ["a (bf16): not comparable with a (record version 7 against 8).",
+                     "b: not comparable with a (record version 7 against 8)."]
+    legend = report._legend(view, rows)
+    assert "**Record versions differ** (8: a; 7: a (bf16), b)" in legend
+    (_, env_headers, env_body), *_ = report._environment_blocks(records)
+    versions = [dict(zip(env_headers, line))["record version"] for line in env_body]
+    assert versions == ["7, 8", "7"]  # run r1 holds records of both versions, r2 of version 7
