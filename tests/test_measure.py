@@ -197,12 +197,16 @@ loop = stepper(model)
 for _ in range(3): loop()
 window = stepper(copy.deepcopy(model))
 for _ in range(2): window()
-faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3): window()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) // 3)
+per_step = []
+for _ in range(5):
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    window()
+    per_step.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
+print(sorted(per_step)[2])
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     if "no glibc mallopt" in done.stderr:
         pytest.skip("glibc's mallopt is not available here")
     assert done.returncode == 0, done.stderr
-    assert int(done.stdout.split()[-1]) < 1000  # pages per step: 4 MB; 23,000 with a 64 MiB trim threshold
+    # The median step's pages: 4 MB; 23,000 with a 64 MiB trim threshold. An odd step may still grow the heap.
+    assert int(done.stdout.split()[-1]) < 1000
