@@ -135,6 +135,10 @@ class Row:
         """The record versions among the row's records, ascending (one, unless runs of two versions were pooled)."""
         return tuple(sorted({record_version(r) for r in self.records}))
 
+    def comparable(self, other: Row) -> bool:
+        """Whether the two rows' figures may be compared: their records are of the same record versions."""
+        return self.record_versions == other.record_versions
+
     def mean(self, key: str) -> float | None:
         values = self.values(key)
         return statistics.fmean(values) if values else None
@@ -210,7 +214,7 @@ def mark_pareto(rows: list[Row], quality: str, higher_is_better: bool, cost: str
 
 def beats(a: Row, b: Row, quality: str, higher_is_better: bool, cost: str = COST_KEY) -> bool:
     """Whether row `a` is better than row `b` on both quality and cost (see `mark_pareto`)."""
-    if a.record_versions != b.record_versions:
+    if not a.comparable(b):
         return False
     signs = {quality: 1 if higher_is_better else -1, cost: 1}
     if a.seeds >= 2 and b.seeds >= 2:

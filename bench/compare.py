@@ -204,7 +204,7 @@ def compare(
     compared = sorted({key[2] for key in common})
     if tolerances.reference not in (MEDIAN, *compared):
         raise UserError(f"reference {tolerances.reference!r} is not in both runs (valid: {MEDIAN}, {', '.join(compared)})")
-    comparable = [key for key in common if base_rows[key].record_versions == cand_rows[key].record_versions]
+    comparable = [key for key in common if base_rows[key].comparable(cand_rows[key])]
     machine = _machine_factors(base_rows, cand_rows, comparable, tolerances.reference)
     comparison.machine = machine
     for key, base in base_rows.items():
@@ -352,7 +352,7 @@ def _center(values: list[float], fallback: float | None) -> float | None:
 
 def _version_line(base: Row, cand: Row) -> Line | None:
     """A "not comparable" line when the two rows' records are of different record versions."""
-    if base.record_versions == cand.record_versions:
+    if base.comparable(cand):
         return None
     versions = (", ".join(map(str, base.record_versions)), ", ".join(map(str, cand.record_versions)))
     return Line(base.architecture, "record_version", *versions, "", "not comparable")

@@ -11,7 +11,7 @@ import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
 from tabulate import tabulate
@@ -163,7 +163,7 @@ def table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
             reference = references[row.architecture]
             if reference is row:
                 cells += ["", ""]
-            elif reference.record_versions != row.record_versions:
+            elif not row.comparable(reference):
                 cells += [NOT_COMPARABLE, NOT_COMPARABLE]
             else:
                 cells += [_speedup(row, reference), _quality_change(row, reference, view)]
@@ -220,9 +220,9 @@ def summary_lines(rows: list[Row], view: TaskView, reference: str | None = None)
         base = same_mode.get(row.mode, first) if row.architecture != first.architecture else first
         if row is base:
             continue
-        if row.record_versions != base.record_versions:
-            lines.append(f"{row.label}: {NOT_COMPARABLE} with {base.label} (record version {_versions(row)} against "
-                         f"{_versions(base)}).")
+        if not row.comparable(base):
+            lines.append(f"{row.label}: {NOT_COMPARABLE} with {base.label} (record version "
+                         f"{_versions(row.record_versions)} against {_versions(base.record_versions)}).")
             continue
         found = row.difference(base, view.quality)
         delta = row.mean(view.quality) - base.mean(view.quality)
@@ -241,8 +241,9 @@ def summary_lines(rows: list[Row], view: TaskView, reference: str | None = None)
     return lines
 
 
-def _versions(row: Row) -> str:
-    return ", ".join(map(str, row.record_versions))
+def _versions(versions: Iterable[int]) -> str:
+    """Record versions as written in a report: ascending, comma-separated."""
+    return ", ".join(map(str, sorted(set(versions))))
 
 
 def tables(records: list[dict[str, Any]], reference: str | None = None) -> str:
@@ -347,11 +348,11 @@ def _legend(view: TaskView, rows: list[Row]) -> str:
             f"**Timing windows disagree with the training loop** by over {CLOCK_AGREEMENT:.0%} (timed training "
             f"throughput vs the loop's own samples/s after its first epoch): {named}."
         )
-    by_version: dict[str, list[str]] = {}
+    by_version: dict[tuple[int, ...], list[str]] = {}
     for row in rows:
-        by_version.setdefault(_versions(row), []).append(row.label)
+        by_version.setdefault(row.record_versions, []).append(row.label)
     if len(by_version) > 1:
-        named = "; ".join(f"{version}: {', '.join(labels)}" for version, labels in sorted(by_version.items(), reverse=True))
+        named = "; ".join(f"{_versions(v)}: {', '.join(labels)}" for v, labels in sorted(by_version.items(), reverse=True))
         parts.append(
             f"**Record versions differ** ({named}): rows of different versions were measured by different harness "
             "code and are not comparable, so no speedup, Δ or summary line is taken between them and each version "
@@ -380,7 +381,7 @@ def _environment_blocks(records: list[dict[str, Any]]) -> list[tuple]:
             [
                 run_id,
                 str(first.get("suite", "")),
-                ", ".join(str(v) for v in sorted({record_version(r) for r in own})),
+                _versions(record_version(r) for r in own),
                 str(first.get("device", "")),
                 str(first.get("device_name", "")),
                 str(first.get("cpu_threads", "")),
