@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 from . import stats
 
@@ -96,6 +96,11 @@ def record_version(record: dict[str, Any]) -> int:
     """The version of a record's layout; records written before versions were stamped are version 1."""
     version = record.get("record_version")
     return version if isinstance(version, int) and not isinstance(version, bool) else 1
+
+
+def versions_text(versions: Iterable[int]) -> str:
+    """Record versions as a report writes them: ascending, comma-separated, each once ("7, 8")."""
+    return ", ".join(map(str, sorted(set(versions))))
 
 
 @dataclass

@@ -27,7 +27,7 @@ from scipy.stats import mannwhitneyu
 from tabulate import tabulate
 
 from .errors import UserError
-from .aggregate import Number, Row, aggregate
+from .aggregate import Number, Row, aggregate, versions_text
 
 DEFAULT_TOLERANCES = Path(__file__).parent / "tolerances.toml"
 MEDIAN = "median"  # the `reference` that stands for every architecture compared
@@ -354,7 +354,7 @@ def _version_line(base: Row, cand: Row) -> Line | None:
     """A "not comparable" line when the two rows' records are of different record versions."""
     if base.comparable(cand):
         return None
-    versions = (", ".join(map(str, base.record_versions)), ", ".join(map(str, cand.record_versions)))
+    versions = (versions_text(base.record_versions), versions_text(cand.record_versions))
     return Line(base.architecture, "record_version", *versions, "", "not comparable")
 
 

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from .aggregate import COST_KEY, COST_LABEL, Row, TaskView, finite  # noqa: E402
+from .aggregate import COST_KEY, COST_LABEL, Row, TaskView, finite, versions_text  # noqa: E402
 
 DPI = 110
 
@@ -66,7 +66,7 @@ def quality_vs_cost(
             if len(front) > 1:
                 label = "Pareto front (better and cheaper than the rest)"
                 if len(versions) > 1:
-                    label += f", record version {', '.join(map(str, version))}"
+                    label += f", record version {versions_text(version)}"
                 ax.plot(*zip(*front), ("--", ":", "-.", "-")[i % 4], color="tab:red", label=label)
                 ax.legend(loc="best", fontsize=8, framealpha=0.8)
     _log_if_wide(ax, [x for _, x, _ in points], "x")

@@ -11,7 +11,7 @@ import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 from tabulate import tabulate
@@ -19,7 +19,7 @@ from tabulate import tabulate
 from . import plots
 from .aggregate import (
     CLOCK_AGREEMENT, COST_KEY, LOADED_SHARE, VIEW_OF_TASK, VIEWS, Number, Row, TaskView, aggregate, finite,
-    record_version, reference_rows, task_groups,
+    record_version, reference_rows, task_groups, versions_text,
 )
 
 # What a speedup, Δ or summary line between rows of different record versions says instead of a figure.
@@ -222,7 +222,7 @@ def summary_lines(rows: list[Row], view: TaskView, reference: str | None = None)
             continue
         if not row.comparable(base):
             lines.append(f"{row.label}: {NOT_COMPARABLE} with {base.label} (record version "
-                         f"{_versions(row.record_versions)} against {_versions(base.record_versions)}).")
+                         f"{versions_text(row.record_versions)} against {versions_text(base.record_versions)}).")
             continue
         found = row.difference(base, view.quality)
         delta = row.mean(view.quality) - base.mean(view.quality)
@@ -239,11 +239,6 @@ def summary_lines(rows: list[Row], view: TaskView, reference: str | None = None)
             lines.append(f"{row.label}: no significant difference from {base.label} in {view.quality_name} "
                          f"({number(found.estimate)}{unit}, {interval}).")
     return lines
-
-
-def _versions(versions: Iterable[int]) -> str:
-    """Record versions as written in a report: ascending, comma-separated."""
-    return ", ".join(map(str, sorted(set(versions))))
 
 
 def tables(records: list[dict[str, Any]], reference: str | None = None) -> str:
@@ -352,7 +347,7 @@ def _legend(view: TaskView, rows: list[Row]) -> str:
     for row in rows:
         by_version.setdefault(row.record_versions, []).append(row.label)
     if len(by_version) > 1:
-        named = "; ".join(f"{_versions(v)}: {', '.join(labels)}" for v, labels in sorted(by_version.items(), reverse=True))
+        named = "; ".join(f"{versions_text(v)}: {', '.join(labels)}" for v, labels in sorted(by_version.items(), reverse=True))
         parts.append(
             f"**Record versions differ** ({named}): rows of different versions were measured by different harness "
             "code and are not comparable, so no speedup, Δ or summary line is taken between them and each version "
@@ -381,7 +376,7 @@ def _environment_blocks(records: list[dict[str, Any]]) -> list[tuple]:
             [
                 run_id,
                 str(first.get("suite", "")),
-                _versions(record_version(r) for r in own),
+                versions_text(record_version(r) for r in own),
                 str(first.get("device", "")),
                 str(first.get("device_name", "")),
                 str(first.get("cpu_threads", "")),
