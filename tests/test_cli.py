@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from bench import data, store
+from bench import store
+from bench.data import datasets
 from bench.cli import main
 
 BOMB = """
@@ -139,7 +140,7 @@ def test_bad_input_gives_one_line_and_exit_2(argv, message, capsys):
 
 
 def test_missing_data_files_say_where_and_how(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "none")
+    monkeypatch.setattr(datasets, "DEBIAN_FASHION_MNIST", tmp_path / "none")
     code, _, err = run_cli(capsys, "run", "--dataset", "fashion-mnist", "--data-root", tmp_path, "--out", tmp_path)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert f"{tmp_path}/FashionMNIST/raw" in err and "dataset-fashion-mnist" in err and "--download" in err

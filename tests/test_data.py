@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from bench import data
+from bench.data import datasets
 from bench.errors import UserError
-from bench.synthetic import shapes
+from bench.data.synthetic import shapes
 from conftest import write_cifar10_files, write_mnist_files
 
 
@@ -18,8 +19,8 @@ def test_synthetic_is_deterministic_for_a_seed_and_differs_across_seeds():
 def test_synthetic_has_ten_balanced_classes_of_3x16x16_pixels_in_unit_range():
     d = data.load("synthetic")
     assert d.input_shape == (3, 16, 16) and d.num_classes == 10
-    assert len(d.train_x) == data.SYNTHETIC_TRAIN and len(d.test_x) == data.SYNTHETIC_TEST
-    assert torch.bincount(d.train_y).tolist() == [data.SYNTHETIC_TRAIN // 10] * 10
+    assert len(d.train_x) == datasets.SYNTHETIC_TRAIN and len(d.test_x) == datasets.SYNTHETIC_TEST
+    assert torch.bincount(d.train_y).tolist() == [datasets.SYNTHETIC_TRAIN // 10] * 10
     assert 0 <= d.train_x.min() and d.train_x.max() <= 1
 
 
@@ -51,7 +52,7 @@ def test_unknown_dataset_lists_the_valid_names():
 def test_fashion_mnist_is_found_in_debians_location(tmp_path, monkeypatch):
     debian = tmp_path / "debian"
     write_mnist_files(debian, n_train=30, n_test=12, compress=True)
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", debian)
+    monkeypatch.setattr(datasets, "DEBIAN_FASHION_MNIST", debian)
     d = data.load("fashion-mnist", root=tmp_path / "cache")
     assert d.input_shape == (1, 28, 28) and len(d.train_x) == 30 and len(d.test_x) == 12
     assert d.train_y.tolist()[:11] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
@@ -71,7 +72,7 @@ def test_cifar10_loads_from_a_local_root(tmp_path, monkeypatch):
 
 
 def test_missing_files_say_where_they_were_looked_for_and_how_to_get_them(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-here")
+    monkeypatch.setattr(datasets, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-here")
     with pytest.raises(UserError, match=f"fashion-mnist: .*{tmp_path}/FashionMNIST/raw.*dataset-fashion-mnist.*--download"):
         data.load("fashion-mnist", root=tmp_path)
     with pytest.raises(UserError, match=f"cifar10: .*{tmp_path}/cifar-10-batches-py.*--download"):

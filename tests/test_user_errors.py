@@ -19,6 +19,7 @@ import pytest
 from conftest import write_idx, write_mnist_files
 
 from bench import baseline, data, store
+from bench.data import datasets
 from bench.cli import main
 from bench.modes import native_fp16_cpu
 
@@ -28,7 +29,7 @@ AS_ROOT = pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permission 
 @pytest.fixture(autouse=True)
 def no_debian_data(tmp_path, monkeypatch):
     """Debian's Fashion-MNIST (if installed) is never read or unpacked by these tests."""
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-here")
+    monkeypatch.setattr(datasets, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-here")
 
 
 # ---- builders ------------------------------------------------------------------------------------------

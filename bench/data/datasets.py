@@ -1,8 +1,8 @@
-"""Datasets as tensors: each split is loaded once into memory, moved to the run's device, and batched by indexing.
+"""Datasets as tensors: each split is loaded once into memory and moved to the run's device.
 
 `load(name, ...)` returns an `ImageData` whose pixels are float32 in [0, 1]; `standardized()` gives the
-per-channel zero-mean unit-variance copy classifiers train on. `batches` draws mini-batches by indexing
-tensors already on the device: no per-sample Python, no DataLoader workers on the hot path.
+per-channel zero-mean unit-variance copy classifiers train on. Batches come from a source over its tensors
+(bench.data.memory).
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import zlib
 from dataclasses import dataclass, field, replace
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
 
 from . import synthetic
-from .errors import UserError
+from ..errors import UserError
 
 DEFAULT_ROOT = Path(os.environ.get("ARCHBENCH_DATA", Path.home() / ".cache" / "archbench" / "data"))
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -59,55 +59,6 @@ class ImageData:
         """A copy with every channel at zero mean and unit variance, by the training split's statistics."""
         mean, std = self.channel_stats
         return replace(self, train_x=(self.train_x - mean) / std, test_x=(self.test_x - mean) / std)
-
-
-def batches(
-    x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator | None = None,
-    rank: int = 0, world_size: int = 1,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Mini-batches covering (x, y) once; in a random order drawn from `generator` when one is given.
-
-    The last batch may be smaller. With a generator, batches are gathered by an index tensor on x's device.
-    With `world_size` > 1 (data-parallel training; a generator is required) the order, drawn alike on every
-    rank, is cut to a multiple of `world_size` and rank `rank` takes every `world_size`-th index of it from
-    position `rank`: the ranks' shards never overlap, and their k-th batches together hold exactly the
-    samples of the k-th batch of `batch_size * world_size` that one process would draw in that order.
-    """
-    n = len(x)
-    if generator is None:
-        if world_size > 1:
-            raise ValueError("sharding batches over ranks needs a generator for the shared order")
-        for start in range(0, n, batch_size):
-            yield x[start : start + batch_size], y[start : start + batch_size]
-        return
-    order = torch.randperm(n, generator=generator).to(x.device)
-    if world_size > 1:
-        order = order[: n - n % world_size][rank::world_size]
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        yield x[index], y[index]
-
-
-def training_batches(
-    x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, rank: int = 0, world_size: int = 1
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches of (x, y) as training draws them (`batches`, in a random order from `seed`, rank `rank`'s shard of
-    it when `world_size` > 1), epoch after epoch without end, each of the same size: an epoch's last, smaller
-    batch is left out (unless the shard is smaller than one batch). What a timed training step runs on, so
-    that it does the work of a step of the training loop."""
-    per_rank = len(x) // world_size
-    if per_rank == 0:
-        raise ValueError("no samples to draw batches from")
-    generator, size = torch.Generator().manual_seed(seed), min(batch_size, per_rank)
-    while True:
-        for xb, yb in batches(x, y, batch_size, generator, rank, world_size):
-            if len(xb) == size:
-                yield xb, yb
-
-
-def batch_count(n: int, batch_size: int, world_size: int = 1) -> int:
-    """Batches `batches` draws from `n` samples on each of `world_size` ranks."""
-    return math.ceil(n // world_size / batch_size)
 
 
 def load(
