@@ -10,7 +10,8 @@ from bench import data, record
 from bench.cli import main
 from bench.modes import Mode
 from bench.tasks import classify
-from bench.tasks.base import Budget, RunContext, TrainingSettings, run_epoch
+from bench.tasks.base import RunContext, TrainingSettings
+from bench.tasks.loop import Budget, run_epoch
 from conftest import FAST_MEASURE
 
 CPU = torch.device("cpu")

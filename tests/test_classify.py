@@ -1,4 +1,3 @@
-import dataclasses
 import math
 
 import pytest
@@ -8,7 +7,7 @@ from torch import nn
 import architectures
 from bench import data
 from bench.tasks import classify
-from bench.tasks import base
+from bench.tasks import loop
 from bench.modes import Amp, Mode
 from bench.tasks.base import Diverged, RunContext
 from conftest import FAST_MEASURE, WINDOWED_MEASURE
@@ -57,13 +56,13 @@ def test_same_seed_gives_identical_metrics_on_cpu(tiny, tmp_path):
 
 
 def test_windows_during_training_time_the_model_as_training_left_it(tiny, tmp_path, monkeypatch):
-    copied = []
+    copied, real_trainee = [], loop.trainee
 
     def trainee(model, mode, parts):
         copied.append(next(model.parameters()).detach().clone())
-        return base.trainee(model, mode, parts)
+        return real_trainee(model, mode, parts)
 
-    monkeypatch.setattr(classify, "trainee", trainee)
+    monkeypatch.setattr(loop, "trainee", trainee)
     run("cnn-baseline", tiny, tmp_path, measure=WINDOWED_MEASURE)
     # two copies before training (throughput, then memory), then one after each of the 8 steps
     assert len(copied) == 10 and torch.equal(copied[0], copied[1])
@@ -133,15 +132,15 @@ def test_a_resumed_optimizer_starts_from_a_copy_of_trainings_state():
     torch.manual_seed(0)
     model, x, y = nn.Linear(4, 3), torch.randn(8, 4), torch.randint(0, 3, (8,))
     settings = classify.Settings(optimizer="adam", lr=1e-2)
-    trained = base.make_optimizer(model.parameters(), settings)
+    trained = classify.make_optimizer(model.parameters(), settings)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(trained, T_max=10)
     for _ in range(3):
         classify.train_step(model, trained, x, y, Amp(Mode(), CPU))
         schedule.step()
     before = {k: v.clone() for k, v in trained.state[model.weight].items()}
-    copied = base.trainee(model, Mode(), classify.compiled_parts)
-    resumed = base.make_optimizer(copied.parameters(), settings)
-    base.resume_optimizers([resumed], [trained])
+    copied = loop.trainee(model, Mode(), classify.compiled_parts)
+    resumed = classify.make_optimizer(copied.parameters(), settings)
+    loop.resume_optimizers([resumed], [trained])
     state = resumed.state[copied.weight]
     assert all(torch.equal(state[k], before[k]) for k in ("exp_avg", "exp_avg_sq", "step"))
     assert resumed.param_groups[0]["lr"] == trained.param_groups[0]["lr"] < 1e-2  # the schedule's rate

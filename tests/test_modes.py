@@ -17,7 +17,8 @@ from bench.errors import UserError
 from bench.modes import Amp, Mode
 from bench.runner import Job, run_pair
 from bench.tasks import classify, gan, reference, vae
-from bench.tasks.base import Group, RunContext, TrainClock
+from bench.tasks.base import Group, RunContext
+from bench.tasks.loop import TrainClock
 
 CPU = torch.device("cpu")
 BF16_CL = Mode("bf16+channels_last", "bf16", channels_last=True)

@@ -20,11 +20,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import measure
-from ..data import ImageData, training_batches
-from ..modes import Amp, Mode
+from ..data import ImageData
 from ..tasks import classify
-from ..tasks.base import Group, RunContext, make_optimizer
-from ..tasks.base import trainee as copy_for_training
+from ..tasks.base import Group, RunContext
 
 ALLREDUCE_WAIT_METHOD = (
     "1 - median step time under DDP no_sync() / median synced step time (DDP steps on a copy, every rank, "
@@ -119,17 +117,17 @@ def training_costs(
     group, device, timing = context.group, context.device, context.measure
     x = data.train_x[: settings.batch_size]
     figures = classify.model_figures(model, x, context)
-    mode = context.mode
+    make_step = classify.step_maker(model, data, settings, context)
     single = None
     if scaling:
         if group.rank == 0:
-            seconds = measure.time_repeats(_step(model, settings, data, mode, context.seed), device, timing)
+            seconds = measure.time_repeats(make_step(), device, timing)
             single = measure.summarize_rates(seconds, len(x))["median"]
         group.barrier()
-    synced = time_steps(_step(model, settings, data, mode, context.seed, group), group, device, timing)
-    unsynced = time_steps(_step(model, settings, data, mode, context.seed, group, sync=False), group, device, timing)
+    synced = time_steps(make_step(group=group), group, device, timing)
+    unsynced = time_steps(make_step(group=group, sync=False), group, device, timing)
     with measure.peak_memory(device) as memory:
-        step = _step(model, settings, data, mode, context.seed, group)
+        step = make_step(group=group)
         step()
         step()
         del step
@@ -177,27 +175,3 @@ def _repeat(step: Callable[[], object], calls: int, group: DDPGroup, device: tor
         step()
     measure.synchronize(device)
     return group.max(time.perf_counter() - started)
-
-
-def _step(
-    model: nn.Module, settings: classify.Settings, data: ImageData, mode: Mode, seed: int,
-    group: DDPGroup | None = None, sync: bool = True,
-) -> Callable[[], torch.Tensor]:
-    """The harness's training step in `mode` on a fresh copy of `model` with a fresh optimizer, on the batches
-    training draws from `seed` (the group's rank's shard of them); DDP-wrapped with a group, and then without
-    gradient all-reduce unless `sync`."""
-    trainee = copy_for_training(model, mode, classify.compiled_parts)
-    optimizer, amp = make_optimizer(trainee.parameters(), settings), Amp(mode, data.train_x.device)
-    shard = (group.rank, group.world_size) if group is not None else (0, 1)
-    drawn = training_batches(data.train_x, data.train_y, settings.batch_size, seed, *shard)
-    if group is None:
-        return lambda: classify.train_step(trainee, optimizer, *next(drawn), amp)
-    trainee = group.wrap(trainee)
-    if sync:
-        return lambda: classify.train_step(trainee, optimizer, *next(drawn), amp)
-
-    def step() -> torch.Tensor:
-        with trainee.no_sync():
-            return classify.train_step(trainee, optimizer, *next(drawn), amp)
-
-    return step

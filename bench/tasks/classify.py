@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import measure
-from ..data import ImageData, batch_count, batches, training_batches
+from ..data import ImageData, Source, TensorSource
 from ..modes import Amp, Mode
-from .base import (
-    Budget, Diverged, Progress, RunContext, TrainClock, TrainingSettings, compute_dtype, first_non_finite,
-    make_optimizer, make_schedule, run_epoch, resume_optimizers, trainee, training_windows,
-)
+from .base import Diverged, RunContext, TrainingSettings, compute_dtype, make_optimizer
+from . import loop
+from .loop import AfterStep, EpochEnd, Steps, training_windows
 
 
 @dataclass(frozen=True)
@@ -52,46 +51,24 @@ def train_step(
     return loss.detach()
 
 
-def train_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    batch_size: int,
-    generator: torch.Generator,
-    amp: Amp,
-    schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
-    progress: Progress = Progress(),
-    rank: int = 0,
-    world_size: int = 1,
-    budget: Budget | None = None,
-    after_step: Callable[[], None] = lambda: None,
-) -> torch.Tensor:
-    """One pass over (x, y) in the generator's order (over this rank's shard of it when `world_size` > 1), or
-    its part until `budget` is spent; returns every step's loss, kept on the device."""
-    model.train()
-    return run_epoch(
-        lambda xb, yb: train_step(model, optimizer, xb, yb, amp),
-        batches(x, y, batch_size, generator, rank, world_size),
-        batch_count(len(x), batch_size, world_size),
-        [schedule],
-        progress,
-        budget,
-        after_step,
-    )
+def steps(model: nn.Module, settings: Settings, amp: Amp) -> Steps:
+    """The classifier's training step over `model`: cross-entropy, one optimizer of the suite's kind."""
+    optimizer = make_optimizer(model.parameters(), settings)
+    return Steps(model, (optimizer,), lambda x, y: train_step(model, optimizer, x, y, amp), amp)
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of `model` in eval mode over all of (x, y)."""
+def evaluate(model: nn.Module, source: Source, batch_size: int) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of `model` in eval mode over all of `source`."""
     model.eval()
-    correct = torch.zeros((), device=x.device)
-    loss = torch.zeros((), device=x.device)
-    for xb, yb in batches(x, y, batch_size):
+    correct, loss = None, None
+    for xb, yb in source.in_order(batch_size):
+        if loss is None:
+            correct, loss = torch.zeros((), device=xb.device), torch.zeros((), device=xb.device)
         logits = model(xb).float()
         loss += F.cross_entropy(logits, yb, reduction="sum")
         correct += (logits.argmax(1) == yb).sum()
-    return correct.item() / len(x), loss.item() / len(x)
+    return correct.item() / len(source), loss.item() / len(source)
 
 
 def run(
@@ -109,7 +86,7 @@ def run(
     check_outputs(model, data.train_x[:2], data.num_classes)
     make_step = step_maker(model, data, settings, context)
     record.update(training_costs(model, data, settings, context, make_step))
-    steps_per_epoch = batch_count(len(data.train_x), settings.batch_size)
+    steps_per_epoch = TensorSource(data.train_x).steps_per_epoch(settings.batch_size)
     windows = training_windows(make_step, settings.batch_size, steps_per_epoch, context, record)
     mode.compile_modules(*compiled_parts(model))
     if train:
@@ -130,18 +107,9 @@ def check_outputs(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
 
 
 def step_maker(model: nn.Module, data: ImageData, settings: Settings, context: RunContext) -> Callable[..., Callable[[], object]]:
-    """`make_step(mode=context.mode, trained=())`: one training step over a fresh copy of `model` as it stands
-    (in `mode`) with a fresh optimizer, or one resumed from training's own (`trained`, see resume_optimizers),
-    on the next batch of the training split as training draws them."""
-
-    def make_step(mode: Mode = context.mode, trained: Sequence[torch.optim.Optimizer] = ()):
-        copied = trainee(model, mode, compiled_parts)
-        optimizer, amp = make_optimizer(copied.parameters(), settings), Amp(mode, context.device)
-        resume_optimizers([optimizer], trained)
-        drawn = training_batches(data.train_x, data.train_y, settings.batch_size, context.seed)
-        return lambda: train_step(copied, optimizer, *next(drawn), amp)
-
-    return make_step
+    """The timed training step (loop.step_maker) of this task's `steps` over `model`, on the training split."""
+    build = lambda copied, amp: steps(copied, settings, amp)
+    return loop.step_maker(model, build, compiled_parts, TensorSource(data.train_x, data.train_y), settings.batch_size, context)
 
 
 def training_costs(
@@ -181,66 +149,44 @@ def inference_costs(model: nn.Module, data: ImageData, settings: Settings, conte
 
 def fit(
     model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict,
-    after_step: Callable[[TrainClock, tuple[torch.optim.Optimizer, ...]], None] = lambda clock, optimizers: None,
+    after_step: AfterStep = lambda clock, optimizers: None,
 ) -> None:
-    """Train for `settings.epochs` (or its budget, see Budget), evaluating after each epoch; per-epoch curves and
-    final metrics go into `record`, with the steps and epochs trained. `after_step(clock, (optimizer,))` runs
-    after every step, inside the training clock (what it times, it times in `clock.paused()`).
+    """Train for `settings.epochs` (or its budget) in the one loop (loop.fit), evaluating after each epoch;
+    per-epoch curves and final metrics go into `record`, with the steps and epochs trained. `after_step(clock,
+    (optimizer,))` runs after every step, inside the training clock.
 
     Training accuracy is measured like test accuracy (eval mode) on the first len(test) training samples,
-    so that the generalization gap compares like with like. Raises Diverged on a non-finite loss.
+    so that the generalization gap compares like with like. Raises Diverged on a non-finite loss, or on
+    non-finite outputs at evaluation.
 
     Data-parallel (`context.group` of several ranks, `model` wrapped in DistributedDataParallel): every rank
     trains on its shard of the same per-epoch order, clocks are read after all ranks got there, the
     per-step losses are averaged over the ranks, and every rank evaluates the whole test set on its replica
     (identical to rank 0's, whose figures are recorded); nothing of the evaluation is all-reduced.
     """
-    device, group = context.device, context.group
-    generator = torch.Generator().manual_seed(context.seed)
-    optimizer, amp, clock = make_optimizer(model.parameters(), settings), Amp(context.mode, device), TrainClock(device, group)
-    budget = Budget(settings, clock, record.get("train_flops_per_step"))
-    steps_per_epoch = batch_count(len(data.train_x), settings.batch_size, group.world_size)
-    schedule = make_schedule(optimizer, settings, budget.planned_steps(steps_per_epoch))
-    train_probe = data.train_x[: len(data.test_x)], data.train_y[: len(data.test_x)]
-    curves = {key: [] for key in ("train_loss", "test_accuracy", "test_loss", "train_accuracy", "train_time_s")}
-    record.update({f"curve_{key}": values for key, values in curves.items()})
-    record.update(train_time_s=0.0, epochs_to_target=None, time_to_target_s=None)
-    progress = context.progress(budget.planned_steps(steps_per_epoch), "train")
-    try:
-        for epoch in budget.epochs():
-            with clock:
-                losses = train_epoch(
-                    model, optimizer, data.train_x, data.train_y, settings.batch_size, generator, amp, schedule,
-                    progress, group.rank, group.world_size, budget, lambda: after_step(clock, (optimizer,)),
-                )
-            record["train_time_s"] = clock.seconds
-            losses = group.mean(losses)
-            bad = first_non_finite(losses)
-            if bad is not None:
-                step = epoch * steps_per_epoch + bad + 1
-                raise Diverged(f"non-finite training loss at step {step} (epoch {epoch + 1})", step)
-            with amp.autocast():
-                test_accuracy, test_loss = evaluate(model, data.test_x, data.test_y, settings.eval_batch_size)
-                train_accuracy, train_probe_loss = evaluate(model, *train_probe, settings.eval_batch_size)
-            if not (math.isfinite(test_loss) and math.isfinite(train_probe_loss)):
-                step = (epoch + 1) * steps_per_epoch
-                raise Diverged(f"non-finite outputs at evaluation after epoch {epoch + 1} (step {step})", step)
-            curves["train_loss"].append(losses.mean().item())
-            curves["test_accuracy"].append(test_accuracy)
-            curves["test_loss"].append(test_loss)
-            curves["train_accuracy"].append(train_accuracy)
-            curves["train_time_s"].append(record["train_time_s"])
-            progress.set_postfix_str(f"test acc {test_accuracy:.3f}")
-            target = settings.target_accuracy
-            if target is not None and record["epochs_to_target"] is None and test_accuracy >= target:
-                record.update(epochs_to_target=epoch + 1, time_to_target_s=record["train_time_s"])
-    finally:
-        progress.close()
-    record.update(budget.figures(steps_per_epoch))
-    record.update(
-        test_accuracy=test_accuracy,
-        test_loss=test_loss,
-        train_accuracy=train_accuracy,
-        train_loss=curves["train_loss"][-1],
-        generalization_gap=train_accuracy - test_accuracy,
-    )
+    training = steps(model, settings, Amp(context.mode, context.device))
+    train = TensorSource(data.train_x, data.train_y)
+    test = TensorSource(data.test_x, data.test_y)
+    probe = TensorSource(data.train_x[: len(data.test_x)], data.train_y[: len(data.test_x)])
+    steps_per_epoch = train.steps_per_epoch(settings.batch_size, context.group.world_size)
+    record.update(epochs_to_target=None, time_to_target_s=None)
+
+    def evaluate_epoch(losses: torch.Tensor, epoch: int) -> dict[str, float]:
+        with training.amp.autocast():
+            test_accuracy, test_loss = evaluate(model, test, settings.eval_batch_size)
+            train_accuracy, train_probe_loss = evaluate(model, probe, settings.eval_batch_size)
+        if not (math.isfinite(test_loss) and math.isfinite(train_probe_loss)):
+            step = (epoch + 1) * steps_per_epoch
+            raise Diverged(f"non-finite outputs at evaluation after epoch {epoch + 1} (step {step})", step)
+        target = settings.target_accuracy
+        if target is not None and record["epochs_to_target"] is None and test_accuracy >= target:
+            record.update(epochs_to_target=epoch + 1, time_to_target_s=record["train_time_s"])
+        return {
+            "train_loss": losses.mean().item(), "test_accuracy": test_accuracy, "test_loss": test_loss,
+            "train_accuracy": train_accuracy,
+        }
+
+    curves = ("train_loss", "test_accuracy", "test_loss", "train_accuracy")
+    end = EpochEnd(curves, evaluate_epoch, lambda figures: f"test acc {figures['test_accuracy']:.3f}")
+    last = loop.fit(training, train, settings, context, record, end, after_step)
+    record.update(last, generalization_gap=last["train_accuracy"] - last["test_accuracy"])

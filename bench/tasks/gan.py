@@ -14,7 +14,6 @@ generator swings from step to step, and its average draws steadier shapes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,13 +21,11 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import measure
-from ..data import ImageData, batch_count, batches, training_batches
-from ..modes import Amp, Mode
-from . import generative
-from .base import (
-    Budget, Diverged, Progress, RunContext, TrainClock, first_non_finite, make_optimizer, make_schedule,
-    run_epoch, resume_optimizers, trainee, training_windows,
-)
+from ..data import ImageData, TensorSource
+from ..modes import Amp
+from . import generative, loop
+from .base import Diverged, RunContext, make_optimizer
+from .loop import AfterStep, EpochEnd, Steps, training_windows
 
 
 @dataclass(frozen=True)
@@ -100,32 +97,19 @@ def train_step(
     return torch.stack([d_loss.detach(), g_loss.detach()])
 
 
-def train_epoch(
-    model: nn.Module,
-    g_optimizer: torch.optim.Optimizer,
-    d_optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    batch_size: int,
-    generator: torch.Generator,
-    amp: Amp,
-    schedules: list[torch.optim.lr_scheduler.LRScheduler],
-    progress: Progress = Progress(),
-    budget: Budget | None = None,
-    average: AveragedModel | None = None,
-    after_step: Callable[[], None] = lambda: None,
-) -> torch.Tensor:
-    """One pass over x in the generator's order, or its part until `budget` is spent; returns every step's
-    (discriminator, generator) loss, on the device."""
-    model.train()
-    return run_epoch(
-        lambda xb, _: train_step(model, g_optimizer, d_optimizer, xb, amp, average),
-        batches(x, x, batch_size, generator),
-        batch_count(len(x), batch_size),
-        schedules,
-        progress,
-        budget,
-        after_step,
-    )
+@dataclass
+class GanSteps(Steps):
+    """The GAN's step, and the moving average of its generator that the step updates (None without `ema`)."""
+
+    average: AveragedModel | None = None
+
+
+def steps(model: nn.Module, settings: Settings, amp: Amp) -> GanSteps:
+    """The GAN's training step over `model`: a discriminator step, then a generator step, then the generator's
+    moving average (`settings.ema`) updated; returns the two losses."""
+    (g_optimizer, d_optimizer), average = optimizers(model, settings), moving_average(model, settings)
+    step = lambda x, _: train_step(model, g_optimizer, d_optimizer, x, amp, average)
+    return GanSteps(model, (g_optimizer, d_optimizer), step, amp, "GAN loss", average)
 
 
 def collapse_step(d_losses: torch.Tensor, threshold: float, window: int) -> int | None:
@@ -150,22 +134,14 @@ def run(
     """
     mode = context.mode
     images, model = mode.data(data), mode.prepare(model)
-    x = images.train_x[: settings.batch_size]
-
-    def make_step(step_mode: Mode = mode, trained: Sequence[torch.optim.Optimizer] = ()):
-        copied = trainee(model, step_mode, compiled_parts)
-        (g_optimizer, d_optimizer), amp = optimizers(copied, settings), Amp(step_mode, context.device)
-        resume_optimizers([g_optimizer, d_optimizer], trained)
-        drawn = training_batches(images.train_x, images.train_x, settings.batch_size, context.seed)
-        average = moving_average(copied, settings)
-        return lambda: train_step(copied, g_optimizer, d_optimizer, next(drawn)[0], amp, average)
-
+    x, train = images.train_x[: settings.batch_size], TensorSource(images.train_x)
+    build = lambda copied, amp: steps(copied, settings, amp)
+    make_step = loop.step_maker(model, build, compiled_parts, train, settings.batch_size, context)
     record.update(latent_dim=model.latent_dim, discriminator_params=measure.parameter_counts(model.discriminator)[0])
     record.update(generative.training_costs(
         model, model.generator, model.generator, make_step, len(x), context, settings.budget_flops is not None
     ))
-    steps_per_epoch = batch_count(len(images.train_x), settings.batch_size)
-    windows = training_windows(make_step, len(x), steps_per_epoch, context, record)
+    windows = training_windows(make_step, len(x), train.steps_per_epoch(settings.batch_size), context, record)
     mode.compile_modules(*compiled_parts(model))
     if train:
         torch.manual_seed(context.seed)
@@ -177,57 +153,32 @@ def run(
 
 def fit(
     model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict,
-    after_step: Callable[[TrainClock, tuple[torch.optim.Optimizer, ...]], None] = lambda clock, optimizers: None,
+    after_step: AfterStep = lambda clock, optimizers: None,
 ) -> None:
-    """Train for `settings.epochs` on the [0, 1] training images; per-epoch mean losses go into `record`. With
-    `settings.ema`, the generator ends as the moving average of its weights and buffers.
+    """Train for `settings.epochs` (or its budget) on the [0, 1] training images in the one loop (loop.fit);
+    per-epoch mean losses go into `record`. With `settings.ema`, the generator ends as the moving average of
+    its weights and buffers.
 
     Raises Diverged at the first step with a non-finite loss, or where the discriminator has collapsed.
-    `after_step(clock, (g_optimizer, d_optimizer))` runs after every step, inside the training clock (what it
-    times, it times in `clock.paused()`).
+    `after_step(clock, (g_optimizer, d_optimizer))` runs after every step, inside the training clock.
     """
-    device = context.device
-    generator = torch.Generator().manual_seed(context.seed)
-    (g_optimizer, d_optimizer), amp = optimizers(model, settings), Amp(context.mode, device)
-    clock = TrainClock(device, context.group)
-    budget = Budget(settings, clock, record.get("train_flops_per_step"))
-    steps_per_epoch = batch_count(len(data.train_x), settings.batch_size)
-    total = budget.planned_steps(steps_per_epoch)
-    schedules = [s for s in (make_schedule(o, settings, total) for o in (g_optimizer, d_optimizer)) if s is not None]
-    curves = {key: [] for key in ("d_loss", "g_loss", "train_time_s")}
-    record.update({f"curve_{key}": values for key, values in curves.items()})
-    record["train_time_s"] = 0.0
+    training = steps(model, settings, Amp(context.mode, context.device))
     d_losses = []
-    average = moving_average(model, settings)
-    progress = context.progress(total, "train")
-    try:
-        for epoch in budget.epochs():
-            with clock:
-                losses = train_epoch(
-                    model, g_optimizer, d_optimizer, data.train_x, settings.batch_size, generator, amp, schedules,
-                    progress, budget, average, lambda: after_step(clock, (g_optimizer, d_optimizer)),
-                )
-            record["train_time_s"] = clock.seconds
-            bad = first_non_finite(losses.sum(1))
-            if bad is not None:
-                step = epoch * steps_per_epoch + bad + 1
-                raise Diverged(f"non-finite GAN loss at step {step} (epoch {epoch + 1})", step)
-            d_losses.append(losses[:, 0])
-            collapsed = collapse_step(torch.cat(d_losses), settings.collapse_loss, settings.collapse_steps)
-            if collapsed is not None:
-                raise Diverged(
-                    f"discriminator collapsed: its loss stayed below {settings.collapse_loss:g} for "
-                    f"{settings.collapse_steps} steps up to step {collapsed}",
-                    collapsed,
-                )
-            d_loss, g_loss = losses.mean(0).tolist()
-            curves["d_loss"].append(d_loss)
-            curves["g_loss"].append(g_loss)
-            curves["train_time_s"].append(record["train_time_s"])
-            progress.set_postfix_str(f"D {d_loss:.3f} G {g_loss:.3f}")
-    finally:
-        progress.close()
-    if average is not None:
-        model.generator.load_state_dict(average.module.state_dict())
-    record.update(budget.figures(steps_per_epoch))
-    record.update(d_loss=curves["d_loss"][-1], g_loss=curves["g_loss"][-1])
+
+    def evaluate_epoch(losses: torch.Tensor, epoch: int) -> dict[str, float]:
+        d_losses.append(losses[:, 0])
+        collapsed = collapse_step(torch.cat(d_losses), settings.collapse_loss, settings.collapse_steps)
+        if collapsed is not None:
+            raise Diverged(
+                f"discriminator collapsed: its loss stayed below {settings.collapse_loss:g} for "
+                f"{settings.collapse_steps} steps up to step {collapsed}",
+                collapsed,
+            )
+        d_loss, g_loss = losses.mean(0).tolist()
+        return {"d_loss": d_loss, "g_loss": g_loss}
+
+    end = EpochEnd(("d_loss", "g_loss"), evaluate_epoch, lambda f: f"D {f['d_loss']:.3f} G {f['g_loss']:.3f}")
+    last = loop.fit(training, TensorSource(data.train_x), settings, context, record, end, after_step)
+    if training.average is not None:
+        model.generator.load_state_dict(training.average.module.state_dict())
+    record.update(last)

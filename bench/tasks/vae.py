@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .. import measure
-from ..data import ImageData, batch_count, batches, training_batches
-from ..modes import Amp, Mode
-from . import generative
-from .base import (
-    Budget, Diverged, Progress, RunContext, TrainClock, first_non_finite, make_optimizer, make_schedule,
-    run_epoch, resume_optimizers, trainee, training_windows,
-)
+from ..data import ImageData, Source, TensorSource
+from ..modes import Amp
+from . import generative, loop
+from .base import RunContext, make_optimizer
+from .loop import AfterStep, EpochEnd, Steps, training_windows
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -92,46 +89,27 @@ def train_step(
     return loss.detach()
 
 
-def train_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,
-    settings: Settings,
-    generator: torch.Generator,
-    amp: Amp,
-    schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
-    progress: Progress = Progress(),
-    budget: Budget | None = None,
-    after_step: Callable[[], None] = lambda: None,
-) -> torch.Tensor:
-    """One pass over x in the generator's order, or its part until `budget` is spent; returns every step's loss,
-    kept on the device."""
-    model.train()
-    return run_epoch(
-        lambda xb, _: train_step(model, optimizer, xb, settings, amp),
-        batches(x, x, settings.batch_size, generator),
-        batch_count(len(x), settings.batch_size),
-        [schedule],
-        progress,
-        budget,
-        after_step,
-    )
+def steps(model: nn.Module, settings: Settings, amp: Amp) -> Steps:
+    """The VAE's training step over `model`: the negative ELBO, one optimizer of the suite's kind."""
+    optimizer = make_optimizer(model.parameters(), settings)
+    return Steps(model, (optimizer,), lambda x, _: train_step(model, optimizer, x, settings, amp), amp)
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, settings: Settings) -> dict[str, float]:
-    """Mean negative ELBO over x in nats per image, with its reconstruction and KL terms, in eval mode."""
+def evaluate(model: nn.Module, source: Source, settings: Settings) -> dict[str, float]:
+    """Mean negative ELBO over `source`'s images in nats per image, with its reconstruction and KL terms, in
+    eval mode."""
     model.eval()
-    totals = torch.zeros(2, device=x.device)
-    for xb, _ in batches(x, x, settings.eval_batch_size):
+    totals = 0
+    for xb, _ in source.in_order(settings.eval_batch_size):
         reconstruction, kl = elbo_terms(model, xb, settings)
-        totals += torch.stack([reconstruction.sum(), kl.sum()])
-    reconstruction, kl = (totals / len(x)).tolist()
+        totals = totals + torch.stack([reconstruction.sum(), kl.sum()])
+    reconstruction, kl = (totals / len(source)).tolist()
     return {"neg_elbo": reconstruction + kl, "reconstruction": reconstruction, "kl": kl}
 
 
 @torch.inference_mode()
-def iwae_nll(model: nn.Module, x: torch.Tensor, settings: Settings) -> float:
+def iwae_nll(model: nn.Module, source: Source, settings: Settings) -> float:
     """Importance-weighted estimate of -log p(x) in nats per image with k = settings.iwae_samples samples of q(z | x).
 
     -log p(x) ~ -log (1/k) sum_i p(x | z_i) p(z_i) / q(z_i | x); an upper bound in expectation, tighter as k grows.
@@ -139,18 +117,18 @@ def iwae_nll(model: nn.Module, x: torch.Tensor, settings: Settings) -> float:
     """
     model.eval()
     k = settings.iwae_samples
-    total = torch.zeros((), device=x.device)
-    for xb, _ in batches(x, x, max(1, settings.eval_batch_size // k)):
+    total = 0
+    for xb, _ in source.in_order(max(1, settings.eval_batch_size // k)):
         mean, log_var = (t.float() for t in model.encode(xb))
         std = torch.exp(0.5 * log_var)
-        eps = torch.randn(k, *mean.shape, device=x.device)
+        eps = torch.randn(k, *mean.shape, device=xb.device)
         z = mean + eps * std
         log_q = (-0.5 * eps.square() - torch.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
         log_prior = (-0.5 * z.square() - 0.5 * math.log(2 * math.pi)).sum(-1)
         logits = model.decode(z.flatten(0, 1))
         log_px = log_likelihood(logits, xb.expand(k, *xb.shape).flatten(0, 1), settings).view(k, len(xb))
-        total -= (torch.logsumexp(log_px + log_prior - log_q, dim=0) - math.log(k)).sum()
-    return total.item() / len(x)
+        total = total - (torch.logsumexp(log_px + log_prior - log_q, dim=0) - math.log(k)).sum()
+    return total.item() / len(source)
 
 
 def sampler(model: nn.Module) -> generative.Sampler:
@@ -170,27 +148,20 @@ def run(
     """
     mode = context.mode
     images, model = mode.data(data), mode.prepare(model)
-    sample, x = sampler(model), images.train_x[: settings.batch_size]
-
-    def make_step(step_mode: Mode = mode, trained: Sequence[torch.optim.Optimizer] = ()):
-        copied = trainee(model, step_mode, compiled_parts)
-        optimizer, amp = make_optimizer(copied.parameters(), settings), Amp(step_mode, context.device)
-        resume_optimizers([optimizer], trained)
-        drawn = training_batches(images.train_x, images.train_x, settings.batch_size, context.seed)
-        return lambda: train_step(copied, optimizer, next(drawn)[0], settings, amp)
-
+    sample, x, train = sampler(model), images.train_x[: settings.batch_size], TensorSource(images.train_x)
+    build = lambda copied, amp: steps(copied, settings, amp)
+    make_step = loop.step_maker(model, build, compiled_parts, train, settings.batch_size, context)
     record.update(latent_dim=model.latent_dim, encoder_params=measure.parameter_counts(model.encoder)[0])
     record.update(generative.training_costs(
         model, model.decoder, sample, make_step, len(x), context, settings.budget_flops is not None
     ))
-    steps_per_epoch = batch_count(len(images.train_x), settings.batch_size)
-    windows = training_windows(make_step, len(x), steps_per_epoch, context, record)
+    windows = training_windows(make_step, len(x), train.steps_per_epoch(settings.batch_size), context, record)
     mode.compile_modules(*compiled_parts(model))
     if train:
         torch.manual_seed(context.seed)
         fit(model, images, settings, context, record, windows.after_step)
         with mode.autocast(context.device):
-            record["test_nll"] = iwae_nll(model, images.test_x, settings)
+            record["test_nll"] = iwae_nll(model, TensorSource(images.test_x), settings)
     record.update(generative.generation_costs(model, sample, settings, context))
     if train:
         generative.evaluate_samples(model, sample, data, settings, context, record)
@@ -198,48 +169,21 @@ def run(
 
 def fit(
     model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict,
-    after_step: Callable[[TrainClock, tuple[torch.optim.Optimizer, ...]], None] = lambda clock, optimizers: None,
+    after_step: AfterStep = lambda clock, optimizers: None,
 ) -> None:
-    """Train for `settings.epochs` on the [0, 1] training images, evaluating the test ELBO after each epoch.
+    """Train for `settings.epochs` (or its budget) on the [0, 1] training images in the one loop (loop.fit),
+    evaluating the test ELBO after each epoch.
 
     Per-epoch curves and the last epoch's test figures go into `record`. Raises Diverged at the first step
     whose loss is not finite. `after_step(clock, (optimizer,))` runs after every step, inside the training
-    clock (what it times, it times in `clock.paused()`).
+    clock.
     """
-    device = context.device
-    generator = torch.Generator().manual_seed(context.seed)
-    optimizer, amp, clock = make_optimizer(model.parameters(), settings), Amp(context.mode, device), TrainClock(device, context.group)
-    budget = Budget(settings, clock, record.get("train_flops_per_step"))
-    steps_per_epoch = batch_count(len(data.train_x), settings.batch_size)
-    schedule = make_schedule(optimizer, settings, budget.planned_steps(steps_per_epoch))
-    curves = {key: [] for key in ("train_loss", "test_neg_elbo", "train_time_s")}
-    record.update({f"curve_{key}": values for key, values in curves.items()})
-    record["train_time_s"] = 0.0
-    progress = context.progress(budget.planned_steps(steps_per_epoch), "train")
-    try:
-        for epoch in budget.epochs():
-            with clock:
-                losses = train_epoch(
-                    model, optimizer, data.train_x, settings, generator, amp, schedule, progress, budget,
-                    lambda: after_step(clock, (optimizer,)),
-                )
-            record["train_time_s"] = clock.seconds
-            bad = first_non_finite(losses)
-            if bad is not None:
-                step = epoch * steps_per_epoch + bad + 1
-                raise Diverged(f"non-finite training loss at step {step} (epoch {epoch + 1})", step)
-            with amp.autocast():
-                test = evaluate(model, data.test_x, settings)
-            curves["train_loss"].append(losses.mean().item())
-            curves["test_neg_elbo"].append(test["neg_elbo"])
-            curves["train_time_s"].append(record["train_time_s"])
-            progress.set_postfix_str(f"test -ELBO {test['neg_elbo']:.1f}")
-    finally:
-        progress.close()
-    record.update(budget.figures(steps_per_epoch))
-    record.update(
-        train_loss=curves["train_loss"][-1],
-        test_neg_elbo=test["neg_elbo"],
-        test_reconstruction=test["reconstruction"],
-        test_kl=test["kl"],
-    )
+    training, test = steps(model, settings, Amp(context.mode, context.device)), TensorSource(data.test_x)
+
+    def evaluate_epoch(losses: torch.Tensor, epoch: int) -> dict[str, float]:
+        with training.amp.autocast():
+            figures = evaluate(model, test, settings)
+        return {"train_loss": losses.mean().item(), **{f"test_{key}": value for key, value in figures.items()}}
+
+    end = EpochEnd(("train_loss", "test_neg_elbo"), evaluate_epoch, lambda f: f"test -ELBO {f['test_neg_elbo']:.1f}")
+    record.update(loop.fit(training, TensorSource(data.train_x), settings, context, record, end, after_step))

@@ -19,10 +19,10 @@ import torch.nn.functional as F
 
 import architectures
 from bench import modes
-from bench.data import ImageData
+from bench.data import ImageData, TensorSource
 from bench.modes import Amp
 from bench.tasks import classify
-from bench.tasks.base import trainee
+from bench.tasks.loop import run_epoch, trainee
 
 CPU = torch.device("cpu")
 ROUNDS, STEPS = 5, 5
@@ -56,12 +56,9 @@ def harness(name: str, batch: int, mode: modes.Mode):
     copied = trainee(model, mode, classify.compiled_parts)
     optimizer, amp = classify.make_optimizer(copied.parameters(), settings), Amp(mode, CPU)
     step = lambda: classify.train_step(copied, optimizer, x, y, amp)
-    generator = torch.Generator().manual_seed(0)
-    fitted = trainee(model, mode, classify.compiled_parts)
-    epoch_optimizer, epoch_amp = classify.make_optimizer(fitted.parameters(), settings), Amp(mode, CPU)
-    epoch = lambda: classify.train_epoch(
-        fitted, epoch_optimizer, data.train_x, data.train_y, batch, generator, epoch_amp
-    )
+    generator, source = torch.Generator().manual_seed(0), TensorSource(data.train_x, data.train_y)
+    fitted = classify.steps(trainee(model, mode, classify.compiled_parts), settings, Amp(mode, CPU))
+    epoch = lambda: run_epoch(fitted.step, source.epoch(batch, generator), source.steps_per_epoch(batch))
     return step, epoch
 
 

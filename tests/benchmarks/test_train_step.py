@@ -12,8 +12,10 @@ import torch.nn.functional as F
 
 import architectures
 from bench import data
+from bench.data import TensorSource
 from bench.modes import Amp, Mode
 from bench.tasks import classify
+from bench.tasks.loop import run_epoch
 
 BATCH, STEPS = 100, 10
 GROUP = f"train epoch: cnn-baseline, batch {BATCH}, {STEPS} steps"
@@ -51,9 +53,10 @@ def test_minimal_loop(benchmark, samples):
 def test_harness_epoch(benchmark, samples):
     x, y = samples
     model, optimizer = model_and_optimizer(x)
-    generator = torch.Generator().manual_seed(0)
+    generator, source, amp = torch.Generator().manual_seed(0), TensorSource(x, y), Amp(Mode(), x.device)
+    step = lambda xb, yb: classify.train_step(model, optimizer, xb, yb, amp)
     losses = benchmark.pedantic(
-        lambda: classify.train_epoch(model, optimizer, x, y, BATCH, generator, Amp(Mode(), x.device)),
+        lambda: run_epoch(step, source.epoch(BATCH, generator), source.steps_per_epoch(BATCH)),
         rounds=7,
         warmup_rounds=1,
     )
