@@ -79,7 +79,7 @@ TASK_KEYS = {
         "collapse_loss", "collapse_steps",
     ),
 }
-# Data-parallel records add these (see README, "Distributed data-parallel").
+# Data-parallel records add these (see docs/distributed-and-sharded.md).
 DATA_PARALLEL_KEYS = (
     "backend", "global_batch_size", "threads_per_rank", "dist_timeout_s", "per_rank_throughput",
     "single_process_throughput", "scaling_efficiency", "ddp_step_ms", "ddp_step_no_sync_ms",

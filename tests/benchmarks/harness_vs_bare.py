@@ -4,10 +4,17 @@ mode's speedup? Run from the project's root:
     .venv/bin/python tests/benchmarks/harness_vs_bare.py cnn-baseline 100 fp32,fp32+channels_last,bf16,bf16+channels_last
     .venv/bin/python tests/benchmarks/harness_vs_bare.py resnet18 64 fp32,bf16+channels_last
 
-Per mode and round, in turn: the bare loop (the loop of ../shared/tools/bare_modes.py: one fixed batch, autocast,
-SGD, `torch.compile(model)` when the mode compiles), the harness's training step (`classify.train_step` on a `trainee` with its `Amp`: what `train_throughput`
-times) and the harness's training epoch (`classify.train_epoch`: batches gathered from the data in the mode's
-memory format, as `fit` trains). Prints the median samples/s over the rounds and the harness/bare ratios.
+Per mode and round, in turn:
+
+- the bare loop (`bare_step` below): the model on one fixed random batch of 3x32x32 images, in channels_last
+  when the mode asks for it, SGD (lr 0.001, momentum 0.9), the forward pass and loss under CPU autocast in the
+  mode's dtype, and `torch.compile` in the mode's compile mode when it compiles; nothing of the harness;
+- the harness's training step (`classify.train_step` on a `trainee` with its `Amp`: what `train_throughput`
+  times);
+- the harness's training epoch (`classify.train_epoch`: batches gathered from the data in the mode's memory
+  format, as `fit` trains).
+
+Prints the median samples/s over the rounds and the harness/bare ratios.
 """
 
 import statistics

@@ -4,7 +4,7 @@ Classifiers: logits, and cross-entropy backward. VAEs: reconstruction, and the n
 GANs: the generator from latent codes (what is compared), and its non-saturating loss backward through
 the discriminator.
 
-Save a run and compare a later one against it (see README, "Micro-benchmarks"):
+Save a run and compare a later one against it (see docs/development.md, "Micro-benchmarks"):
 
     pytest tests/benchmarks --benchmark-enable --benchmark-save=before
     pytest tests/benchmarks --benchmark-enable --benchmark-compare --benchmark-compare-fail=median:10%
