@@ -11,8 +11,8 @@ Per mode and round, in turn:
   mode's dtype, and `torch.compile` in the mode's compile mode when it compiles; nothing of the harness;
 - the harness's training step (`classify.train_step` on a `trainee` with its `Amp`: what `train_throughput`
   times);
-- the harness's training epoch (`classify.train_epoch`: batches gathered from the data in the mode's memory
-  format, as `fit` trains).
+- the harness's training epoch (`loop.run_epoch` on `classify.steps` over a `TensorSource`: batches gathered
+  from the data in the mode's memory format, as `loop.fit` trains).
 
 Prints the median samples/s over the rounds and the harness/bare ratios.
 """
