@@ -83,3 +83,37 @@ def difference(a: dict[int, float], b: dict[int, float]) -> Interval | None:
     df = (sa + sb) ** 2 / (sa**2 / (len(va) - 1) + sb**2 / (len(vb) - 1))
     half = t_quantile(max(1.0, df)) * math.sqrt(sa + sb)
     return Interval(estimate, estimate - half, estimate + half, len(va) + len(vb))
+
+
+def signed_rank_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The exact distribution-free interval for the center of symmetric `values`: the Walsh averages
+    (x_i + x_j) / 2 between the k-th smallest and the k-th largest, k from the signed-rank statistic's null
+    distribution (Hodges-Lehmann). (-inf, inf) when there are too few values for that confidence (fewer than
+    6 at 95%)."""
+    n = len(values)
+    if n == 0:
+        return -math.inf, math.inf
+    walsh = sorted((values[i] + values[j]) / 2 for i in range(n) for j in range(i, n))
+    counts = [1]  # counts[t]: sign patterns whose positive ranks sum to t
+    for rank in range(1, n + 1):
+        grown = counts + [0] * rank
+        for total, count in enumerate(counts):
+            grown[total + rank] += count
+        counts = grown
+    tail, cumulative, k = (1 - confidence) / 2, 0, 0
+    for count in counts:
+        if (cumulative + count) / 2**n > tail:
+            break
+        cumulative += count
+        k += 1
+    if k == 0:
+        return -math.inf, math.inf
+    return walsh[k - 1], walsh[len(walsh) - k]
+
+
+def ratio_interval(ratios: list[float]) -> tuple[float, float, float]:
+    """(median, low, high) of per-round ratios candidate / base; the interval from their logs."""
+    low, high = signed_rank_interval([math.log(ratio) for ratio in ratios])
+    return (
+        statistics.median(ratios), math.exp(low) if low > -math.inf else 0.0, math.exp(high) if high < math.inf else math.inf
+    )
