@@ -117,3 +117,25 @@ def ratio_interval(ratios: list[float]) -> tuple[float, float, float]:
     return (
         statistics.median(ratios), math.exp(low) if low > -math.inf else 0.0, math.exp(high) if high < math.inf else math.inf
     )
+
+
+def quantile(sorted_values: list[float], q: float) -> float:
+    """The `q` quantile (0 <= q <= 1) of already sorted values by linear interpolation between the two nearest
+    (numpy's default, "inclusive"): q = 0 is the smallest value, q = 1 the largest; one value is every quantile
+    of itself. Raises IndexError on an empty list."""
+    position = (len(sorted_values) - 1) * q
+    low, high = math.floor(position), math.ceil(position)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def quartiles(values: list[float]) -> tuple[float, float]:
+    """(first, third) quartile of `values`, in any order, by `quantile`: the ends of their interquartile range."""
+    ordered = sorted(values)
+    return quantile(ordered, 0.25), quantile(ordered, 0.75)
+
+
+def iqr(values: list[float]) -> float:
+    """The interquartile range of `values` (third quartile - first, by `quantile`): a spread one outlier cannot
+    move; 0.0 for a single value."""
+    low, high = quartiles(values)
+    return high - low
