@@ -139,3 +139,12 @@ def iqr(values: list[float]) -> float:
     move; 0.0 for a single value."""
     low, high = quartiles(values)
     return high - low
+
+
+def mann_whitney_p(a: list[float], b: list[float]) -> float:
+    """The two-sided p-value of the Mann-Whitney U test that `a` and `b` come from one distribution: scipy's
+    `mannwhitneyu` with its defaults (exact for small samples without ties, else the normal approximation with
+    continuity correction). scipy is imported here, on first use, so that importing this module stays light."""
+    from scipy.stats import mannwhitneyu
+
+    return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
