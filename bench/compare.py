@@ -336,7 +336,7 @@ def _significant(base: list[float], cand: list[float], alpha: float) -> bool:
 
 
 def _within(value: float, sample: list[float]) -> bool:
-    low, _, high = statistics.quantiles(sample, n=4, method="inclusive")
+    low, high = stats.quartiles(sample)
     return low <= value <= high
 
 
