@@ -1,8 +1,19 @@
-"""Confidence intervals over seeds: a mean's Student t interval and the difference of two configurations.
+"""The project's statistics, each written once: intervals for means and differences, distribution-free
+intervals and tests, quantiles and spread. aggregate (and through its rows the report), compare, ab and
+measure take them from here.
 
-Small samples (3 to 10 seeds) are the rule here, so intervals come from Student's t, not the normal
-distribution; two configurations are compared per seed where they share seeds (a paired t interval on the
-differences: the seed's data order and initialisation cancel), otherwise by Welch's interval.
+- Over seeds (report, aggregate): `mean_interval`, a mean's Student t interval (`t_quantile`), and `difference`,
+  two configurations compared per seed where they share seeds (a paired t interval on the differences: the
+  seed's data order and initialisation cancel), otherwise by Welch's unpaired interval; both give an `Interval`.
+  Small samples (3 to 10 seeds) are the rule here, so intervals come from Student's t, not the normal.
+- Paired speed ratios (ab): `signed_rank_interval`, the Wilcoxon signed-rank (Hodges-Lehmann) interval over the
+  Walsh averages, and `ratio_interval`, that interval taken on log ratios.
+- Repeats of one figure (measure, compare): `quantile` (linear interpolation), `quartiles`, `iqr`, and
+  `mann_whitney_p`, the two-sided Mann-Whitney U test.
+
+The confidence level is 95% (`CONFIDENCE`; the t table holds 95% only). Only the standard library is
+imported at module level (no torch, no project module: reading results stays light); scipy is imported inside
+`mann_whitney_p`.
 """
 
 from __future__ import annotations
@@ -112,7 +123,8 @@ def signed_rank_interval(values: list[float], confidence: float = CONFIDENCE) ->
 
 
 def ratio_interval(ratios: list[float]) -> tuple[float, float, float]:
-    """(median, low, high) of per-round ratios candidate / base; the interval from their logs."""
+    """(median, low, high) of positive `ratios` (per-round candidate / base): their median, and the exponentiated
+    `signed_rank_interval` of their logs, with 0.0 and inf for an open end (fewer than 6 ratios)."""
     low, high = signed_rank_interval([math.log(ratio) for ratio in ratios])
     return (
         statistics.median(ratios), math.exp(low) if low > -math.inf else 0.0, math.exp(high) if high < math.inf else math.inf
