@@ -35,8 +35,8 @@ from tabulate import tabulate
 
 from .aggregate import finite
 from .errors import UserError
+from .stats import ratio_interval, signed_rank_interval  # noqa: F401 (the gate's statistics, kept reachable as ab.*)
 
-CONFIDENCE = 0.95
 TOLERANCE = 0.05  # throughput and latency
 # A CPU's peak memory is the process's resident set (bench.measure.peak_memory): 0.85 to 1.20 from one fresh
 # process to the next for unchanged code on this kind of VM, so it gets a tolerance of its own.
@@ -349,43 +349,6 @@ def run(
 def _harness(rounds: list[dict]) -> str:
     files = {item.get("bench_file", "?") for measured in rounds for item in measured.values()}
     return ", ".join(sorted(str(Path(f).parent) for f in files))
-
-
-# --- statistics -----------------------------------------------------------------------------------------
-
-
-def signed_rank_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """The exact distribution-free interval for the center of symmetric `values`: the Walsh averages
-    (x_i + x_j) / 2 between the k-th smallest and the k-th largest, k from the signed-rank statistic's null
-    distribution (Hodges-Lehmann). (-inf, inf) when there are too few values for that confidence (fewer than
-    6 at 95%)."""
-    n = len(values)
-    if n == 0:
-        return -math.inf, math.inf
-    walsh = sorted((values[i] + values[j]) / 2 for i in range(n) for j in range(i, n))
-    counts = [1]  # counts[t]: sign patterns whose positive ranks sum to t
-    for rank in range(1, n + 1):
-        grown = counts + [0] * rank
-        for total, count in enumerate(counts):
-            grown[total + rank] += count
-        counts = grown
-    tail, cumulative, k = (1 - confidence) / 2, 0, 0
-    for count in counts:
-        if (cumulative + count) / 2**n > tail:
-            break
-        cumulative += count
-        k += 1
-    if k == 0:
-        return -math.inf, math.inf
-    return walsh[k - 1], walsh[len(walsh) - k]
-
-
-def ratio_interval(ratios: list[float]) -> tuple[float, float, float]:
-    """(median, low, high) of per-round ratios candidate / base; the interval from their logs."""
-    low, high = signed_rank_interval([math.log(ratio) for ratio in ratios])
-    return (
-        statistics.median(ratios), math.exp(low) if low > -math.inf else 0.0, math.exp(high) if high < math.inf else math.inf
-    )
 
 
 def round_ratio(base: dict, candidate: dict, key: str) -> float | None:

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Collection
 
-from scipy.stats import mannwhitneyu
 from tabulate import tabulate
 
+from . import stats
 from .errors import UserError
 from .aggregate import Number, Row, aggregate, versions_text
 
@@ -331,12 +331,12 @@ def _significant(base: list[float], cand: list[float], alpha: float) -> bool:
     b_mid, c_mid = statistics.median(base), statistics.median(cand)
     outside = not _within(c_mid, base) and not _within(b_mid, cand)
     if outside and len(base) >= 5 and len(cand) >= 5:
-        return bool(mannwhitneyu(base, cand, alternative="two-sided").pvalue < alpha)
+        return stats.mann_whitney_p(base, cand) < alpha
     return outside
 
 
 def _within(value: float, sample: list[float]) -> bool:
-    low, _, high = statistics.quantiles(sample, n=4, method="inclusive")
+    low, high = stats.quartiles(sample)
     return low <= value <= high
 
 

@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .stats import iqr as _iqr, quantile as _quantile
+
 
 @dataclass(frozen=True)
 class MeasureSettings:
@@ -326,18 +328,6 @@ def _timed(call: Callable[[], object], device: torch.device, calls: int) -> floa
         call()
     synchronize(device)
     return time.perf_counter() - started
-
-
-def _quantile(sorted_values: list[float], q: float) -> float:
-    """Linear-interpolation quantile (numpy's default) of already sorted values."""
-    position = (len(sorted_values) - 1) * q
-    low, high = math.floor(position), math.ceil(position)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
-
-
-def _iqr(values: list[float]) -> float:
-    ordered = sorted(values)
-    return _quantile(ordered, 0.75) - _quantile(ordered, 0.25)
 
 
 def _status_kib(field: str) -> int:

@@ -1,8 +1,19 @@
-"""Confidence intervals over seeds: a mean's Student t interval and the difference of two configurations.
+"""The project's statistics, each written once: intervals for means and differences, distribution-free
+intervals and tests, quantiles and spread. aggregate (and through its rows the report), compare, ab and
+measure take them from here.
 
-Small samples (3 to 10 seeds) are the rule here, so intervals come from Student's t, not the normal
-distribution; two configurations are compared per seed where they share seeds (a paired t interval on the
-differences: the seed's data order and initialisation cancel), otherwise by Welch's interval.
+- Over seeds (report, aggregate): `mean_interval`, a mean's Student t interval (`t_quantile`), and `difference`,
+  two configurations compared per seed where they share seeds (a paired t interval on the differences: the
+  seed's data order and initialisation cancel), otherwise by Welch's unpaired interval; both give an `Interval`.
+  Small samples (3 to 10 seeds) are the rule here, so intervals come from Student's t, not the normal.
+- Paired speed ratios (ab): `signed_rank_interval`, the Wilcoxon signed-rank (Hodges-Lehmann) interval over the
+  Walsh averages, and `ratio_interval`, that interval taken on log ratios.
+- Repeats of one figure (measure, compare): `quantile` (linear interpolation), `quartiles`, `iqr`, and
+  `mann_whitney_p`, the two-sided Mann-Whitney U test.
+
+The confidence level is 95% (`CONFIDENCE`; the t table holds 95% only). Only the standard library is
+imported at module level (no torch, no project module: reading results stays light); scipy is imported inside
+`mann_whitney_p`.
 """
 
 from __future__ import annotations
@@ -83,3 +94,69 @@ def difference(a: dict[int, float], b: dict[int, float]) -> Interval | None:
     df = (sa + sb) ** 2 / (sa**2 / (len(va) - 1) + sb**2 / (len(vb) - 1))
     half = t_quantile(max(1.0, df)) * math.sqrt(sa + sb)
     return Interval(estimate, estimate - half, estimate + half, len(va) + len(vb))
+
+
+def signed_rank_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The exact distribution-free interval for the center of symmetric `values`: the Walsh averages
+    (x_i + x_j) / 2 between the k-th smallest and the k-th largest, k from the signed-rank statistic's null
+    distribution (Hodges-Lehmann). (-inf, inf) when there are too few values for that confidence (fewer than
+    6 at 95%)."""
+    n = len(values)
+    if n == 0:
+        return -math.inf, math.inf
+    walsh = sorted((values[i] + values[j]) / 2 for i in range(n) for j in range(i, n))
+    counts = [1]  # counts[t]: sign patterns whose positive ranks sum to t
+    for rank in range(1, n + 1):
+        grown = counts + [0] * rank
+        for total, count in enumerate(counts):
+            grown[total + rank] += count
+        counts = grown
+    tail, cumulative, k = (1 - confidence) / 2, 0, 0
+    for count in counts:
+        if (cumulative + count) / 2**n > tail:
+            break
+        cumulative += count
+        k += 1
+    if k == 0:
+        return -math.inf, math.inf
+    return walsh[k - 1], walsh[len(walsh) - k]
+
+
+def ratio_interval(ratios: list[float]) -> tuple[float, float, float]:
+    """(median, low, high) of positive `ratios` (per-round candidate / base): their median, and the exponentiated
+    `signed_rank_interval` of their logs, with 0.0 and inf for an open end (fewer than 6 ratios)."""
+    low, high = signed_rank_interval([math.log(ratio) for ratio in ratios])
+    return (
+        statistics.median(ratios), math.exp(low) if low > -math.inf else 0.0, math.exp(high) if high < math.inf else math.inf
+    )
+
+
+def quantile(sorted_values: list[float], q: float) -> float:
+    """The `q` quantile (0 <= q <= 1) of already sorted values by linear interpolation between the two nearest
+    (numpy's default, "inclusive"): q = 0 is the smallest value, q = 1 the largest; one value is every quantile
+    of itself. Raises IndexError on an empty list."""
+    position = (len(sorted_values) - 1) * q
+    low, high = math.floor(position), math.ceil(position)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def quartiles(values: list[float]) -> tuple[float, float]:
+    """(first, third) quartile of `values`, in any order, by `quantile`: the ends of their interquartile range."""
+    ordered = sorted(values)
+    return quantile(ordered, 0.25), quantile(ordered, 0.75)
+
+
+def iqr(values: list[float]) -> float:
+    """The interquartile range of `values` (third quartile - first, by `quantile`): a spread one outlier cannot
+    move; 0.0 for a single value."""
+    low, high = quartiles(values)
+    return high - low
+
+
+def mann_whitney_p(a: list[float], b: list[float]) -> float:
+    """The two-sided p-value of the Mann-Whitney U test that `a` and `b` come from one distribution: scipy's
+    `mannwhitneyu` with its defaults (exact for small samples without ties, else the normal approximation with
+    continuity correction). scipy is imported here, on first use, so that importing this module stays light."""
+    from scipy.stats import mannwhitneyu
+
+    return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)

@@ -1,4 +1,7 @@
-"""Confidence intervals over seeds, differences against a reference, Pareto ties and the summary lines, on known inputs."""
+"""Confidence intervals over seeds, differences against a reference, Pareto ties and the summary lines; quantiles,
+the signed-rank interval and the Mann-Whitney test; all on known inputs."""
+
+import math
 
 import pytest
 
@@ -24,6 +27,41 @@ def test_a_difference_is_paired_by_seed_where_the_seeds_match_and_unpaired_other
     unpaired = stats.difference({0: 1.0, 1: 2.0, 2: 3.0}, {5: 0.5, 6: 1.4, 7: 2.6})  # Welch: same spread, no pairing
     assert not unpaired.paired and unpaired.estimate == pytest.approx(0.5) and not unpaired.significant
     assert stats.difference({0: 1.0}, {0: 2.0, 1: 3.0}) is None
+
+
+
+def test_quantiles_interpolate_linearly_between_the_sorted_values():
+    ordered = [float(v) for v in range(1, 11)]  # positions 0..9: q = 0.25 falls at 2.25, between 3 and 4
+    assert [stats.quantile(ordered, q) for q in (0, 0.25, 0.5, 0.75, 1)] == [1.0, 3.25, 5.5, 7.75, 10.0]
+    assert stats.quantile(ordered, 0.95) == pytest.approx(9.55)  # position 8.55: 9 + 0.55
+    assert stats.quantile([4.0], 0.95) == 4.0
+
+
+def test_the_interquartile_range_is_the_third_quartile_less_the_first_and_ignores_an_outlier():
+    assert stats.quartiles([10, 3, 1, 7, 5, 2, 9, 4, 8, 6]) == (3.25, 7.75)  # sorted first
+    assert stats.iqr([10, 3, 1, 7, 5, 2, 9, 4, 8, 6]) == 4.5
+    assert stats.iqr([100, 1, 3, 2, 4]) == 2.0  # quartiles at positions 1 and 3 of 1, 2, 3, 4, 100: 2 and 4
+    assert stats.iqr([5.0]) == 0.0
+
+
+def test_the_signed_rank_interval_of_seven_values_leaves_out_two_walsh_averages_at_each_end():
+    # n = 7: P(W+ <= 2) = 3/128 = 0.023 <= 0.025 < P(W+ <= 3) = 5/128, so k = 3. The Walsh averages of 1..7,
+    # sorted, begin 1, 1.5, 2 and end 6, 6.5, 7.
+    assert stats.signed_rank_interval([4, 1, 7, 3, 6, 2, 5]) == (2.0, 6.0)
+    assert stats.signed_rank_interval([1, 2, 3, 4, 5]) == (-math.inf, math.inf)  # too few for 95%
+    assert stats.signed_rank_interval([]) == (-math.inf, math.inf)
+
+
+def test_a_ratio_interval_is_the_signed_rank_interval_of_the_logs_and_open_with_too_few_ratios():
+    median, low, high = stats.ratio_interval([0.5, 1, 2, 2, 4, 1])  # n = 6: k = 1, the extreme ratios
+    assert median == 1.5 and low == pytest.approx(0.5) and high == pytest.approx(4.0)
+    assert stats.ratio_interval([1, 2, 3, 4, 5]) == (3, 0.0, math.inf)
+
+
+def test_the_mann_whitney_p_value_is_exact_for_small_samples():
+    # Five values wholly below five others: 1 of the C(10, 5) = 252 orderings, doubled for two sides.
+    assert stats.mann_whitney_p([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]) == pytest.approx(2 / 252)
+    assert stats.mann_whitney_p([1, 3, 5, 7, 9], [2, 4, 6, 8, 10]) > 0.5  # interleaved: no evidence of a shift
 
 
 def records(name, accuracies, throughputs, seeds=None):
