@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .stats import iqr as _iqr, quantile as _quantile
+from .stats import iqr, quantile
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def time_repeats(call: Callable[[], object], device: torch.device, settings: Mea
 
 def _unsettled(seconds: list[float], calls: int, settings: MeasureSettings) -> bool:
     """Whether `time_repeats` goes on: the repeats so far spread more than `max_spread` and took under `max_time`."""
-    return sum(seconds) * calls < settings.max_time and _iqr(seconds) > settings.max_spread * statistics.median(seconds)
+    return sum(seconds) * calls < settings.max_time and iqr(seconds) > settings.max_spread * statistics.median(seconds)
 
 
 def time_each_call(call: Callable[[], object], device: torch.device, settings: MeasureSettings) -> list[float]:
@@ -127,12 +127,12 @@ def time_each_call(call: Callable[[], object], device: torch.device, settings: M
 def summarize_rates(seconds_per_call: list[float], items_per_call: int) -> dict[str, float | list[float]]:
     """Median, interquartile range and every repeat of `items_per_call / seconds` (items per second)."""
     rates = [items_per_call / s for s in seconds_per_call]
-    return {"median": statistics.median(rates), "iqr": _iqr(rates), "repeats": rates}
+    return {"median": statistics.median(rates), "iqr": iqr(rates), "repeats": rates}
 
 
 def percentiles_ms(seconds: list[float]) -> dict[str, float]:
     ms = sorted(s * 1000 for s in seconds)
-    return {"p50": _quantile(ms, 0.5), "p95": _quantile(ms, 0.95)}
+    return {"p50": quantile(ms, 0.5), "p95": quantile(ms, 0.95)}
 
 
 def training_costs(
@@ -221,7 +221,7 @@ def _throughput_figures(repeats: list[float], windows: list[float], pooled: list
     lists of repeats and windows."""
     return {
         "train_throughput": len(pooled) / sum(1 / w for w in pooled),
-        "train_throughput_iqr": _iqr(repeats),
+        "train_throughput_iqr": iqr(repeats),
         "train_throughput_repeats": repeats,
         "train_throughput_windows": windows,
     }

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import ab, measure
+from bench import ab, measure, stats
 from bench.cli import main
 from bench.errors import UserError
 
@@ -90,21 +90,21 @@ def repo(tmp_path):
 
 
 def test_the_signed_rank_interval_needs_six_values_at_95_percent_and_then_spans_the_walsh_averages():
-    assert ab.signed_rank_interval([0.1, 0.2, 0.3, 0.4, 0.5]) == (-math.inf, math.inf)
-    assert ab.signed_rank_interval([3, 1, 2, 6, 5, 4]) == (1, 6)  # n = 6: k = 1, the extreme Walsh averages
+    assert stats.signed_rank_interval([0.1, 0.2, 0.3, 0.4, 0.5]) == (-math.inf, math.inf)
+    assert stats.signed_rank_interval([3, 1, 2, 6, 5, 4]) == (1, 6)  # n = 6: k = 1, the extreme Walsh averages
 
 
 def test_the_signed_rank_interval_of_ten_values_uses_the_tabulated_critical_value():
     # n = 10, two-sided 5%: the critical value of the signed-rank statistic is 8, so k = 9 of 55 Walsh averages.
     values = [float(v) for v in range(1, 11)]
     walsh = sorted((values[i] + values[j]) / 2 for i in range(10) for j in range(i, 10))
-    assert ab.signed_rank_interval(values) == (walsh[8], walsh[-9])
-    low, high = ab.signed_rank_interval([v - 5.5 for v in values])
+    assert stats.signed_rank_interval(values) == (walsh[8], walsh[-9])
+    low, high = stats.signed_rank_interval([v - 5.5 for v in values])
     assert low < 0 < high and low == -high
 
 
 def test_ratio_intervals_are_taken_on_logs_and_the_median_is_of_the_ratios():
-    median, low, high = ab.ratio_interval([0.80, 0.82, 0.85, 0.88, 0.90, 0.91])
+    median, low, high = stats.ratio_interval([0.80, 0.82, 0.85, 0.88, 0.90, 0.91])
     assert median == pytest.approx(0.865) and low == pytest.approx(0.80) and high == pytest.approx(0.91)
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from bench import measure
+from bench.stats import iqr
 from conftest import FAST_MEASURE
 
 CPU = torch.device("cpu")
@@ -55,8 +56,8 @@ def test_spread_repeats_go_on_until_they_agree(monkeypatch):
     settings = measure.MeasureSettings(repeats=5, min_repeat_time=0.1, max_spread=0.02, max_time=10)
     seconds = measure.time_repeats(lambda: None, CPU, settings)
     assert seconds == scripted[: len(seconds)] and 5 < len(seconds) <= 11
-    assert measure._iqr(seconds) <= 0.02 * statistics.median(seconds)  # the first count at which they agree
-    assert measure._iqr(seconds[:-1]) > 0.02 * statistics.median(seconds[:-1])
+    assert iqr(seconds) <= 0.02 * statistics.median(seconds)  # the first count at which they agree
+    assert iqr(seconds[:-1]) > 0.02 * statistics.median(seconds[:-1])
 
 
 def test_spread_repeats_stop_at_the_time_limit(monkeypatch):
@@ -115,7 +116,7 @@ def test_windows_during_training_pool_from_the_first_epochs_end_as_training_pool
         windows.after_step(clock)
     rates = record["train_throughput_repeats"]
     assert clock.pauses == 4 and len(rates) == 5 + 4 * 3
-    assert record["train_throughput_iqr"] == pytest.approx(measure._iqr(rates))
+    assert record["train_throughput_iqr"] == pytest.approx(iqr(rates))
     medians = [statistics.median(rates[start : start + 3]) for start in range(5, 17, 3)]
     assert record["train_throughput_windows"] == [before, *medians]
     assert record["train_throughput_window_steps"] == [0, 1, 2, 3, 4]
@@ -181,6 +182,7 @@ def test_a_copy_trained_beside_its_model_does_not_fault_its_pages_in_at_every_st
 import copy, resource, torch
 from architectures import registry
 from bench import measure
+from bench.stats import iqr
 if measure.steady_allocator() is None:
     raise SystemExit("no glibc mallopt")
 torch.manual_seed(0)
