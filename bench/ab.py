@@ -35,19 +35,17 @@ from tabulate import tabulate
 
 from .aggregate import finite
 from .errors import UserError
-from .stats import ratio_interval, signed_rank_interval  # noqa: F401 (the gate's statistics, kept reachable as ab.*)
+from .tasks import FIGURES
+from .stats import ratio_interval
 
 TOLERANCE = 0.05  # throughput and latency
 # A CPU's peak memory is the process's resident set (bench.measure.peak_memory): 0.85 to 1.20 from one fresh
 # process to the next for unchanged code on this kind of VM, so it gets a tolerance of its own.
 MEMORY_TOLERANCE = 0.20
 MIN_ROUNDS = 6  # the fewest paired ratios for which the signed-rank interval at 95% is finite
-# (figure, higher is better) judged on paired ratios; EXACT figures must be equal.
-TIMED = (
-    ("train_throughput", True), ("infer_throughput", True), ("generate_throughput", True),
-    ("latency_p50_ms", False), ("peak_memory_mb", False),
-)
-EXACT = ("params", "flops_per_sample")
+# (figure, higher is better) judged on paired ratios: the task table's cost figures; EXACT figures must be equal.
+TIMED = tuple((figure.key, figure.higher_is_better) for figure in FIGURES if figure.kind == "cost")
+EXACT = tuple(figure.key for figure in FIGURES if figure.kind == "structure")
 MEMORY = ("peak_memory_mb",)
 FAILING = ("regressed", "changed", "failed")
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from . import stats
+from .tasks import TASKS
 
 COST_KEY, COST_LABEL = "train_throughput", "training throughput (samples/s)"
 # A record was measured under load when other processes took more than this share of the machine's CPU meanwhile.
@@ -72,7 +73,7 @@ VIEWS: dict[str, TaskView] = {
         quality="test_accuracy",
         quality_label="test accuracy (%)",
         higher_is_better=True,
-        tasks=("classify",),
+        tasks=tuple(name for name, task in TASKS.items() if task.view == "classify"),
         quality_name="test accuracy",
         quality_scale=100,
         curve="curve_test_accuracy",
@@ -83,7 +84,7 @@ VIEWS: dict[str, TaskView] = {
         quality="fid",
         quality_label="FID on the reference classifier's features",
         higher_is_better=False,
-        tasks=("vae", "gan"),
+        tasks=tuple(name for name, task in TASKS.items() if task.view == "generators"),
         quality_name="FID",
         params_key="generator_params",
         samples_key="sample_grid",

@@ -28,46 +28,13 @@ from tabulate import tabulate
 from . import stats
 from .errors import UserError
 from .aggregate import Number, Row, aggregate, versions_text
+from .tasks import FIGURES, Figure
 
 DEFAULT_TOLERANCES = Path(__file__).parent / "tolerances.toml"
 MEDIAN = "median"  # the `reference` that stands for every architecture compared
 FAILING = ("regressed", "missing", "not comparable")  # the verdicts that fail the gate
 VERDICTS = ("regressed", "missing", "not comparable", "improved", "noise", "noise (not reproduced)", "ok",
             "accepted", "reference", "unjudged")  # in the order the summary counts them
-
-
-@dataclass(frozen=True)
-class Figure:
-    """A compared figure: `quality` (absolute tolerance in `unit` after `scale`), `cost` (relative), `structure` (exact).
-
-    `repeats` names the record key holding every repeat (the spread); `speed` figures are divided by the
-    reference architecture's from the same run.
-    """
-
-    key: str
-    kind: str
-    higher_is_better: bool = True
-    scale: float = 1.0
-    unit: str = ""
-    repeats: str | None = None
-    speed: bool = False
-    floor: str | None = None  # tolerance key of an absolute change below which a cost change is "ok"
-
-
-FIGURES = (
-    Figure("test_accuracy", "quality", True, 100, " pts"),
-    Figure("fid", "quality", False),
-    Figure("test_nll", "quality", False, unit=" nats"),
-    Figure("train_throughput", "cost", True, repeats="train_throughput_repeats", speed=True),
-    Figure("infer_throughput", "cost", True, repeats="infer_throughput_repeats", speed=True),
-    Figure("generate_throughput", "cost", True, repeats="generate_throughput_repeats", speed=True),
-    Figure("latency_p50_ms", "cost", False, repeats="latency_p50_ms_repeats", speed=True),
-    Figure("peak_memory_mb", "cost", False, floor="peak_memory_min_mb"),
-    Figure("params", "structure"),
-    Figure("generator_params", "structure"),
-    Figure("discriminator_params", "structure"),
-    Figure("flops_per_sample", "structure"),
-)
 
 
 @dataclass(frozen=True)

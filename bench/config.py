@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import architectures
+
 from . import modes as run_modes
 from . import store
 from .errors import UserError
 from .measure import MeasureSettings
 from .tasks import TASKS
-from .tasks.base import TrainingSettings
-from .tasks.reference import FidSettings
+from .tasks.settings import FidSettings, TrainingSettings
 
 SUITES_DIR = Path(__file__).parent / "suites"
 DEFAULT_SUITE = "quick"
@@ -63,7 +64,7 @@ class RunConfig:
     modes: list[str] = field(default_factory=lambda: ["fp32"])  # bench.modes syntax; the first is the reference
     compile_backend: str = "inductor"
     reference: str | None = None  # the architecture the report compares every other one with (default: each table's first)
-    tasks: dict[str, TrainingSettings] = field(default_factory=lambda: {n: t.Settings() for n, t in TASKS.items()})
+    tasks: dict[str, TrainingSettings] = field(default_factory=lambda: {n: t.settings() for n, t in TASKS.items()})
     measure: MeasureSettings = field(default_factory=MeasureSettings)
     fid: FidSettings = field(default_factory=FidSettings)
     device: str = "auto"
@@ -139,9 +140,9 @@ def _from_table(table: dict[str, Any], path: Path) -> RunConfig:
         else:
             setattr(config, key, value)
     for name, task in TASKS.items():
-        config.tasks[name] = _settings(task.Settings, table.get(name, {}), f"suite {path}: [{name}]")
+        config.tasks[name] = _settings(task.settings, table.get(name, {}), f"suite {path}: [{name}]")
     config.measure = _settings(MeasureSettings, table.get("measure", {}), f"suite {path}: [measure]")
-    config.fid = _settings(FidSettings, table.get("fid", {}), f"suite {path}: [fid]")
+    config.fid = _fid_settings(table.get("fid", {}), f"suite {path}: [fid]")
     return config
 
 
@@ -154,6 +155,15 @@ def _settings(cls: type, table: dict[str, Any], where: str):
             raise UserError(f"{where}: unknown key {key!r} (valid: {', '.join(fields)})")
         values[key] = _typed(value, str(fields[key].type), f"{where} {key}")
     return _checked(cls(**values), where)
+
+
+def _fid_settings(table: dict[str, Any], where: str) -> FidSettings:
+    """The `[fid]` table's settings, its classifier checked against the registered classify architectures."""
+    settings = _settings(FidSettings, table, where)
+    classifiers = architectures.list_architectures(task="classify")
+    if settings.classifier not in classifiers:
+        raise UserError(f"{where}: unknown classifier {settings.classifier!r} (valid: {', '.join(classifiers)})")
+    return settings
 
 
 _KINDS = {"int": "a whole number", "float": "a finite number", "str": "a string", "bool": "true or false"}
@@ -226,7 +236,7 @@ def from_dict(table: dict[str, Any]) -> RunConfig:
     config.out = Path(table.get("out", DEFAULT_OUT))
     for name, settings in table.get("tasks", {}).items():
         if name in TASKS:
-            config.tasks[name] = _settings(TASKS[name].Settings, settings, f"[{name}]")
+            config.tasks[name] = _settings(TASKS[name].settings, settings, f"[{name}]")
     config.measure = _settings(MeasureSettings, table.get("measure", {}), "[measure]")
-    config.fid = _settings(FidSettings, table.get("fid", {}), "[fid]")
+    config.fid = _fid_settings(table.get("fid", {}), "[fid]")
     return config

@@ -1,7 +1,7 @@
 """The record: one flat JSON object per (architecture, seed), the contract between runs, reports and the gate.
 
 A record starts with the fields `start` gives it (identity, data, settings, provenance, `config_id`, and
-`record_version`); its task loop adds the task's figures (`TASK_KEYS`), the runner adds how it ended and
+`record_version`); its task loop adds the task's figures (the task table's `keys`, bench.tasks), the runner adds how it ended and
 the environment (`ENVIRONMENT_KEYS`). `record_version` changes whenever a key changes meaning or a figure
 is measured differently, so that the gate can say "not comparable" instead of comparing unlike things.
 """
@@ -57,28 +57,6 @@ COMMON_KEYS = (
     "peak_memory_mb", "peak_memory_method", "train_time_s", "curve_train_time_s",
     "budget_s", "budget_flops", "train_flops_per_step", "steps_trained", "epochs_trained",
 )
-GENERATOR_KEYS = (
-    "generator_params", "fid", "kid", "kid_std", "fid_samples", "fid_features", "fid_classifier",
-    "fid_classifier_accuracy", "fid_classifier_cached", "fid_classifier_file", "generate_throughput",
-    "generate_throughput_iqr", "generate_throughput_repeats", "sample_grid", "latent_dim",
-    "fid_calibration_real", "fid_calibration_mean_image", "fid_calibration_noise",
-)
-TASK_KEYS = {
-    "classify": (
-        "test_accuracy", "test_loss", "train_accuracy", "train_loss", "generalization_gap",
-        "curve_test_accuracy", "curve_test_loss", "curve_train_accuracy", "curve_train_loss",
-        "infer_throughput", "infer_throughput_iqr", "infer_throughput_repeats",
-        "target_accuracy", "epochs_to_target", "time_to_target_s",
-    ),
-    "vae": (
-        *GENERATOR_KEYS, "encoder_params", "test_neg_elbo", "test_reconstruction", "test_kl", "test_nll",
-        "train_loss", "curve_train_loss", "curve_test_neg_elbo", "likelihood", "gaussian_std", "iwae_samples",
-    ),
-    "gan": (
-        *GENERATOR_KEYS, "discriminator_params", "d_loss", "g_loss", "curve_d_loss", "curve_g_loss",
-        "collapse_loss", "collapse_steps",
-    ),
-}
 # Data-parallel records add these (see docs/distributed-and-sharded.md).
 DATA_PARALLEL_KEYS = (
     "backend", "global_batch_size", "threads_per_rank", "dist_timeout_s", "per_rank_throughput",

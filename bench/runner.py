@@ -38,7 +38,6 @@ from .tasks import TASKS
 from .tasks import reference
 from .tasks.base import Diverged, Group, RunContext
 
-GENERATIVE_TASKS = ("vae", "gan")  # their FID needs a reference classifier, cached on disk
 FINISHED = ("ok", "diverged")  # statuses a resumed run keeps; `failed` pairs are rerun with --retry-failed
 
 
@@ -169,7 +168,7 @@ def run_suite(
         names = strategy.select(architectures.resolve(config.architectures), echo)
     except architectures.UnknownArchitecture as error:
         raise UserError(str(error)) from None
-    if any(architectures.get_spec(name).task in GENERATIVE_TASKS for name in names):
+    if any(TASKS[architectures.get_spec(name).task].generative for name in names):
         what = "FID cache folder ([fid] cache_dir or $ARCHBENCH_FID_CACHE)"
         store.writable_folder(reference.cache_dir(config.fid), what, create=False)
     device = strategy.device(config)
@@ -298,7 +297,7 @@ def _build_and_run(
     context = RunContext(
         job.device, job.seed, job.config.measure, job.run_dir, progress, group or Group(), job.config.fid, job.mode
     )
-    (train or task.run)(model.to(job.device), job.data, settings, context, record)
+    (train or task.loop().run)(model.to(job.device), job.data, settings, context, record)
 
 
 def _from_compiler(error: BaseException) -> bool:

@@ -12,6 +12,7 @@ from bench.modes import Mode
 from bench.tasks import classify
 from bench.tasks.base import RunContext, TrainingSettings
 from bench.tasks.loop import Budget, run_epoch
+from bench.tasks.settings import ClassifySettings
 from conftest import FAST_MEASURE
 
 CPU = torch.device("cpu")
@@ -54,7 +55,7 @@ def test_a_flops_budget_buys_whole_steps_and_without_a_budget_the_epochs_decide(
 def test_a_classifier_trained_to_a_flops_budget_records_what_it_bought(tmp_path):
     tiny = data.load("synthetic", limit_train=128, limit_test=64)  # 4 steps of 32 per epoch
     model = architectures.create("cnn-baseline", tiny.input_shape, tiny.num_classes)
-    probe = classify.Settings(batch_size=32, optimizer="adam", budget_flops=1.0)
+    probe = ClassifySettings(batch_size=32, optimizer="adam", budget_flops=1.0)
     costs = classify.training_costs(model, tiny.standardized, probe, RunContext(CPU, 0, FAST_MEASURE, tmp_path))
     per_step = costs["train_flops_per_step"]
     assert per_step == pytest.approx(3 * 32 * costs["flops_per_sample"], rel=0.05)  # forward and backward: about 3x
@@ -84,7 +85,7 @@ def test_budgets_are_checked_and_enter_the_config_id_only_when_set(tiny_suite, c
         return record.start("cnn-baseline", 0, run_id="r", suite="s", data=tiny, device=CPU, settings=settings,
                             measure=FAST_MEASURE, mode=Mode())["config_id"]
 
-    plain = classify.Settings()
+    plain = ClassifySettings()
     assert config_id(plain) != config_id(dataclasses.replace(plain, budget_s=5.0))
     fields = [f.name for f in dataclasses.fields(plain) if f.name not in record.UNSET_OMITTED]
     before = record.start("cnn-baseline", 0, run_id="r", suite="s", data=tiny, device=CPU, settings=plain,

@@ -10,6 +10,7 @@ from bench.tasks import classify
 from bench.tasks import loop
 from bench.modes import Amp, Mode
 from bench.tasks.base import Diverged, RunContext
+from bench.tasks.settings import ClassifySettings
 from conftest import FAST_MEASURE, WINDOWED_MEASURE
 
 CPU = torch.device("cpu")
@@ -21,7 +22,7 @@ def tiny():
 
 
 def run(name, tiny, tmp_path, seed=0, measure=FAST_MEASURE, **settings):
-    settings = classify.Settings(**{"epochs": 2, "batch_size": 32, "optimizer": "adam", "lr": 1e-3, **settings})
+    settings = ClassifySettings(**{"epochs": 2, "batch_size": 32, "optimizer": "adam", "lr": 1e-3, **settings})
     torch.manual_seed(seed)
     model = architectures.create(name, tiny.input_shape, tiny.num_classes)
     record = {}
@@ -102,16 +103,16 @@ def test_a_nan_loss_raises_diverged_with_its_step(tiny, tmp_path):
         return NanAfter()
 
     with pytest.raises(Diverged, match="step 4 ") as error:
-        settings = classify.Settings(epochs=2, batch_size=32)
+        settings = ClassifySettings(epochs=2, batch_size=32)
         model = architectures.create("nan-after-3", tiny.input_shape, 10)
         classify.fit(model, tiny.standardized, settings, RunContext(CPU, 0, FAST_MEASURE, tmp_path), {})
     assert error.value.step == 4
 
 
 def test_settings_reject_impossible_values():
-    assert classify.Settings(epochs=0).problems() == ["epochs must be at least 1, got 0"]
-    assert "unknown optimizer 'lion'" in classify.Settings(optimizer="lion").problems()[0]
-    assert "target_accuracy" in classify.Settings(target_accuracy=1.5).problems()[0]
+    assert ClassifySettings(epochs=0).problems() == ["epochs must be at least 1, got 0"]
+    assert "unknown optimizer 'lion'" in ClassifySettings(optimizer="lion").problems()[0]
+    assert "target_accuracy" in ClassifySettings(target_accuracy=1.5).problems()[0]
 
 
 def test_the_timed_training_step_runs_on_the_batches_training_draws(monkeypatch, tmp_path):
@@ -119,7 +120,7 @@ def test_the_timed_training_step_runs_on_the_batches_training_draws(monkeypatch,
     seen = []
     real_step = classify.train_step
     monkeypatch.setattr(classify, "train_step", lambda model, opt, x, y, amp: seen.append(y.clone()) or real_step(model, opt, x, y, amp))
-    settings = classify.Settings(batch_size=25)
+    settings = ClassifySettings(batch_size=25)
     model = architectures.create("cnn-baseline", shapes.input_shape, shapes.num_classes)
     costs = classify.training_costs(model, shapes.standardized, settings, RunContext(CPU, 7, FAST_MEASURE, tmp_path))
     assert costs["train_throughput"] > 0
@@ -131,7 +132,7 @@ def test_the_timed_training_step_runs_on_the_batches_training_draws(monkeypatch,
 def test_a_resumed_optimizer_starts_from_a_copy_of_trainings_state():
     torch.manual_seed(0)
     model, x, y = nn.Linear(4, 3), torch.randn(8, 4), torch.randint(0, 3, (8,))
-    settings = classify.Settings(optimizer="adam", lr=1e-2)
+    settings = ClassifySettings(optimizer="adam", lr=1e-2)
     trained = classify.make_optimizer(model.parameters(), settings)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(trained, T_max=10)
     for _ in range(3):

@@ -8,8 +8,9 @@ from torch import nn
 import architectures
 from bench import data, measure, modes
 from bench.modes import Amp, Mode
-from bench.tasks import classify, gan, reference, vae
+from bench.tasks import classify, gan, vae
 from bench.tasks.base import RunContext
+from bench.tasks.settings import ClassifySettings, FidSettings, GanSettings, VaeSettings
 
 pytestmark = [
     pytest.mark.cuda,
@@ -30,7 +31,7 @@ def tiny():
 @pytest.fixture(scope="module")
 def fid(tmp_path_factory):
     cache = tmp_path_factory.mktemp("fid")
-    return reference.FidSettings(epochs=1, batch_size=50, eval_batch_size=100, kid_subsets=2, cache_dir=str(cache))
+    return FidSettings(epochs=1, batch_size=50, eval_batch_size=100, kid_subsets=2, cache_dir=str(cache))
 
 
 @pytest.mark.parametrize("text", MODES)
@@ -39,9 +40,9 @@ def test_every_task_runs_in_every_mode_on_cuda(text, tiny, fid, tmp_path):
     context = RunContext(CUDA, 0, FAST_MEASURE, tmp_path, fid=fid, mode=mode)
     expected = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[mode.precision]
     for task, name, settings in (
-        (classify, "cnn-bn", classify.Settings(epochs=2, batch_size=50, optimizer="adam")),
-        (vae, "vae-conv", vae.Settings(epochs=1, batch_size=50, iwae_samples=4, eval_batch_size=100)),
-        (gan, "gan-dcgan", gan.Settings(epochs=1, batch_size=50, latent_dim=16, eval_batch_size=100)),
+        (classify, "cnn-bn", ClassifySettings(epochs=2, batch_size=50, optimizer="adam")),
+        (vae, "vae-conv", VaeSettings(epochs=1, batch_size=50, iwae_samples=4, eval_batch_size=100)),
+        (gan, "gan-dcgan", GanSettings(epochs=1, batch_size=50, latent_dim=16, eval_batch_size=100)),
     ):
         torch.manual_seed(0)
         model = architectures.create(name, tiny.input_shape, tiny.num_classes, **settings.model_overrides()).to(CUDA)

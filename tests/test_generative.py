@@ -17,6 +17,7 @@ from bench.cli import main
 from bench.fid import calibration_images, sample_quality
 from bench.tasks import gan, generative, reference, vae
 from bench.tasks.base import Diverged, RunContext
+from bench.tasks.settings import FidSettings, GanSettings, VaeSettings
 from conftest import FAST_MEASURE, WINDOWED_MEASURE
 
 CPU = torch.device("cpu")
@@ -54,7 +55,7 @@ def shapes():
 @pytest.fixture(scope="module")
 def fid_settings(tmp_path_factory):
     cache = tmp_path_factory.mktemp("fid")
-    return reference.FidSettings(
+    return FidSettings(
         epochs=2, batch_size=25, schedule="constant", eval_batch_size=300, kid_subsets=10, cache_dir=str(cache)
     )
 
@@ -135,7 +136,7 @@ def test_the_reference_classifier_is_trained_once_cached_and_leaves_the_random_s
     keys.add(reference.cache_path(fid_settings, dataclasses.replace(shapes, train_x=shapes.train_x[:500])))
     assert len(keys) == 4
     monkeypatch.setenv(reference.CACHE_ENV, "/somewhere/else")
-    assert str(reference.cache_dir(reference.FidSettings())) == "/somewhere/else"
+    assert str(reference.cache_dir(FidSettings())) == "/somewhere/else"
 
 
 def test_calibration_sets_score_as_sample_quality_scores_them_real_below_mean_image_below_noise(
@@ -187,7 +188,7 @@ def test_a_generators_fid_falls_as_it_trains(trained_reference, shapes, fid_sett
         return F.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
 
     target = data.ImageData("smooth", smooth(shapes.train_x), shapes.train_y, smooth(shapes.test_x), shapes.test_y, 10)
-    settings = vae.Settings(epochs=1, batch_size=32, eval_batch_size=300)
+    settings = VaeSettings(epochs=1, batch_size=32, eval_batch_size=300)
     model = architectures.create("vae-mlp", shapes.input_shape, **settings.model_overrides())
     z = generative.codes(len(target.test_x), model.latent_dim, 0, CPU)
 
@@ -203,7 +204,7 @@ def test_a_generators_fid_falls_as_it_trains(trained_reference, shapes, fid_sett
 
 @pytest.mark.slow
 def test_a_vae_run_records_elbo_nll_fid_and_the_costs_of_its_decoder(trained_reference, shapes, fid_settings, tmp_path):
-    settings = vae.Settings(epochs=1, batch_size=32, iwae_samples=10, eval_batch_size=300)
+    settings = VaeSettings(epochs=1, batch_size=32, iwae_samples=10, eval_batch_size=300)
     model = architectures.create("vae-mlp", shapes.input_shape, **settings.model_overrides())
     record = {"architecture": "vae-mlp"}
     vae.run(model, shapes, settings, RunContext(CPU, 0, WINDOWED_MEASURE, tmp_path, fid=fid_settings), record)
@@ -227,7 +228,7 @@ def test_a_vae_run_records_elbo_nll_fid_and_the_costs_of_its_decoder(trained_ref
 
 @pytest.mark.slow
 def test_a_gan_records_generator_and_discriminator_separately(trained_reference, shapes, fid_settings, tmp_path):
-    settings = gan.Settings(epochs=1, batch_size=100, latent_dim=32, eval_batch_size=300)
+    settings = GanSettings(epochs=1, batch_size=100, latent_dim=32, eval_batch_size=300)
     torch.manual_seed(0)
     model = architectures.create("gan-mlp", shapes.input_shape, **settings.model_overrides())
     record = {"architecture": "gan-mlp"}
@@ -262,7 +263,7 @@ def test_a_vae_whose_loss_turns_nan_ends_training_as_diverged_at_that_step(shape
     model = VAE(nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 8)), NanAfter3(), latent_dim=4)
     few = dataclasses.replace(shapes, train_x=shapes.train_x[:128], test_x=shapes.test_x[:32])
     with pytest.raises(Diverged, match="non-finite training loss at step 4 ") as error:
-        vae.fit(model, few, vae.Settings(epochs=2, batch_size=32), RunContext(CPU, 0, FAST_MEASURE, tmp_path), {})
+        vae.fit(model, few, VaeSettings(epochs=2, batch_size=32), RunContext(CPU, 0, FAST_MEASURE, tmp_path), {})
     assert error.value.step == 4
 
 
@@ -287,7 +288,7 @@ def test_a_discriminator_that_wins_outright_ends_training_as_diverged(shapes, tm
         pixels = input_shape[0] * input_shape[1] * input_shape[2]
         return GAN(Black(), nn.Sequential(nn.Flatten(), nn.Linear(pixels, 1)), latent_dim)
 
-    settings = gan.Settings(epochs=5, batch_size=32, lr=0.1, collapse_loss=0.2, collapse_steps=5)
+    settings = GanSettings(epochs=5, batch_size=32, lr=0.1, collapse_loss=0.2, collapse_steps=5)
     model = architectures.create("gan-frozen", shapes.input_shape)
     record = {}
     few = dataclasses.replace(shapes, train_x=shapes.train_x[:320])
@@ -298,7 +299,7 @@ def test_a_discriminator_that_wins_outright_ends_training_as_diverged(shapes, tm
 
 def test_a_gan_with_ema_is_judged_by_the_moving_average_of_its_generator(shapes, tmp_path):
     few, context = dataclasses.replace(shapes, train_x=shapes.train_x[:128]), RunContext(CPU, 0, FAST_MEASURE, tmp_path)
-    settings = gan.Settings(epochs=2, batch_size=32, latent_dim=8, ema=0.9)
+    settings = GanSettings(epochs=2, batch_size=32, latent_dim=8, ema=0.9)
     torch.manual_seed(0)
     model = architectures.create("gan-dcgan", shapes.input_shape, latent_dim=8)  # batch norm: buffers averaged too
     trained = []  # the generator as trained, after every step

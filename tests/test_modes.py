@@ -16,9 +16,10 @@ from bench.config import RunConfig
 from bench.errors import UserError
 from bench.modes import Amp, Mode
 from bench.runner import Job, run_pair
-from bench.tasks import classify, gan, reference, vae
+from bench.tasks import classify, gan, vae
 from bench.tasks.base import Group, RunContext
 from bench.tasks.loop import TrainClock
+from bench.tasks.settings import ClassifySettings, FidSettings, GanSettings, VaeSettings
 
 CPU = torch.device("cpu")
 BF16_CL = Mode("bf16+channels_last", "bf16", channels_last=True)
@@ -45,7 +46,7 @@ def tiny():
 @pytest.fixture(scope="module")
 def fid(tmp_path_factory):
     cache = tmp_path_factory.mktemp("fid")
-    return reference.FidSettings(epochs=1, batch_size=25, eval_batch_size=100, kid_subsets=2, cache_dir=str(cache))
+    return FidSettings(epochs=1, batch_size=25, eval_batch_size=100, kid_subsets=2, cache_dir=str(cache))
 
 
 @pytest.mark.parametrize(
@@ -98,7 +99,7 @@ def test_fp16_on_a_cpu_without_native_float16_is_refused():
 
 
 def test_the_mode_is_part_of_config_id_and_auto_shares_the_id_of_what_it_resolved_to(tiny):
-    settings = classify.Settings()
+    settings = ClassifySettings()
 
     def config_id(mode):
         start = records.start(
@@ -126,9 +127,9 @@ def test_bf16_autocast_runs_the_layers_in_bf16_and_keeps_the_weights_fp32():
 def test_every_task_trains_and_evaluates_in_bf16_channels_last(tiny, fid, tmp_path):
     context = RunContext(CPU, 0, FAST_MEASURE, tmp_path, fid=fid, mode=BF16_CL)
     for task, name, settings in (
-        (classify, "cnn-bn", classify.Settings(epochs=2, batch_size=25, optimizer="adam")),
-        (vae, "vae-conv", vae.Settings(epochs=1, batch_size=25, iwae_samples=4, eval_batch_size=40)),
-        (gan, "gan-dcgan", gan.Settings(epochs=1, batch_size=25, latent_dim=16, eval_batch_size=40)),
+        (classify, "cnn-bn", ClassifySettings(epochs=2, batch_size=25, optimizer="adam")),
+        (vae, "vae-conv", VaeSettings(epochs=1, batch_size=25, iwae_samples=4, eval_batch_size=40)),
+        (gan, "gan-dcgan", GanSettings(epochs=1, batch_size=25, latent_dim=16, eval_batch_size=40)),
     ):
         torch.manual_seed(0)
         model = architectures.create(name, tiny.input_shape, tiny.num_classes, **settings.model_overrides())
@@ -195,7 +196,7 @@ def test_compilation_time_is_kept_out_of_the_training_clock():
 def test_a_compiled_run_records_its_compile_time_apart_from_throughput_and_training_time(tiny, tmp_path):
     # 100 training samples in batches of 16: the last batch of each epoch has another shape, so training
     # itself triggers a compilation, besides the measured copies and the evaluation.
-    config = RunConfig(tasks={"classify": classify.Settings(epochs=2, batch_size=16)}, measure=FAST_MEASURE)
+    config = RunConfig(tasks={"classify": ClassifySettings(epochs=2, batch_size=16)}, measure=FAST_MEASURE)
     mode = modes.parse("fp32+compile", SLOW_BACKEND).resolved(CPU)
     job = Job("cnn-baseline", 0, config, tiny, CPU, tmp_path, True, mode=mode)
     record = run_pair(job)
@@ -207,7 +208,7 @@ def test_a_compiled_run_records_its_compile_time_apart_from_throughput_and_train
 
 
 def test_a_model_that_fails_to_compile_is_a_failed_record_saying_so(tiny, tmp_path):
-    config = RunConfig(tasks={"classify": classify.Settings(epochs=1, batch_size=25)}, measure=FAST_MEASURE)
+    config = RunConfig(tasks={"classify": ClassifySettings(epochs=1, batch_size=25)}, measure=FAST_MEASURE)
     mode = modes.parse("fp32+compile", "archbench_failing_test").resolved(CPU)
     record = run_pair(Job("cnn-baseline", 0, config, tiny, CPU, tmp_path, True, mode=mode))
     assert record["status"] == "failed" and record["error"].startswith("torch.compile failed: BackendCompilerFailed")
@@ -216,7 +217,7 @@ def test_a_model_that_fails_to_compile_is_a_failed_record_saying_so(tiny, tmp_pa
 
 
 def test_an_eager_run_has_no_compile_time(tiny, tmp_path):
-    config = RunConfig(tasks={"classify": classify.Settings(epochs=1, batch_size=25)}, measure=FAST_MEASURE)
+    config = RunConfig(tasks={"classify": ClassifySettings(epochs=1, batch_size=25)}, measure=FAST_MEASURE)
     record = run_pair(Job("cnn-baseline", 0, config, tiny, CPU, tmp_path, True, mode=Mode()))
     assert record["status"] == "ok" and record["compile_time_s"] is None and record["compute_dtype"] == "float32"
     assert (record["precision"], record["memory_format"], record["compile"]) == ("fp32", "contiguous", "none")

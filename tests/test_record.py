@@ -13,9 +13,9 @@ from bench.tasks import TASKS
 
 
 def documented_keys(task: str) -> set[str]:
-    settings = {f.name for f in dataclasses.fields(TASKS[task].Settings)}
+    settings = {f.name for f in dataclasses.fields(TASKS[task].settings)}
     measure = {f"measure_{f.name}" for f in dataclasses.fields(MeasureSettings)}
-    return {*record.COMMON_KEYS, *record.TASK_KEYS[task], *record.ENVIRONMENT_KEYS, *settings, *measure}
+    return {*record.COMMON_KEYS, *TASKS[task].keys, *record.ENVIRONMENT_KEYS, *settings, *measure}
 
 
 def test_every_key_of_a_classify_record_is_documented_and_it_says_where_its_model_came_from(tiny_suite, tmp_path):

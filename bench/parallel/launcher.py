@@ -38,6 +38,7 @@ from .. import data as datasets
 from .. import isolation, runner
 from ..config import RunConfig
 from ..errors import UserError
+from ..tasks import TASKS
 from . import Options, failures, rank
 
 _LAUNCHER_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
@@ -56,7 +57,7 @@ class _DataParallel(runner.Strategy):
 
     def select(self, names: list[str], echo: Callable[[str], None]) -> list[str]:
         """The suite's architectures that have a data-parallel loop (classifiers); the others are named and skipped."""
-        kept = [name for name in names if architectures.get_spec(name).task == "classify"]
+        kept = [name for name in names if TASKS[architectures.get_spec(name).task].data_parallel]
         skipped = [name for name in names if name not in kept]
         if not kept:
             raise UserError(f"data-parallel runs train classifiers only; none of {', '.join(names)} is one")

@@ -4,71 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
 
 from ..measure import MeasureSettings, synchronize
 from ..modes import Mode, compute_dtypes
-
-if TYPE_CHECKING:
-    from .reference import FidSettings
-
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine")
-
-
-@dataclass(frozen=True)
-class TrainingSettings:
-    """Training budget and optimizer of one task, read from the suite's table for that task.
-
-    The budget is `epochs`, or instead (then `epochs` is ignored) seconds of training (`budget_s`) or training
-    FLOPs (`budget_flops`, counted on one training step of the eager model) per architecture: equal compute
-    rather than equal passes over the data."""
-
-    epochs: int = 10
-    budget_s: float | None = None
-    budget_flops: float | None = None
-    batch_size: int = 100
-    optimizer: str = "sgd"
-    lr: float = 0.001
-    momentum: float = 0.9
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-
-    def problems(self) -> list[str]:
-        """Human-readable reasons these settings are impossible; empty when they are fine."""
-        found = []
-        if self.epochs < 1:
-            found.append(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            found.append(f"batch_size must be at least 1, got {self.batch_size}")
-        for name in ("budget_s", "budget_flops"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                found.append(f"{name} must be positive, got {getattr(self, name):g}")
-        if self.budget_s is not None and self.budget_flops is not None:
-            found.append("give budget_s or budget_flops, not both")
-        if self.budget_s is not None and self.schedule == "cosine":
-            found.append("a cosine schedule needs the number of steps in advance: use epochs or budget_flops with it, not budget_s")
-        if self.lr <= 0:
-            found.append(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            found.append(f"momentum must be in [0, 1), got {self.momentum}")
-        if not all(0 <= beta < 1 for beta in self.betas):
-            found.append(f"betas must both be in [0, 1), got {list(self.betas)}")
-        if self.weight_decay < 0:
-            found.append(f"weight_decay must not be negative, got {self.weight_decay}")
-        if self.optimizer not in OPTIMIZERS:
-            found.append(f"unknown optimizer {self.optimizer!r} (valid: {', '.join(OPTIMIZERS)})")
-        if self.schedule not in SCHEDULES:
-            found.append(f"unknown schedule {self.schedule!r} (valid: {', '.join(SCHEDULES)})")
-        return found
-
-    def model_overrides(self) -> dict[str, object]:
-        """Keyword arguments the harness passes to the builder of every architecture of this task; none here."""
-        return {}
+from .settings import FidSettings, TrainingSettings
 
 
 class Diverged(RuntimeError):

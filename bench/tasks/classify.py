@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -13,25 +12,10 @@ from torch import nn
 from .. import measure
 from ..data import ImageData, Source, TensorSource
 from ..modes import Amp, Mode
-from .base import Diverged, RunContext, TrainingSettings, compute_dtype, make_optimizer
+from .base import Diverged, RunContext, compute_dtype, make_optimizer
+from .settings import ClassifySettings
 from . import loop
 from .loop import AfterStep, EpochEnd, Steps, training_windows
-
-
-@dataclass(frozen=True)
-class Settings(TrainingSettings):
-    """The suite's `[classify]` table. Defaults are the reference setup: SGD lr 0.001 momentum 0.9, batch 100."""
-
-    target_accuracy: float | None = None
-    eval_batch_size: int = 1000
-
-    def problems(self) -> list[str]:
-        found = super().problems()
-        if self.target_accuracy is not None and not 0 < self.target_accuracy <= 1:
-            found.append(f"target_accuracy must be in (0, 1], got {self.target_accuracy}")
-        if self.eval_batch_size < 1:
-            found.append(f"eval_batch_size must be at least 1, got {self.eval_batch_size}")
-        return found
 
 
 def compiled_parts(model: nn.Module) -> tuple[nn.Module, ...]:
@@ -51,7 +35,7 @@ def train_step(
     return loss.detach()
 
 
-def steps(model: nn.Module, settings: Settings, amp: Amp) -> Steps:
+def steps(model: nn.Module, settings: ClassifySettings, amp: Amp) -> Steps:
     """The classifier's training step over `model`: cross-entropy, one optimizer of the suite's kind."""
     optimizer = make_optimizer(model.parameters(), settings)
     return Steps(model, (optimizer,), lambda x, y: train_step(model, optimizer, x, y, amp), amp)
@@ -72,7 +56,7 @@ def evaluate(model: nn.Module, source: Source, batch_size: int) -> tuple[float, 
 
 
 def run(
-    model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict, train: bool = True
+    model: nn.Module, data: ImageData, settings: ClassifySettings, context: RunContext, record: dict, train: bool = True
 ) -> None:
     """Measure `model`'s training costs, train and evaluate it, then measure inference; fills `record` as it goes.
     The training throughput is timed in windows before and during training (measure.TrainingWindows).
@@ -106,14 +90,14 @@ def check_outputs(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
         raise ValueError(f"the model's output has shape {got}; a classifier must return (batch, classes) = {expected}")
 
 
-def step_maker(model: nn.Module, data: ImageData, settings: Settings, context: RunContext) -> Callable[..., Callable[[], object]]:
+def step_maker(model: nn.Module, data: ImageData, settings: ClassifySettings, context: RunContext) -> Callable[..., Callable[[], object]]:
     """The timed training step (loop.step_maker) of this task's `steps` over `model`, on the training split."""
     build = lambda copied, amp: steps(copied, settings, amp)
     return loop.step_maker(model, build, compiled_parts, TensorSource(data.train_x, data.train_y), settings.batch_size, context)
 
 
 def training_costs(
-    model: nn.Module, data: ImageData, settings: Settings, context: RunContext,
+    model: nn.Module, data: ImageData, settings: ClassifySettings, context: RunContext,
     make_step: Callable[..., Callable[[], object]] | None = None,
 ) -> dict:
     """Parameters, FLOPs per sample (counted on the eager model), the dtype its layers compute in, and
@@ -138,7 +122,7 @@ def model_figures(model: nn.Module, x: torch.Tensor, context: RunContext) -> dic
     return {"params": total, "trainable_params": trainable, "flops_per_sample": flops, "compute_dtype": dtype}
 
 
-def inference_costs(model: nn.Module, data: ImageData, settings: Settings, context: RunContext) -> dict:
+def inference_costs(model: nn.Module, data: ImageData, settings: ClassifySettings, context: RunContext) -> dict:
     """Inference throughput at the suite's batch size and batch-1 latency percentiles, in eval mode, in the
     context's mode."""
     x = data.test_x[: settings.batch_size]
@@ -148,7 +132,7 @@ def inference_costs(model: nn.Module, data: ImageData, settings: Settings, conte
 
 
 def fit(
-    model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict,
+    model: nn.Module, data: ImageData, settings: ClassifySettings, context: RunContext, record: dict,
     after_step: AfterStep = lambda clock, optimizers: None,
 ) -> None:
     """Train for `settings.epochs` (or its budget) in the one loop (loop.fit), evaluating after each epoch;

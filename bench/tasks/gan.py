@@ -25,31 +25,8 @@ from ..data import ImageData, TensorSource
 from ..modes import Amp
 from . import generative, loop
 from .base import Diverged, RunContext, make_optimizer
+from .settings import GanSettings
 from .loop import AfterStep, EpochEnd, Steps, training_windows
-
-
-@dataclass(frozen=True)
-class Settings(generative.GenerativeSettings):
-    """The suite's `[gan]` table. Defaults: DCGAN's batch 128, Adam lr 2e-4, betas (0.5, 0.999), latent size 100."""
-
-    batch_size: int = 128
-    optimizer: str = "adam"
-    lr: float = 0.0002
-    betas: tuple[float, float] = (0.5, 0.999)
-    latent_dim: int = 100
-    collapse_loss: float = 0.01
-    collapse_steps: int = 100
-    ema: float = 0.0  # decay of the moving average of the generator that is judged; 0: the generator as trained
-
-    def problems(self) -> list[str]:
-        found = super().problems()
-        if self.collapse_loss < 0:
-            found.append(f"collapse_loss must not be negative, got {self.collapse_loss}")
-        if self.collapse_steps < 1:
-            found.append(f"collapse_steps must be at least 1, got {self.collapse_steps}")
-        if not 0 <= self.ema < 1:
-            found.append(f"ema must be in [0, 1), got {self.ema}")
-        return found
 
 
 def compiled_parts(model: nn.Module) -> tuple[nn.Module, ...]:
@@ -57,13 +34,13 @@ def compiled_parts(model: nn.Module) -> tuple[nn.Module, ...]:
     return model.generator, model.discriminator
 
 
-def optimizers(model: nn.Module, settings: Settings) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+def optimizers(model: nn.Module, settings: GanSettings) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
     """One optimizer of the suite's kind for the generator, one for the discriminator."""
     generator, discriminator = model.generator.parameters(), model.discriminator.parameters()
     return make_optimizer(generator, settings), make_optimizer(discriminator, settings)
 
 
-def moving_average(model: nn.Module, settings: Settings) -> AveragedModel | None:
+def moving_average(model: nn.Module, settings: GanSettings) -> AveragedModel | None:
     """The exponential moving average of `model`'s generator (weights and buffers) that `settings.ema` asks for,
     starting from the generator as it is; None without `ema`."""
     if not settings.ema:
@@ -104,7 +81,7 @@ class GanSteps(Steps):
     average: AveragedModel | None = None
 
 
-def steps(model: nn.Module, settings: Settings, amp: Amp) -> GanSteps:
+def steps(model: nn.Module, settings: GanSettings, amp: Amp) -> GanSteps:
     """The GAN's training step over `model`: a discriminator step, then a generator step, then the generator's
     moving average (`settings.ema`) updated; returns the two losses."""
     (g_optimizer, d_optimizer), average = optimizers(model, settings), moving_average(model, settings)
@@ -123,7 +100,7 @@ def collapse_step(d_losses: torch.Tensor, threshold: float, window: int) -> int 
 
 
 def run(
-    model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict, train: bool = True
+    model: nn.Module, data: ImageData, settings: GanSettings, context: RunContext, record: dict, train: bool = True
 ) -> None:
     """Measure costs on copies, train, then record generation costs and the generator's FID/KID.
     Without `train`, only the cost figures (what `python -m bench.probe` measures).
@@ -152,7 +129,7 @@ def run(
 
 
 def fit(
-    model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict,
+    model: nn.Module, data: ImageData, settings: GanSettings, context: RunContext, record: dict,
     after_step: AfterStep = lambda clock, optimizers: None,
 ) -> None:
     """Train for `settings.epochs` (or its budget) on the [0, 1] training images in the one loop (loop.fit);

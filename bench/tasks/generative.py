@@ -8,7 +8,6 @@ features of the reference classifier (`bench.tasks.reference`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -19,30 +18,12 @@ from .. import measure
 from ..data import ImageData
 from ..fid import calibration_images, sample_quality
 from ..modes import Mode
-from .base import RunContext, TrainingSettings, compute_dtype
-from .reference import FidSettings, load_or_train
+from .base import RunContext, compute_dtype
+from .reference import load_or_train
+from .settings import FidSettings, GenerativeSettings
 
 Sampler = Callable[[torch.Tensor], torch.Tensor]
 GRID_ROWS = 8  # the sample grid PNG shows GRID_ROWS x GRID_ROWS images
-
-
-@dataclass(frozen=True)
-class GenerativeSettings(TrainingSettings):
-    """Settings every generator task has: the latent size given to every builder, and the evaluation batch."""
-
-    latent_dim: int = 16
-    eval_batch_size: int = 1000
-
-    def problems(self) -> list[str]:
-        found = super().problems()
-        if self.latent_dim < 1:
-            found.append(f"latent_dim must be at least 1, got {self.latent_dim}")
-        if self.eval_batch_size < 1:
-            found.append(f"eval_batch_size must be at least 1, got {self.eval_batch_size}")
-        return found
-
-    def model_overrides(self) -> dict[str, object]:
-        return {"latent_dim": self.latent_dim}
 
 
 def codes(n: int, latent_dim: int, seed: int, device: torch.device) -> torch.Tensor:

@@ -24,47 +24,10 @@ import architectures
 from ..data import ImageData
 from ..measure import MeasureSettings
 from . import classify
-from .base import Diverged, Progress, RunContext, TrainingSettings
+from .base import Diverged, Progress, RunContext
+from .settings import ClassifySettings, FidSettings, TrainingSettings
 
 CACHE_ENV = "ARCHBENCH_FID_CACHE"
-
-
-@dataclass(frozen=True)
-class FidSettings(TrainingSettings):
-    """The suite's `[fid]` table: the reference classifier, its training, and KID's subsets.
-
-    `classifier` names a registered classify architecture; it trains with these settings (defaults: Adam,
-    cosine schedule, 5 epochs of batch 128) at `seed` on the run's training split, once: later runs load it
-    from `cache_dir` (default `$ARCHBENCH_FID_CACHE`, else ~/.cache/archbench/fid). KID averages
-    `kid_subsets` subsets of `kid_subset_size` images (fewer when a set is smaller).
-    """
-
-    classifier: str = "cnn-bn"
-    seed: int = 0
-    epochs: int = 5
-    batch_size: int = 128
-    optimizer: str = "adam"
-    lr: float = 0.001
-    schedule: str = "cosine"
-    eval_batch_size: int = 1000
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    cache_dir: str | None = None
-
-    def problems(self) -> list[str]:
-        found = super().problems()
-        classifiers = architectures.list_architectures(task="classify")
-        if self.classifier not in classifiers:
-            found.append(f"unknown classifier {self.classifier!r} (valid: {', '.join(classifiers)})")
-        if self.eval_batch_size < 1:
-            found.append(f"eval_batch_size must be at least 1, got {self.eval_batch_size}")
-        if self.kid_subsets < 1:
-            found.append(f"kid_subsets must be at least 1, got {self.kid_subsets}")
-        if not 0 <= self.seed < 2**63:
-            found.append(f"seed must be a whole number from 0 to 2**63 - 1, got {self.seed}")
-        if self.kid_subset_size < 2:
-            found.append(f"kid_subset_size must be at least 2, got {self.kid_subset_size}")
-        return found
 
 
 def cache_dir(settings: FidSettings) -> Path:
@@ -196,7 +159,7 @@ def _load(path: Path, model: nn.Module, device: torch.device) -> float | None:
 def _train(model: Standardized, settings: FidSettings, data: ImageData, device: torch.device, progress) -> float:
     """Train `model` with the classify task's loop; return its test accuracy."""
     shared = {f.name: getattr(settings, f.name) for f in fields(TrainingSettings)}
-    training = classify.Settings(**shared, eval_batch_size=settings.eval_batch_size)
+    training = ClassifySettings(**shared, eval_batch_size=settings.eval_batch_size)
     context = RunContext(
         device, settings.seed, MeasureSettings(), cache_dir(settings),
         lambda total, description: progress(total, f"FID reference {settings.classifier}"),

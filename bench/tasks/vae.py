@@ -13,7 +13,6 @@ All figures are in nats per image. Generated samples are the likelihood's mean, 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,38 +23,15 @@ from ..data import ImageData, Source, TensorSource
 from ..modes import Amp
 from . import generative, loop
 from .base import RunContext, make_optimizer
+from .settings import VaeSettings
 from .loop import AfterStep, EpochEnd, Steps, training_windows
-
-LIKELIHOODS = ("bernoulli", "gaussian")
-
-
-@dataclass(frozen=True)
-class Settings(generative.GenerativeSettings):
-    """The suite's `[vae]` table. Defaults: Adam lr 0.001, latent size 16, Bernoulli pixels, IWAE with k = 100."""
-
-    optimizer: str = "adam"
-    lr: float = 0.001
-    likelihood: str = "bernoulli"
-    gaussian_std: float = 0.1
-    iwae_samples: int = 100
-
-    def problems(self) -> list[str]:
-        found = super().problems()
-        if self.likelihood not in LIKELIHOODS:
-            found.append(f"unknown likelihood {self.likelihood!r} (valid: {', '.join(LIKELIHOODS)})")
-        if self.gaussian_std <= 0:
-            found.append(f"gaussian_std must be positive, got {self.gaussian_std}")
-        if self.iwae_samples < 1:
-            found.append(f"iwae_samples must be at least 1, got {self.iwae_samples}")
-        return found
-
 
 def compiled_parts(model: nn.Module) -> tuple[nn.Module, ...]:
     """The modules this task calls, which a compiling mode compiles: the encoder and the decoder."""
     return model.encoder, model.decoder
 
 
-def log_likelihood(logits: torch.Tensor, x: torch.Tensor, settings: Settings) -> torch.Tensor:
+def log_likelihood(logits: torch.Tensor, x: torch.Tensor, settings: VaeSettings) -> torch.Tensor:
     """log p(x | z) per image (N,) for decoder logits (N, C, H, W) and images x in [0, 1], in float32."""
     logits = logits.float()
     if settings.likelihood == "bernoulli":
@@ -66,7 +42,7 @@ def log_likelihood(logits: torch.Tensor, x: torch.Tensor, settings: Settings) ->
     return per_pixel.flatten(1).sum(1)
 
 
-def elbo_terms(model: nn.Module, x: torch.Tensor, settings: Settings) -> tuple[torch.Tensor, torch.Tensor]:
+def elbo_terms(model: nn.Module, x: torch.Tensor, settings: VaeSettings) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image (N,): the reconstruction term -log p(x | z) at one reparameterized z ~ q(z | x), and KL(q || p(z)),
     in float32 whatever the precision the encoder and decoder ran in."""
     mean, log_var = (t.float() for t in model.encode(x))
@@ -77,7 +53,7 @@ def elbo_terms(model: nn.Module, x: torch.Tensor, settings: Settings) -> tuple[t
 
 
 def train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, settings: Settings, amp: Amp
+    model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, settings: VaeSettings, amp: Amp
 ) -> torch.Tensor:
     """One optimizer step on the mean negative ELBO in `amp`'s mode; returns it detached, without synchronizing."""
     optimizer.zero_grad(set_to_none=True)
@@ -89,14 +65,14 @@ def train_step(
     return loss.detach()
 
 
-def steps(model: nn.Module, settings: Settings, amp: Amp) -> Steps:
+def steps(model: nn.Module, settings: VaeSettings, amp: Amp) -> Steps:
     """The VAE's training step over `model`: the negative ELBO, one optimizer of the suite's kind."""
     optimizer = make_optimizer(model.parameters(), settings)
     return Steps(model, (optimizer,), lambda x, _: train_step(model, optimizer, x, settings, amp), amp)
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, source: Source, settings: Settings) -> dict[str, float]:
+def evaluate(model: nn.Module, source: Source, settings: VaeSettings) -> dict[str, float]:
     """Mean negative ELBO over `source`'s images in nats per image, with its reconstruction and KL terms, in
     eval mode."""
     model.eval()
@@ -109,7 +85,7 @@ def evaluate(model: nn.Module, source: Source, settings: Settings) -> dict[str, 
 
 
 @torch.inference_mode()
-def iwae_nll(model: nn.Module, source: Source, settings: Settings) -> float:
+def iwae_nll(model: nn.Module, source: Source, settings: VaeSettings) -> float:
     """Importance-weighted estimate of -log p(x) in nats per image with k = settings.iwae_samples samples of q(z | x).
 
     -log p(x) ~ -log (1/k) sum_i p(x | z_i) p(z_i) / q(z_i | x); an upper bound in expectation, tighter as k grows.
@@ -137,7 +113,7 @@ def sampler(model: nn.Module) -> generative.Sampler:
 
 
 def run(
-    model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict, train: bool = True
+    model: nn.Module, data: ImageData, settings: VaeSettings, context: RunContext, record: dict, train: bool = True
 ) -> None:
     """Measure costs on copies, train, then record the test ELBO, the IWAE bound, generation costs and FID/KID.
     Without `train`, only the cost figures (what `python -m bench.probe` measures).
@@ -168,7 +144,7 @@ def run(
 
 
 def fit(
-    model: nn.Module, data: ImageData, settings: Settings, context: RunContext, record: dict,
+    model: nn.Module, data: ImageData, settings: VaeSettings, context: RunContext, record: dict,
     after_step: AfterStep = lambda clock, optimizers: None,
 ) -> None:
     """Train for `settings.epochs` (or its budget) on the [0, 1] training images in the one loop (loop.fit),

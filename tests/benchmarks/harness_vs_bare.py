@@ -30,6 +30,7 @@ from bench.data import ImageData, TensorSource
 from bench.modes import Amp
 from bench.tasks import classify
 from bench.tasks.loop import run_epoch, trainee
+from bench.tasks.settings import ClassifySettings
 
 CPU = torch.device("cpu")
 ROUNDS, STEPS = 5, 5
@@ -55,7 +56,7 @@ def bare_step(name: str, batch: int, mode: modes.Mode):
 
 
 def harness(name: str, batch: int, mode: modes.Mode):
-    settings = classify.Settings(batch_size=batch)
+    settings = ClassifySettings(batch_size=batch)
     model = mode.prepare(architectures.create(name, (3, 32, 32), 10))
     images = torch.randn(batch * STEPS, 3, 32, 32)
     data = mode.data(ImageData("random", images, torch.randint(0, 10, (len(images),)), images[:batch], images[:batch], 10))

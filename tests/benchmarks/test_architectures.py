@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 import architectures
 from bench.tasks import vae
+from bench.tasks.settings import VaeSettings
 
 BATCH, SHAPE = 8, (3, 32, 32)
 CLASSIFIERS = architectures.list_architectures(task="classify")
@@ -66,7 +67,7 @@ def test_vae_forward(benchmark, name):
 @pytest.mark.parametrize("name", VAES)
 def test_vae_forward_backward(benchmark, name):
     benchmark.group = f"vae forward+backward, batch {BATCH}, {'x'.join(map(str, SHAPE))}"
-    model, x, settings = architectures.create(name, SHAPE, 10).train(), torch.rand(BATCH, *SHAPE), vae.Settings()
+    model, x, settings = architectures.create(name, SHAPE, 10).train(), torch.rand(BATCH, *SHAPE), VaeSettings()
 
     def step():
         model.zero_grad(set_to_none=True)
