@@ -85,7 +85,12 @@ def take_turns(hook: Callable[[], None] | None) -> None:
     _before_window = hook or (lambda: None)
 
 
-def time_repeats(call: Callable[[], object], device: torch.device, settings: MeasureSettings) -> list[float]:
+Timer = Callable[[Callable[[], object], int], float]  # seconds that `calls` calls of a function take, back to back
+
+
+def time_repeats(
+    call: Callable[[], object], device: torch.device, settings: MeasureSettings, timer: Timer | None = None
+) -> list[float]:
     """Seconds per `call()` in each repeat, after a warm-up: `settings.repeats` repeats, then more for as long as
     their spread (IQR / median) exceeds `max_spread` and they have taken less than `max_time` seconds.
 
@@ -93,15 +98,18 @@ def time_repeats(call: Callable[[], object], device: torch.device, settings: Mea
     warm-up), so fast calls are not lost in clock resolution; slow ones run once per repeat. The stopping rule
     is that of torch.utils.benchmark's `adaptive_autorange`; that function itself does not fit: `archbench ab`
     must be able to give turns between repeats and pair them one by one, and CUDA repeats are timed by events.
+    `timer(call, calls)` times each block (default: this process's, the device synchronized); a data-parallel
+    rank passes one whose figure every rank shares (the slowest rank's), so that all take the same decisions.
     """
+    timer = timer or (lambda call, calls: _timed(call, device, calls))
     _before_window()
-    per_call = _warm_up(call, device, settings.warmup_time)
+    per_call = _warm_up(call, timer, settings.warmup_time)
     calls = max(1, math.ceil(settings.min_repeat_time / per_call))
     seconds: list[float] = []
     while len(seconds) < settings.repeats or _unsettled(seconds, calls, settings):
         if seconds:
             _before_window()
-        seconds.append(_timed(call, device, calls) / calls)
+        seconds.append(timer(call, calls) / calls)
     return seconds
 
 
@@ -113,7 +121,7 @@ def _unsettled(seconds: list[float], calls: int, settings: MeasureSettings) -> b
 def time_each_call(call: Callable[[], object], device: torch.device, settings: MeasureSettings) -> list[float]:
     """Seconds of each single `call()`, for latency percentiles: enough calls to fill `latency_time`."""
     _before_window()
-    per_call = _warm_up(call, device, settings.warmup_time)
+    per_call = _warm_up(call, lambda call, calls: _timed(call, device, calls), settings.warmup_time)
     count = max(settings.latency_min_calls, math.ceil(settings.latency_time / per_call))
     block = _block_size(count, settings.repeats)
     seconds = []
@@ -303,13 +311,13 @@ def _block_size(calls: int, repeats: int) -> int:
     return max(1, math.ceil(calls / repeats))
 
 
-def _warm_up(call: Callable[[], object], device: torch.device, warmup_time: float) -> float:
-    """Run `call` at least twice and for at least `warmup_time` seconds; return the last call's seconds."""
-    started = time.perf_counter()
-    calls = 0
-    while calls < 2 or time.perf_counter() - started < warmup_time:
-        seconds = _timed(call, device, 1)
-        calls += 1
+def _warm_up(call: Callable[[], object], timer: Timer, warmup_time: float) -> float:
+    """Run `call` at least twice and until the calls have taken `warmup_time` seconds by `timer`; return the
+    last call's seconds."""
+    calls, elapsed = 0, 0.0
+    while calls < 2 or elapsed < warmup_time:
+        seconds = timer(call, 1)
+        calls, elapsed = calls + 1, elapsed + seconds
     return max(seconds, 1e-9)
 
 

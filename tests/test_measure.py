@@ -40,7 +40,7 @@ def test_time_repeats_calibrates_calls_per_repeat():
 def scripted_clock(monkeypatch, repeat_seconds):
     """Make every timed repeat take the next of `repeat_seconds` (per call); the warm-up's calls take 0.1 s."""
     durations = iter(repeat_seconds)
-    monkeypatch.setattr(measure, "_warm_up", lambda call, device, warmup_time: 0.1)
+    monkeypatch.setattr(measure, "_warm_up", lambda call, timer, warmup_time: 0.1)
     monkeypatch.setattr(measure, "_timed", lambda call, device, calls: next(durations) * calls)
 
 

@@ -7,7 +7,6 @@ same collectives in the same order; rank 0's figures are the ones recorded.
 
 from __future__ import annotations
 
-import math
 import os
 import statistics
 import time
@@ -154,21 +153,14 @@ def training_costs(
 def time_steps(
     step: Callable[[], object], group: DDPGroup, device: torch.device, settings: measure.MeasureSettings
 ) -> list[float]:
-    """Seconds per `step()` in each of `settings.repeats` repeats, every rank running the same number of steps.
-
-    As measure.time_repeats, with the counts agreed: the warm-up lasts until every rank has run at least 2
-    steps and `warmup_time` seconds, a repeat runs as many steps as fill `min_repeat_time` on the slowest
-    rank, and each repeat starts at a barrier and lasts until the slowest rank's device is done.
-    """
-    calls, warm = 0, 0.0
-    while calls < 2 or warm < settings.warmup_time:
-        per_call = _repeat(step, 1, group, device)
-        calls, warm = calls + 1, warm + per_call
-    calls = max(1, math.ceil(settings.min_repeat_time / max(per_call, 1e-9)))
-    return [_repeat(step, calls, group, device) / calls for _ in range(settings.repeats)]
+    """Seconds per `step()` in each repeat (measure.time_repeats), every rank running the same number of steps:
+    each block of steps starts at a barrier and lasts until the slowest rank's device is done, and every rank
+    takes that slowest figure, so all agree on the warm-up, the steps per repeat and when to stop."""
+    return measure.time_repeats(step, device, settings, lambda call, calls: _slowest_rank(call, calls, group, device))
 
 
-def _repeat(step: Callable[[], object], calls: int, group: DDPGroup, device: torch.device) -> float:
+def _slowest_rank(step: Callable[[], object], calls: int, group: DDPGroup, device: torch.device) -> float:
+    """Seconds that `calls` steps took on the slowest rank, started together at a barrier."""
     group.barrier()
     started = time.perf_counter()
     for _ in range(calls):
