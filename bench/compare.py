@@ -18,14 +18,13 @@ from __future__ import annotations
 
 
 import statistics
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Collection
 
 from tabulate import tabulate
 
-from . import stats
+from . import stats, tomlfile
 from .errors import UserError
 from .aggregate import Number, Row, aggregate, versions_text
 from .tasks import FIGURES, Figure
@@ -85,9 +84,9 @@ def load_tolerances(path: Path | None = None, architectures: Collection[str] | N
     that is not a non-negative number or false, `reference` not a string, `alpha` outside (0, 1), and, when
     `architectures` (the names in the runs compared) is given, an `[architecture.NAME]` for a name in none of them.
     """
-    table = _read_toml(DEFAULT_TOLERANCES)
+    table = tomlfile.read(DEFAULT_TOLERANCES, "tolerances file")
     if path is not None:
-        override = _read_toml(path)
+        override = tomlfile.read(path, "tolerances file")
         unknown = set(override) - {"reference", "alpha", "default", "architecture"}
         if unknown:
             raise UserError(f"{path}: unknown key {sorted(unknown)[0]!r} (valid: reference, alpha, [default], [architecture.NAME])")
@@ -357,18 +356,3 @@ def _machine_factors(
             if b and c:
                 ratios.setdefault((key[1], figure.key), []).append(c / b)
     return {key: statistics.median(values) for key, values in ratios.items()}
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(Path(path).read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"tolerances file {path} does not exist") from None
-    except IsADirectoryError:
-        raise UserError(f"tolerances file {path} is a folder, not a TOML file") from None
-    except OSError as error:
-        raise UserError(f"tolerances file {path}: cannot read: {error.strerror or error}") from None
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start})") from None
-    except tomllib.TOMLDecodeError as error:
-        raise UserError(f"{path}: invalid TOML: {' '.join(str(error).split())}") from None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import architectures
 
 from . import modes as run_modes
-from . import store
+from . import store, tomlfile
 from .errors import UserError
 from .measure import MeasureSettings
 from .tasks import TASKS
@@ -105,15 +104,7 @@ def load(
     or impossible settings.
     """
     path = suite_path(suite)
-    try:
-        table = tomllib.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as error:
-        raise UserError(f"suite {path}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
-    except OSError as error:
-        raise UserError(f"suite {path}: cannot read it: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise UserError(f"suite {path}: invalid TOML: {error}") from None
-    config = _from_table(table, path)
+    config = _from_table(tomlfile.read(path, "suite"), path)
     config.suite = path.stem
     for key, value in overrides.items():
         if value is not None:

@@ -275,7 +275,7 @@ CASES = [
     ("suite-window-every-zero", suite_with("[measure]\nwindow_every = 0\n"), "[measure]: window_every must be positive, got 0"),
     ("suite-gan-ema-one", suite_with("[gan]\nema = 1.0\n"), "[gan]: ema must be in [0, 1), got 1.0"),
     ("suite-fid-seed", suite_with("[fid]\nseed = -1\n"), "[fid]: seed must be a whole number from 0 to 2**63 - 1, got -1"),
-    ("suite-not-utf8", suite_with(b'description = "\xff\xfe"\n'), "{tmp}/suite.toml: not UTF-8 text (byte 15); save it as UTF-8"),
+    ("suite-not-utf8", suite_with(b'description = "\xff\xfe"\n'), "{tmp}/suite.toml: not UTF-8 text (byte 0xff at offset 15); save it as UTF-8"),
     ("seed-flag-too-large", quick_run("--seed", "99999999999999999999999"),
      "seed 99999999999999999999999 is out of range: seeds are whole numbers from 0 to 2**63 - 1"),
     ("arch-timeout-flag-zero", quick_run("--arch-timeout", "0"), "argument --arch-timeout: must be positive, got 0"),
