@@ -164,21 +164,9 @@ def run_suite(
     """
     strategy = strategy or Strategy()
     echo = echo if strategy.writes else (lambda line: None)
-    try:
-        names = strategy.select(architectures.resolve(config.architectures), echo)
-    except architectures.UnknownArchitecture as error:
-        raise UserError(str(error)) from None
-    if any(TASKS[architectures.get_spec(name).task].generative for name in names):
-        what = "FID cache folder ([fid] cache_dir or $ARCHBENCH_FID_CACHE)"
-        store.writable_folder(reference.cache_dir(config.fid), what, create=False)
+    names = _architectures(config, strategy, echo)
     device = strategy.device(config)
-    modes = {mode.name: mode.resolved(device) for mode in configs.modes(config)}
-    if not strategy.compiles and any(mode.compile for mode in modes.values()):
-        raise UserError("compiling modes are not supported in data-parallel runs (--nproc, torchrun); drop compile")
-    budgeted = [f"[{task}] {key}" for task, settings in config.tasks.items() for key in ("budget_s", "budget_flops")
-                if getattr(settings, key, None) is not None]
-    if not strategy.budgets and budgeted:
-        raise UserError(f"training budgets are not supported in data-parallel runs (--nproc, torchrun): {budgeted[0]}; use epochs")
+    modes = _modes(config, strategy, device)
     data = strategy.load(config, device)
     pairs = [(name, mode, seed) for name in names for mode in modes for seed in config.seeds]
     planned = len(pairs)
@@ -191,17 +179,14 @@ def run_suite(
     done: dict[tuple[str, str, int], str] = {}
     run_dir = None
     if strategy.writes:
+        environment = store.environment(device, command)
         if resume is None:
-            run_dir = store.new_run_dir(Path(config.out), config.suite)
+            info = {"config": dataclasses.asdict(config), **strategy.info(), "arch_modules": list(arch_modules),
+                    "shard": plan, "environment": environment}
+            run_dir = _new_run(config, info)
         else:
             run_dir = resume
             done = {records.pair(r): r["status"] for r in store.read_records(run_dir / store.RECORDS)}
-        environment = store.environment(device, command)
-        if resume is None:
-            info = {
-                "config": dataclasses.asdict(config), **strategy.info(), "arch_modules": list(arch_modules), "shard": plan
-            }
-            store.write_run_info(run_dir, {**info, "environment": environment})
     run_dir = strategy.agree(run_dir)
     todo = [p for p in pairs if p not in done or (retry_failed and done[p] not in FINISHED)]
     quiet = config.quiet or not strategy.writes or not sys.stderr.isatty()
@@ -240,6 +225,39 @@ def run_suite(
     finally:
         strategy.close()
     return run_dir if strategy.writes else None
+
+
+def _architectures(config: RunConfig, strategy: Strategy, echo: Callable[[str], None]) -> list[str]:
+    """The suite's architectures that `strategy` runs; UserError for an unknown name, or for an FID cache folder
+    that generators would need and cannot write to."""
+    try:
+        names = strategy.select(architectures.resolve(config.architectures), echo)
+    except architectures.UnknownArchitecture as error:
+        raise UserError(str(error)) from None
+    if any(TASKS[architectures.get_spec(name).task].generative for name in names):
+        what = "FID cache folder ([fid] cache_dir or $ARCHBENCH_FID_CACHE)"
+        store.writable_folder(reference.cache_dir(config.fid), what, create=False)
+    return names
+
+
+def _modes(config: RunConfig, strategy: Strategy, device: torch.device) -> dict[str, Mode]:
+    """The suite's modes resolved for `device`, by name; UserError for what `strategy` cannot run (compiling
+    modes, training budgets)."""
+    modes = {mode.name: mode.resolved(device) for mode in configs.modes(config)}
+    if not strategy.compiles and any(mode.compile for mode in modes.values()):
+        raise UserError("compiling modes are not supported in data-parallel runs (--nproc, torchrun); drop compile")
+    budgeted = [f"[{task}] {key}" for task, settings in config.tasks.items() for key in ("budget_s", "budget_flops")
+                if getattr(settings, key, None) is not None]
+    if not strategy.budgets and budgeted:
+        raise UserError(f"training budgets are not supported in data-parallel runs (--nproc, torchrun): {budgeted[0]}; use epochs")
+    return modes
+
+
+def _new_run(config: RunConfig, info: dict[str, Any]) -> Path:
+    """A fresh run folder under the configuration's `out`, holding `info` as its run.json."""
+    run_dir = store.new_run_dir(Path(config.out), config.suite)
+    store.write_run_info(run_dir, info)
+    return run_dir
 
 
 def run_pair(
