@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import measure
 from ..data import ImageData
-from ..tasks import classify
+from ..tasks import classify, costs
 from ..tasks.base import Group, RunContext
 
 ALLREDUCE_WAIT_METHOD = (
@@ -115,7 +115,7 @@ def training_costs(
     """
     group, device, timing = context.group, context.device, context.measure
     x = data.train_x[: settings.batch_size]
-    figures = classify.model_figures(model, x, context)
+    figures = costs.model_figures(model, lambda n: model(x[:n]), context)
     make_step = classify.step_maker(model, data, settings, context)
     single = None
     if scaling:

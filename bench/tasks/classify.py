@@ -9,13 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import measure
 from ..data import ImageData, Source, TensorSource
-from ..modes import Amp, Mode
-from .base import Diverged, RunContext, compute_dtype, make_optimizer
-from .settings import ClassifySettings
-from . import loop
+from ..modes import Amp
+from . import costs, loop
+from .base import Diverged, RunContext, make_optimizer
 from .loop import AfterStep, EpochEnd, Steps, training_windows
+from .settings import ClassifySettings
 
 
 def compiled_parts(model: nn.Module) -> tuple[nn.Module, ...]:
@@ -104,31 +103,15 @@ def training_costs(
     training-step throughput and peak memory of `make_step`'s steps (by default `step_maker`'s)."""
     make_step = make_step or step_maker(model, data, settings, context)
     x = data.train_x[: settings.batch_size]
-    figures = model_figures(model, x, context)
-    costs = measure.training_costs(make_step, len(x), context.device, context.measure)
-    if settings.budget_flops is not None:  # one step of an eager copy, forward and backward
-        costs["train_flops_per_step"] = measure.flops(make_step(Mode()))
-    return {**figures, **costs}
-
-
-def model_figures(model: nn.Module, x: torch.Tensor, context: RunContext) -> dict:
-    """`model`'s parameter counts, FLOPs per sample (counted on the eager model on `x[:1]`) and the dtype its
-    layers compute in under the context's mode."""
-    total, trainable = measure.parameter_counts(model)
-    model.eval()
-    with torch.inference_mode():
-        flops = measure.flops(lambda: model(x[:1]))
-    dtype = compute_dtype(model, lambda: model(x[:2]), context)
-    return {"params": total, "trainable_params": trainable, "flops_per_sample": flops, "compute_dtype": dtype}
+    count_flops = settings.budget_flops is not None
+    return costs.training_costs(model, lambda n: model(x[:n]), make_step, len(x), context, count_flops)
 
 
 def inference_costs(model: nn.Module, data: ImageData, settings: ClassifySettings, context: RunContext) -> dict:
     """Inference throughput at the suite's batch size and batch-1 latency percentiles, in eval mode, in the
     context's mode."""
     x = data.test_x[: settings.batch_size]
-    model.eval()
-    with context.mode.autocast(context.device):
-        return measure.inference_costs(lambda: model(x), lambda: model(x[:1]), len(x), context.device, context.measure)
+    return costs.inference_costs(model, lambda n: model(x[:n]), len(x), context)
 
 
 def fit(

@@ -1,8 +1,8 @@
 """What the vae and gan tasks share: their common settings, drawing samples, a generator's costs and sample quality.
 
 A generator is judged through a `Sampler`: a function from standard-normal codes z (N, latent_dim) to images
-(N, C, H, W) in [0, 1] (a VAE's decoder mean, a GAN's generator). Costs come from `bench.measure`, the code
-that measures classifiers; sample quality is FID and KID against the test split (`bench.fid`) on the
+(N, C, H, W) in [0, 1] (a VAE's decoder mean, a GAN's generator). Costs come from `bench.tasks.costs`, the
+code that measures classifiers; sample quality is FID and KID against the test split (`bench.fid`) on the
 features of the reference classifier (`bench.tasks.reference`).
 """
 
@@ -17,8 +17,8 @@ from torchvision.utils import save_image
 from .. import measure
 from ..data import ImageData
 from ..fid import calibration_images, sample_quality
-from ..modes import Mode
-from .base import RunContext, compute_dtype
+from . import costs
+from .base import RunContext
 from .reference import load_or_train
 from .settings import FidSettings, GenerativeSettings
 
@@ -47,41 +47,18 @@ def training_costs(
     count_training_flops: bool = False,
 ) -> dict:
     """Parameters (all, and the generator's), FLOPs per generated sample (counted on the eager model), the dtype
-    the generator computes in, training-step throughput and peak memory.
-
-    `make_step(mode=context.mode)` returns one training step on the next batch of `images_per_step` training
-    images as training draws them (bench.data.training_batches) over a fresh copy of `model` and fresh
-    optimizers (see measure.training_costs). With `count_training_flops`, the FLOPs of
-    one such step on an eager fp32 copy (`train_flops_per_step`), what a FLOPs budget is counted in.
-    """
-    total, trainable = measure.parameter_counts(model)
-    z = codes(1, model.latent_dim, context.seed, context.device)
-    model.eval()
-    with torch.inference_mode():
-        flops = measure.flops(lambda: sample(z))
-    dtype = compute_dtype(generator, lambda: sample(z), context)
-    costs = measure.training_costs(make_step, images_per_step, context.device, context.measure)
-    if count_training_flops:
-        costs["train_flops_per_step"] = measure.flops(make_step(Mode()))
-    return {
-        "params": total,
-        "trainable_params": trainable,
-        "generator_params": measure.parameter_counts(generator)[0],
-        "flops_per_sample": flops,
-        "compute_dtype": dtype,
-        **costs,
-    }
+    the generator computes in, and the throughput and peak memory of `make_step`'s training steps on
+    `images_per_step` training images (costs.training_costs)."""
+    z = codes(2, model.latent_dim, context.seed, context.device)
+    figures = costs.training_costs(model, lambda n: sample(z[:n]), make_step, images_per_step, context, count_training_flops)
+    return {**figures, "generator_params": measure.parameter_counts(generator)[0]}
 
 
 def generation_costs(model: nn.Module, sample: Sampler, settings: GenerativeSettings, context: RunContext) -> dict:
     """Generation throughput at the suite's batch size and batch-1 latency (`generate_*`, `latency_*`), in eval mode,
     in the context's mode."""
     z = codes(settings.batch_size, model.latent_dim, context.seed, context.device)
-    model.eval()
-    with context.mode.autocast(context.device):
-        return measure.inference_costs(
-            lambda: sample(z), lambda: sample(z[:1]), len(z), context.device, context.measure, prefix="generate"
-        )
+    return costs.inference_costs(model, lambda n: sample(z[:n]), len(z), context, prefix="generate")
 
 
 def evaluate_samples(
