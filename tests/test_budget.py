@@ -13,7 +13,7 @@ from bench.tasks import classify
 from bench.tasks.base import RunContext, TrainingSettings
 from bench.tasks.loop import Budget, run_epoch
 from bench.tasks.settings import ClassifySettings
-from conftest import FAST_MEASURE
+from support.settings import FAST_MEASURE
 
 CPU = torch.device("cpu")
 

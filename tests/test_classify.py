@@ -11,7 +11,7 @@ from bench.tasks import loop
 from bench.modes import Amp, Mode
 from bench.tasks.base import Diverged, RunContext
 from bench.tasks.settings import ClassifySettings
-from conftest import FAST_MEASURE, WINDOWED_MEASURE
+from support.settings import FAST_MEASURE, WINDOWED_MEASURE
 
 CPU = torch.device("cpu")
 

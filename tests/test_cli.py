@@ -1,14 +1,13 @@
 """The command line end to end: real runs of tiny suites, real files, and every bad input's one-line error."""
 
-import json
 import subprocess
 import sys
 
 import pytest
 
-from bench import store
 from bench.data import datasets
 from bench.cli import main
+from support.cli import run_cli, read_records
 
 BOMB = """
 import torch
@@ -32,23 +31,12 @@ def build(input_shape, num_classes):
 """
 
 
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def records(out_dir):
-    (path,) = out_dir.glob(f"*/{store.RECORDS}")
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 @pytest.mark.slow
 def test_run_writes_one_record_per_architecture_and_prints_the_table(tiny_suite, tmp_path, capsys):
     suite = tiny_suite("cnn-baseline", "cnn-bn")
-    code, out, err = run_cli(capsys, "run", "--suite", suite, "--out", tmp_path / "runs", "--quiet")
+    code, out, err = run_cli(capsys, "run", "--suite", suite, "--out", tmp_path / "runs", "--quiet", "--isolation", "none")
     assert code == 0, err
-    got = records(tmp_path / "runs")
+    got = read_records(tmp_path / "runs")
     assert [(r["architecture"], r["status"]) for r in got] == [("cnn-baseline", "ok"), ("cnn-bn", "ok")]
     for key in ("python", "torch", "torchvision", "device_name", "cpu", "git_commit", "command", "run_id"):
         assert key in got[0]
@@ -60,10 +48,10 @@ def test_run_writes_one_record_per_architecture_and_prints_the_table(tiny_suite,
 
 def test_flags_override_the_suite(tiny_suite, tmp_path, capsys):
     suite = tiny_suite("cnn-*")
-    argv = ["run", "--suite", suite, "--out", tmp_path, "--quiet", "--arch", "cnn-bn", "--epochs", "1"]
+    argv = ["run", "--suite", suite, "--out", tmp_path, "--quiet", "--isolation", "none", "--arch", "cnn-bn", "--epochs", "1"]
     code, _, err = run_cli(capsys, *argv, "--batch-size", "8", "--seed", "3", "4", "--limit-train", "40")
     assert code == 0, err
-    got = records(tmp_path)
+    got = read_records(tmp_path)
     assert [(r["architecture"], r["seed"]) for r in got] == [("cnn-bn", 3), ("cnn-bn", 4)]
     assert {(r["epochs"], r["batch_size"], r["train_samples"]) for r in got} == {(1, 8, 40)}
 
@@ -72,10 +60,10 @@ def test_flags_override_the_suite(tiny_suite, tmp_path, capsys):
 def test_a_model_that_raises_mid_training_leaves_a_failed_record_and_the_suite_goes_on(tiny_suite, tmp_path, capsys):
     (tmp_path / "bomb.py").write_text(BOMB.format(error="RuntimeError"))
     suite = tiny_suite("bomb", "cnn-baseline")
-    argv = ["run", "--suite", suite, "--out", tmp_path / "runs", "--quiet", "--arch-module", tmp_path / "bomb.py"]
+    argv = ["run", "--suite", suite, "--out", tmp_path / "runs", "--quiet", "--isolation", "none", "--arch-module", tmp_path / "bomb.py"]
     code, out, err = run_cli(capsys, *argv)
     assert code == 0
-    bomb, baseline = records(tmp_path / "runs")
+    bomb, baseline = read_records(tmp_path / "runs")
     assert bomb["status"] == "failed" and bomb["error"] == "RuntimeError: boom at step 3"
     assert "Traceback" in bomb["traceback"]
     assert baseline["status"] == "ok" and baseline["test_accuracy"] is not None
@@ -94,9 +82,9 @@ def test_an_outside_module_registers_models_that_list_and_run(tmp_path, tiny_sui
     monkeypatch.chdir(tmp_path)
     code, out, _ = run_cli(capsys, "list", "--arch-module", "my_nets")
     assert code == 0 and "my-mlp" in out and "two-layer perceptron" in out and "cnn-baseline" in out
-    code, _, err = run_cli(capsys, "run", "--suite", tiny_suite("my-mlp"), "--out", "runs", "--quiet", "--arch-module", "my_nets")
+    code, _, err = run_cli(capsys, "run", "--suite", tiny_suite("my-mlp"), "--out", "runs", "--quiet", "--isolation", "none", "--arch-module", "my_nets")
     assert code == 0, err
-    assert records(tmp_path / "runs")[0]["status"] == "ok"
+    assert read_records(tmp_path / "runs")[0]["status"] == "ok"
     sys.modules.pop("my_nets", None)
 
 
@@ -108,7 +96,7 @@ def test_list_filters_by_pattern_and_task(capsys):
 
 
 def test_report_prints_the_newest_run_and_writes_a_csv(tiny_suite, tmp_path, capsys):
-    assert run_cli(capsys, "run", "--suite", tiny_suite("cnn-baseline"), "--out", tmp_path, "--quiet")[0] == 0
+    assert run_cli(capsys, "run", "--suite", tiny_suite("cnn-baseline"), "--out", tmp_path, "--quiet", "--isolation", "none")[0] == 0
     code, out, _ = run_cli(capsys, "report", "--out", tmp_path)
     assert code == 0 and " cnn-baseline " in out
     (csv,) = tmp_path.glob("*/records.csv")

@@ -14,6 +14,7 @@ from architectures import registry
 from bench import compare, store
 from bench.cli import main
 from bench.errors import UserError
+from support.cli import run_cli
 
 SLOWED = "ARCHBENCH_TEST_SLEEPY_DELAY"  # seconds "sleepy" sleeps instead of 0.02; children inherit the environment
 
@@ -109,12 +110,6 @@ def judge(baseline, *candidates, accept=(), tolerances=None, reference=REFERENCE
     return comparison, {(line.architecture, line.figure): line.verdict for line in comparison.lines}
 
 
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_an_unchanged_rerun_passes(sleepy):
     comparison, verdicts = judge(sleepy.baseline, sleepy("rerun"))
     assert comparison.failures == [], compare.render(comparison)
@@ -126,7 +121,7 @@ def test_an_architecture_slowed_by_20_percent_fails_the_gate(sleepy, capsys, mon
     with monkeypatch.context() as patch:
         patch.setenv(SLOWED, "0.025")  # 25% more time per forward: 20% less throughput
         candidate = sleepy("slowed")
-    code, out, err = cli(capsys, "compare", sleepy.baseline, candidate, *GATE)
+    code, out, err = run_cli(capsys, "compare", sleepy.baseline, candidate, *GATE)
     assert code == 1
     assert re.search(r"^\| architecture +\| figure +\| baseline +\| candidate +\| change +\| verdict +\|$", out, re.M)
     for figure, verdict in [
@@ -138,7 +133,7 @@ def test_an_architecture_slowed_by_20_percent_fails_the_gate(sleepy, capsys, mon
     assert re.search(r"^\| sleepy-ref +\| train_throughput \(raw\) +\|.*\| reference +\|$", out, re.M), out
     assert "regressed" in out.splitlines()[-1] and "sleepy-ref's candidate/baseline ratio" in out
     assert "regression(s): sleepy train_throughput" in err and len(err.strip().splitlines()) == 1
-    assert cli(capsys, "compare", sleepy.baseline, sleepy.baseline, *GATE)[0] == 0
+    assert run_cli(capsys, "compare", sleepy.baseline, sleepy.baseline, *GATE)[0] == 0
 
 
 def test_with_reruns_a_regression_must_show_in_every_one(sleepy, monkeypatch):
@@ -272,7 +267,7 @@ def hand_run(**changes):
 def test_a_candidate_missing_an_architecture_fails_naming_it(tmp_path, capsys):
     baseline = write(tmp_path / "baseline.jsonl", hand_run())
     candidate = write(tmp_path / "candidate.jsonl", hand_run(b=None))
-    code, _, err = cli(capsys, "compare", baseline, candidate)
+    code, _, err = run_cli(capsys, "compare", baseline, candidate)
     assert code == 1 and "archbench compare: 1 regression(s): b record (missing)" in err
     comparison = compare.compare(hand_run(), hand_run(b=None), compare.load_tolerances())
     (line,) = [line for line in comparison.lines if line.architecture == "b"]
@@ -310,7 +305,7 @@ def test_records_of_different_versions_are_not_comparable(tmp_path, capsys):
     assert all(line.verdict == "ok" for line in comparison.lines if line.architecture != "a")
     baseline = write(tmp_path / "baseline.jsonl", hand_run())
     candidate = write(tmp_path / "candidate.jsonl", hand_run(a=version_2))
-    code, out, err = cli(capsys, "compare", baseline, candidate)
+    code, out, err = run_cli(capsys, "compare", baseline, candidate)
     assert code == 1 and "a record_version (not comparable)" in err and "1 not comparable" in out
 
 
@@ -371,7 +366,7 @@ def test_unusable_input_exits_2_with_one_line(tmp_path, capsys, make, message):
     baseline = write(tmp_path / "baseline.jsonl", hand_run())
     candidate = tmp_path / "candidate.jsonl"
     make(candidate)
-    code, _, err = cli(capsys, "compare", baseline, candidate)
+    code, _, err = run_cli(capsys, "compare", baseline, candidate)
     assert code == 2 and message in err.replace("have no architecture and configuration in common", "nothing in common")
     assert len(err.strip().splitlines()) == 1
 

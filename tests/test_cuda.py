@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import FAST_MEASURE
+from support.settings import FAST_MEASURE
 from torch import nn
 
 import architectures

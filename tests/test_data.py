@@ -5,7 +5,7 @@ from bench import data
 from bench.data import datasets
 from bench.errors import UserError
 from bench.data.synthetic import shapes
-from conftest import write_cifar10_files, write_mnist_files
+from support.datafiles import write_cifar10_files, write_mnist_files
 
 
 def test_synthetic_is_deterministic_for_a_seed_and_differs_across_seeds():

@@ -1,7 +1,6 @@
 """Data-parallel runs for real: torch.distributed groups of 2 CPU processes (gloo) launched by torchrun's
 launcher API, training tiny models, and ranks that die or hang mid-run."""
 
-import json
 from datetime import datetime
 
 import pytest
@@ -9,10 +8,11 @@ import torch
 from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-from bench import data, isolation, report, store
+from bench import data, isolation, report
 from bench.parallel import launcher
 from bench.aggregate import aggregate
 from bench.cli import main
+from support.cli import read_records
 
 pytestmark = pytest.mark.slow  # torch.distributed groups of real processes
 
@@ -82,8 +82,7 @@ def dist_arch_module(tmp_path):
 
 
 def records(out_dir):
-    (path,) = out_dir.glob(f"*/{store.RECORDS}")
-    return {r["architecture"]: r for r in map(json.loads, path.read_text().splitlines())}
+    return {r["architecture"]: r for r in read_records(out_dir)}
 
 
 @pytest.mark.parametrize("n, world_size", [(40, 2), (50, 3)])

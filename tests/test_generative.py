@@ -18,7 +18,7 @@ from bench.fid import calibration_images, sample_quality
 from bench.tasks import gan, generative, reference, vae
 from bench.tasks.base import Diverged, RunContext
 from bench.tasks.settings import FidSettings, GanSettings, VaeSettings
-from conftest import FAST_MEASURE, WINDOWED_MEASURE
+from support.settings import FAST_MEASURE, WINDOWED_MEASURE
 
 CPU = torch.device("cpu")
 SHAPES = [(1, 28, 28), (3, 32, 32)]
@@ -362,7 +362,8 @@ kid_subsets = 5
 def test_a_suite_runs_vaes_and_gans_and_prints_them_in_one_generators_table(tiny_suite, tmp_path, capsys):
     (tmp_path / "nan_gan.py").write_text(NAN_GAN)
     suite = tiny_suite("vae-mlp", "gan-nan", "gan-mlp", extra=GENERATIVE_SUITE)
-    argv = ["run", "--suite", suite, "--out", tmp_path / "runs", "--quiet", "--arch-module", tmp_path / "nan_gan.py"]
+    argv = ["run", "--suite", suite, "--out", tmp_path / "runs", "--quiet", "--isolation", "none", "--arch-module",
+            tmp_path / "nan_gan.py"]
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     assert code == 0, err

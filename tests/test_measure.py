@@ -11,7 +11,7 @@ from torch import nn
 
 from bench import measure
 from bench.stats import iqr
-from conftest import FAST_MEASURE
+from support.settings import FAST_MEASURE
 
 CPU = torch.device("cpu")
 

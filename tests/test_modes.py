@@ -5,7 +5,7 @@ import time
 
 import pytest
 import torch
-from conftest import FAST_MEASURE
+from support.settings import FAST_MEASURE
 from torch import nn
 
 import architectures

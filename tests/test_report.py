@@ -88,7 +88,7 @@ def small_run(tmp_path_factory):
         'limit_test = 32\n[classify]\nepochs = 2\nbatch_size = 16\noptimizer = "adam"\n'
         "[measure]\nwarmup_time = 0.0\nmin_repeat_time = 0.0\nlatency_time = 0.0\nlatency_min_calls = 3\n"
     )
-    assert main(["run", "--suite", str(suite), "--out", str(out), "--quiet"]) == 0
+    assert main(["run", "--suite", str(suite), "--out", str(out), "--quiet", "--isolation", "none"]) == 0
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
     return run_dir
 

@@ -11,15 +11,9 @@ import pandas as pd
 import pytest
 
 from bench import aggregate, devices, shard, store
-from bench.cli import main
 from bench.errors import UserError
-from conftest import TINY_SUITE
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+from support.settings import TINY_SUITE
+from support.cli import run_cli
 
 
 # ---- concurrent appends -------------------------------------------------------------------------------
@@ -133,7 +127,8 @@ def _quality(records):
 @pytest.mark.slow
 def test_three_shards_merge_into_the_report_of_one_run(tiny_suite, tmp_path, capsys):
     suite = tiny_suite("cnn-baseline", "cnn-bn")
-    common = ["run", "--suite", suite, "--quiet", "--epochs", "1", "--seed", "0", "1", "--limit-train", "32", "--batch-size", "8"]
+    common = ["run", "--suite", suite, "--quiet", "--isolation", "none", "--epochs", "1", "--seed", "0", "1", "--limit-train", "32",
+              "--batch-size", "8"]
     code, _, err = run_cli(capsys, *common, "--out", tmp_path / "whole")
     assert code == 0, err
     for k in (1, 2, 3):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_idx, write_mnist_files
+from support.datafiles import write_idx, write_mnist_files
 
 from bench import baseline, data, store
 from bench.data import datasets
