@@ -20,6 +20,7 @@ from . import shard as shards
 from . import store
 from .data import LOADERS
 from .errors import UserError
+from .results.records import RECORDS, read_records
 
 
 class _Parser(argparse.ArgumentParser):
@@ -267,9 +268,9 @@ def _run(args: argparse.Namespace) -> int:
     if run_dir is None:  # a rank other than 0 under torchrun; rank 0 prints the tables
         return 0
 
-    records = store.read_records(run_dir / store.RECORDS)
+    records = read_records(run_dir / RECORDS)
     print(f"\n{report.tables(records)}\n")
-    print(f"records: {run_dir / store.RECORDS}\nreport: {report.write_report(records, run_dir)}")
+    print(f"records: {run_dir / RECORDS}\nreport: {report.write_report(records, run_dir)}")
     failed = [_named(r) for r in records if r["status"] != "ok"]
     if failed:
         print(f"{len(failed)} run(s) did not finish: {', '.join(failed)}", file=sys.stderr)
@@ -314,9 +315,9 @@ def _resumed(args: argparse.Namespace):
     from . import parallel
 
     info = store.read_run_info(args.resume) if args.resume.is_dir() else {}
-    if not (args.resume / store.RECORDS).is_file() or "config" not in info:
+    if not (args.resume / RECORDS).is_file() or "config" not in info:
         raise UserError(
-            f"--resume {args.resume}: not a run folder (no {store.RUN_INFO} with a configuration and {store.RECORDS})"
+            f"--resume {args.resume}: not a run folder (no {store.RUN_INFO} with a configuration and {RECORDS})"
         )
     given = [flag for flag in _CONFIGURING_FLAGS if getattr(args, flag) not in (None, False, [])]
     if args.suite == configs.DEFAULT_SUITE:
@@ -409,7 +410,7 @@ def _report(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from . import compare as gate
 
-    baseline = store.read_records(store.records_path(args.baseline, args.out))
+    baseline = read_records(store.records_path(args.baseline, args.out))
     candidates = [run.records for run in _merged([store.records_path(run, args.out) for run in args.candidates])]
     names = {record["architecture"] for run in (baseline, *candidates) for record in run}
     tolerances = gate.load_tolerances(args.tolerances, names)

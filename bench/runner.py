@@ -34,6 +34,7 @@ from . import store
 from .config import RunConfig
 from .errors import UserError
 from .modes import Mode, compile_seconds, fresh_compiler
+from .results.records import RECORDS, read_records
 from .tasks import TASKS
 from .tasks import reference
 from .tasks.base import Diverged, Group, RunContext
@@ -195,7 +196,7 @@ def run_suite(
             run_dir = store.new_run_dir(Path(config.out), config.suite)
         else:
             run_dir = resume
-            done = {records.pair(r): r["status"] for r in store.read_records(run_dir / store.RECORDS)}
+            done = {records.pair(r): r["status"] for r in read_records(run_dir / RECORDS)}
         environment = store.environment(device, command)
         if resume is None:
             info = {

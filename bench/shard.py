@@ -26,6 +26,7 @@ import architectures
 from . import measure, store
 from . import record as records
 from .errors import UserError
+from .results.records import read_records
 
 Pair = tuple[str, str, int]  # (architecture, mode, seed), as records.pair gives it
 SHARD_COUNT_ENV = "ARCHBENCH_SHARD_COUNT"  # the count that goes with Kubernetes' JOB_COMPLETION_INDEX
@@ -180,7 +181,7 @@ def merge(paths: list[Path]) -> list[Run]:
     sweeps: dict[str, tuple[Run, dict[Pair, Path], list[Pair]]] = {}
     for path in paths:
         info = store.read_run_info(path.parent).get("shard")
-        found = store.read_records(path)
+        found = read_records(path)
         if not isinstance(info, dict) or not info.get("sweep"):
             runs.append(Run([path], found))
             continue

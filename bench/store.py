@@ -1,7 +1,8 @@
 """Result records on disk: one folder per run, one JSON line per (architecture, seed), appended as each ends.
 
 A run folder `<out>/<run-id>/` holds `run.json` (the configuration, the environment and the command) and
-`records.jsonl`. Readers take a run folder, a records file, or a run id under the default results folder.
+`records.jsonl`. Readers take a run folder, a records file, or a run id under the default results folder;
+bench.results.records reads the records file itself.
 """
 
 from __future__ import annotations
@@ -27,10 +28,9 @@ try:
 except ImportError:  # not POSIX: records are appended without a lock
     fcntl = None
 
-from .errors import UserError
-from .record import REQUIRED_KEYS
+from .errors import UserError, json_kind
+from .results.records import RECORDS, read_records
 
-RECORDS = "records.jsonl"
 RUN_INFO = "run.json"
 LOCK = ".records.lock"  # what concurrent writers of one run folder lock
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -184,61 +184,6 @@ def records_path(run: str | Path | None, out: Path) -> Path:
     raise UserError(f"no run records at {run} (looked for {looked})")
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Every record of a records file; a line that is no record is a UserError naming file and line.
-
-    Each non-blank line must be UTF-8 text holding one JSON object with the keys `record.REQUIRED_KEYS`
-    (strings). An unreadable file is a UserError naming it.
-    """
-    try:
-        content = Path(path).read_bytes()
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, expected a records file ({RECORDS})") from None
-    except OSError as error:
-        raise UserError(f"{path}: cannot read: {error.strerror or error}") from None
-    records = []
-    for number, raw in enumerate(content.split(b"\n"), 1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise UserError(
-                f"{path}:{number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1}); "
-                "is this a records file?"
-            ) from None
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path}:{number}: corrupt record: {error.msg} (column {error.colno})") from None
-        if not isinstance(record, dict):
-            raise UserError(f"{path}:{number}: a record must be a JSON object, got {_json_kind(record)}")
-        missing = [key for key in REQUIRED_KEYS if key not in record]
-        if missing:
-            raise UserError(
-                f"{path}:{number}: record lacks required key(s) {', '.join(missing)} "
-                f"(a record needs {', '.join(REQUIRED_KEYS)})"
-            )
-        wrong = next((key for key in REQUIRED_KEYS if not isinstance(record[key], str)), None)
-        if wrong:
-            raise UserError(f"{path}:{number}: record key {wrong!r} must be a string, got {_json_kind(record[wrong])}")
-        records.append(_relocated(record, Path(path).parent))
-    return records
-
-
-FILE_KEYS = ("sample_grid",)  # record keys that name a file the run wrote into its folder
-
-
-def _relocated(record: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """`record` with each file it names (`FILE_KEYS`) found in `folder` (the records file's) when the recorded
-    path is gone but a file of that name is there: a run folder that was moved or copied keeps its files."""
-    for key in FILE_KEYS:
-        named = record.get(key)
-        if isinstance(named, str) and named and not Path(named).is_file() and (folder / Path(named).name).is_file():
-            record[key] = str(folder / Path(named).name)
-    return record
-
-
 def read_run_info(run_dir: Path) -> dict[str, Any]:
     path = run_dir / RUN_INFO
     if not path.is_file():
@@ -251,7 +196,7 @@ def read_run_info(run_dir: Path) -> dict[str, Any]:
         reason = error.msg if isinstance(error, json.JSONDecodeError) else "not UTF-8 text"
         raise UserError(f"{path}: corrupt run information: {reason}") from None
     if not isinstance(info, dict):
-        raise UserError(f"{path}: corrupt run information: a JSON object expected, got {_json_kind(info)}")
+        raise UserError(f"{path}: corrupt run information: a JSON object expected, got {json_kind(info)}")
     return info
 
 
@@ -276,11 +221,6 @@ def writable_folder(path: Path, what: str, create: bool = True) -> Path:
     except OSError as error:
         raise UserError(f"{what} {path}: not writable ({error.strerror or error})") from None
     return path
-
-
-def _json_kind(value: Any) -> str:
-    kinds = {dict: "an object", list: "an array", str: "a string", bool: "true/false", type(None): "null"}
-    return kinds.get(type(value), "a number")
 
 
 def _jsonable(value: Any) -> Any:
