@@ -32,6 +32,7 @@ from . import record as records
 from . import shard as shards
 from . import store
 from .config import RunConfig
+from .environment import capture
 from .errors import UserError
 from .modes import Mode, compile_seconds, fresh_compiler
 from .results.records import RECORDS, read_records
@@ -197,7 +198,7 @@ def run_suite(
         else:
             run_dir = resume
             done = {records.pair(r): r["status"] for r in read_records(run_dir / RECORDS)}
-        environment = store.environment(device, command)
+        environment = capture(device, command)
         if resume is None:
             info = {
                 "config": dataclasses.asdict(config), **strategy.info(), "arch_modules": list(arch_modules), "shard": plan

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from bench import record, store
+from bench import environment, record
 from bench.cli import main
 from bench.measure import MeasureSettings
 from bench.results.records import REQUIRED_KEYS, VERSIONS, comparable, version
@@ -63,8 +63,8 @@ def test_the_cpu_is_named_with_family_model_stepping_and_its_bf16_instructions()
         "processor\t: 1\ncpu family\t: 99\nmodel name\t: Other\n"
     )
     capability = torch.backends.cpu.get_cpu_capability()
-    assert store.cpu_model(cpuinfo) == f"AMD EPYC (family 25 model 17 stepping 1; {capability}, avx512_bf16)"
-    assert store.cpu_model("model name\t: Intel Xeon\nflags\t: avx2\n") == f"Intel Xeon ({capability})"
+    assert environment.cpu_model(cpuinfo) == f"AMD EPYC (family 25 model 17 stepping 1; {capability}, avx512_bf16)"
+    assert environment.cpu_model("model name\t: Intel Xeon\nflags\t: avx2\n") == f"Intel Xeon ({capability})"
 
 
 def test_the_record_versions_are_data_and_a_run_writes_the_newest():
