@@ -20,6 +20,7 @@ from . import shard as shards
 from . import store
 from .data import LOADERS
 from .errors import UserError
+from .results import runs
 from .results.records import RECORDS, read_records
 
 
@@ -430,13 +431,13 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _merged(paths: list[Path]) -> list[shards.Run]:
+def _merged(paths: list[Path]) -> list[runs.Run]:
     """The runs of `paths`, the shards of one sweep as one run; pairs missing from every shard said on stderr."""
-    runs = shards.merge(paths)
-    for run in runs:
+    merged = runs.merge(paths)
+    for run in merged:
         if run.missing:
-            print(f"archbench: {shards.describe_missing(run)}", file=sys.stderr)
-    return runs
+            print(f"archbench: {runs.describe_missing(run)}", file=sys.stderr)
+    return merged
 
 
 def _baseline_update(args: argparse.Namespace) -> int:

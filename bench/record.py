@@ -54,6 +54,7 @@ ENVIRONMENT_KEYS = (
 # Settings added within version 3 (training budgets): they enter config_id only when set, so that the records
 # of runs without them keep the config_id they had.
 UNSET_OMITTED = ("budget_s", "budget_flops")
+Pair = tuple[str, str, int]  # (architecture, mode, seed): what a record is about (`pair`)
 
 
 def start(
@@ -123,6 +124,6 @@ def loop_throughput(record: dict[str, Any]) -> float | None:
     return (len(times) - 1) * record["train_samples"] / (times[-1] - times[0])
 
 
-def pair(record: dict[str, Any]) -> tuple[str, str, int]:
+def pair(record: dict[str, Any]) -> Pair:
     """The (architecture, mode, seed) a record is about (records before modes: fp32)."""
     return record["architecture"], record.get("mode") or "fp32", record["seed"]

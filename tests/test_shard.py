@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from bench import aggregate, devices, shard, store
+from bench.results import runs
 from bench.results.records import read_records
 from bench.cli import main
 from bench.errors import UserError
@@ -183,8 +184,8 @@ def test_unsharded_reruns_are_still_separate_runs(tmp_path):
     plain.mkdir()
     store.append_record(plain, {"architecture": "a", "seed": 0, "task": "classify", "dataset": "d", "status": "ok",
                                 "config_id": "c"})
-    runs = shard.merge([one, two, plain / store.RECORDS, plain / store.RECORDS])
-    assert [len(run.records) for run in runs] == [1, 1, 1, 1]
+    merged = runs.merge([one, two, plain / store.RECORDS, plain / store.RECORDS])
+    assert [len(run.records) for run in merged] == [1, 1, 1, 1]
 
 
 # ---- --devices ----------------------------------------------------------------------------------------
