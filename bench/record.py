@@ -5,6 +5,8 @@ A record starts with the fields `start` gives it (identity, data, settings, prov
 the environment (`ENVIRONMENT_KEYS`). `record_version` changes whenever a key changes meaning or a figure
 is measured differently, so that the gate can say "not comparable" instead of comparing unlike things; the
 versions and what changed in each are bench.results.records.VERSIONS, which also reads records.
+
+Nothing here imports torch, and the registry only inside `start`: readers of records may import this module.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ import json
 import math
 from datetime import datetime, timezone
 from typing import Any
-
-import architectures
 
 from .results.records import VERSIONS
 
@@ -68,6 +68,8 @@ def start(
     task has none), `measure` the measurement settings and `mode` the resolved bench.modes.Mode. `shard` is the
     part of a sharded sweep the run was ("2/3"), None for a whole suite.
     """
+    import architectures  # the registry and its models (torch): what a run needs here and a reader never
+
     spec = architectures.get_spec(name)
     record = {
         "record_version": RECORD_VERSION,

@@ -26,6 +26,7 @@ from .results.records import RECORDS, read_records
 
 RUN_INFO = "run.json"
 LOCK = ".records.lock"  # what concurrent writers of one run folder lock
+DEFAULT_OUT = Path("results") / "runs"  # where run folders go unless told
 
 
 def new_run_dir(out: Path, suite: str) -> Path:
