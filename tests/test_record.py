@@ -14,10 +14,12 @@ from bench.results.records import REQUIRED_KEYS, VERSIONS, comparable, version
 from bench.tasks import TASKS
 
 
-def documented_keys(task: str) -> set[str]:
+def documented_keys(task: str, data_parallel: bool = False) -> set[str]:
+    """The keys bench.record documents for a record of `task`; with `data_parallel`, a data-parallel record's too."""
     settings = {f.name for f in dataclasses.fields(TASKS[task].settings)}
     measure = {f"measure_{f.name}" for f in dataclasses.fields(MeasureSettings)}
-    return {*record.COMMON_KEYS, *TASKS[task].keys, *record.ENVIRONMENT_KEYS, *settings, *measure}
+    parallel = record.DATA_PARALLEL_KEYS if data_parallel else ()
+    return {*record.COMMON_KEYS, *TASKS[task].keys, *record.ENVIRONMENT_KEYS, *settings, *measure, *parallel}
 
 
 def test_every_key_of_a_classify_record_is_documented_and_it_says_where_its_model_came_from(tiny_suite, tmp_path):
