@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from . import stats
+from .results.records import comparable, versions
 from .tasks import TASKS
 
 COST_KEY, COST_LABEL = "train_throughput", "training throughput (samples/s)"
@@ -93,17 +94,6 @@ VIEWS: dict[str, TaskView] = {
 VIEW_OF_TASK = {task: name for name, view in VIEWS.items() for task in view.tasks}
 
 
-def record_version(record: dict[str, Any]) -> int:
-    """The version of a record's layout; records written before versions were stamped are version 1."""
-    version = record.get("record_version")
-    return version if isinstance(version, int) and not isinstance(version, bool) else 1
-
-
-def versions_text(versions: Iterable[int]) -> str:
-    """Record versions as a report writes them: ascending, comma-separated, each once ("7, 8")."""
-    return ", ".join(map(str, sorted(set(versions))))
-
-
 @dataclass
 class Row:
     """One configuration of one architecture, aggregated over its records."""
@@ -139,11 +129,11 @@ class Row:
     @property
     def record_versions(self) -> tuple[int, ...]:
         """The record versions among the row's records, ascending (one, unless runs of two versions were pooled)."""
-        return tuple(sorted({record_version(r) for r in self.records}))
+        return versions(self.records)
 
     def comparable(self, other: Row) -> bool:
-        """Whether the two rows' figures may be compared: their records are of the same record versions."""
-        return self.record_versions == other.record_versions
+        """Whether the two rows' figures may be compared (bench.results.records.comparable decides)."""
+        return comparable(self.records, other.records)
 
     def mean(self, key: str) -> float | None:
         values = self.values(key)

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from . import store
 from .errors import UserError
+from .results.records import RECORDS, read_records
 
 DEFAULT_DIR = Path("results") / "baseline"
 SOURCE = "baseline.json"
-MANAGED = (store.RECORDS, store.RUN_INFO, SOURCE)  # what `update` writes; anything else in the folder is kept
+MANAGED = (RECORDS, store.RUN_INFO, SOURCE)  # what `update` writes; anything else in the folder is kept
 
 
 def update(records_files: list[Path], folder: Path = DEFAULT_DIR) -> Path:
@@ -28,7 +29,7 @@ def update(records_files: list[Path], folder: Path = DEFAULT_DIR) -> Path:
     is written whole into a temporary folder beside `folder` and then swapped in by renames, so a failure at
     any point leaves the old baseline as it was. Other files in `folder` are carried over.
     """
-    runs = [store.read_records(path) for path in records_files]
+    runs = [read_records(path) for path in records_files]
     for path, records in zip(records_files, runs):
         if not records:
             raise UserError(f"{path} holds no records")
@@ -54,12 +55,12 @@ def update(records_files: list[Path], folder: Path = DEFAULT_DIR) -> Path:
             shutil.rmtree(staging, ignore_errors=True)
     except OSError as error:
         raise UserError(f"--to {folder}: cannot write the baseline, left unchanged: {error.strerror or error}") from None
-    return folder / store.RECORDS
+    return folder / RECORDS
 
 
 def _write(staging: Path, old: Path, records: list[dict], run_info: Path, source: dict) -> None:
     """The new baseline's files in `staging`: records, run.json, baseline.json, and the old folder's other files."""
-    (staging / store.RECORDS).write_text("".join(json.dumps(record) + "\n" for record in records))
+    (staging / RECORDS).write_text("".join(json.dumps(record) + "\n" for record in records))
     if run_info.is_file():
         shutil.copyfile(run_info, staging / store.RUN_INFO)
     (staging / SOURCE).write_text(json.dumps(source, indent=2) + "\n")

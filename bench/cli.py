@@ -1,4 +1,9 @@
-"""archbench's command line: list | run | report. User mistakes end with one line on stderr and exit 2."""
+"""archbench's command line: list | run | report | compare | ab | baseline. User mistakes end with one line on
+stderr and exit 2.
+
+Each command imports what it needs when it runs, and builds its arguments alone (`build_parser`): reading
+results (report, compare, baseline) imports neither torch nor the registry nor the code that runs models.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,18 @@ import shlex
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-
-import architectures
+from typing import TYPE_CHECKING
 
 from . import baseline as gate_baseline
-from . import config as configs
-from . import modes as run_modes
-from . import shard as shards
 from . import store
-from .data import LOADERS
 from .errors import UserError
+from .results import runs
+from .results.records import RECORDS, read_records
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,12 +69,8 @@ def _fraction(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="archbench", description="Compare neural-network architectures on equal terms.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    plugins = _Parser(add_help=False)
-    plugins.add_argument(
+def _add_plugins(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--arch-module",
         action="append",
         default=[],
@@ -77,12 +78,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="import MODULE (a module name or a .py file) so its @register decorators add architectures; repeatable",
     )
 
-    listing = commands.add_parser("list", parents=[plugins], help="list the registered architectures")
+
+def _add_list(listing: argparse.ArgumentParser) -> None:
+    _add_plugins(listing)
     listing.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'cnn-*'")
     listing.add_argument("--task", help="only architectures of this task (classify, vae, gan)")
     listing.set_defaults(handler=_list)
 
-    run = commands.add_parser("run", parents=[plugins], help="run a suite and write its records")
+
+def _add_run(run: argparse.ArgumentParser) -> None:
+    from . import config as configs
+    from . import modes as run_modes
+    from . import shard as shards
+    from .data import LOADERS
+
+    _add_plugins(run)
     run.add_argument("--suite", default=configs.DEFAULT_SUITE, help="a built-in suite name or a .toml path")
     run.add_argument("--arch", nargs="+", action="extend", metavar="A", help="architectures or wildcards")
     run.add_argument("--dataset", help=f"one of: {', '.join(LOADERS)}")
@@ -94,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit-test", type=_positive_int, metavar="N", help="use the first N test samples")
     run.add_argument("--data-root", metavar="DIR", help="dataset folder (default: $ARCHBENCH_DATA or ~/.cache/archbench/data)")
     run.add_argument("--download", action="store_true", default=None, help="download missing dataset files")
-    run.add_argument("--out", type=Path, metavar="DIR", help=f"where run folders go (default: {configs.DEFAULT_OUT})")
+    run.add_argument("--out", type=Path, metavar="DIR", help=f"where run folders go (default: {store.DEFAULT_OUT})")
     run.add_argument("--strict", action="store_true", default=None, help="exit 1 if any architecture failed")
     run.add_argument("--quiet", action="store_true", default=None, help="no progress bars or per-run lines")
     run.add_argument("--precision", choices=run_modes.PRECISIONS, help="autocast precision (auto: bf16 where the "
@@ -125,16 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dist-timeout", type=_positive_int, metavar="S", help="seconds a rank waits for the group (default 300)")
     run.set_defaults(handler=_run)
 
-    show = commands.add_parser("report", help="print the tables of runs and write REPORT.md, plots and a CSV")
+
+def _add_report(show: argparse.ArgumentParser) -> None:
     show.add_argument("runs", nargs="*", metavar="RUN", help="run folders, records files or run ids (default: the newest run); "
                       "the shards of a sweep (archbench run --shard) together")
-    show.add_argument("--out", type=Path, default=configs.DEFAULT_OUT, metavar="DIR", help="where run folders are")
+    show.add_argument("--out", type=Path, default=store.DEFAULT_OUT, metavar="DIR", help="where run folders are")
     show.add_argument("--output", type=Path, metavar="DIR", help="where the report goes (default: the last run's folder)")
     show.add_argument("--html", action="store_true", help="write one self-contained REPORT.html instead of REPORT.md")
     show.add_argument("--reference", metavar="ARCH", help="the architecture every other is compared with, in words under "
                       "each table (default: the suite's `reference`, else each table's first)")
     show.set_defaults(handler=_report)
-    comparing = commands.add_parser("compare", help="the regression gate: compare a candidate run with a baseline")
+
+
+def _add_compare(comparing: argparse.ArgumentParser) -> None:
     comparing.add_argument("baseline", help="baseline run folder or records file (e.g. results/baseline)")
     comparing.add_argument(
         "candidates", nargs="+", metavar="CANDIDATE",
@@ -145,10 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     comparing.add_argument("--reference", metavar="ARCH", help="architecture whose speed change stands for the machine's (default: the median over all)")
     comparing.add_argument("--accept", nargs="+", action="extend", default=[], metavar="ARCH",
                       help="architectures whose parameter and FLOP changes are intended")
-    comparing.add_argument("--out", type=Path, default=configs.DEFAULT_OUT, metavar="DIR", help="where run folders are")
+    comparing.add_argument("--out", type=Path, default=store.DEFAULT_OUT, metavar="DIR", help="where run folders are")
     comparing.set_defaults(handler=_compare)
 
-    paired = commands.add_parser("ab", help="the paired speed gate: two git revisions measured here, alternating")
+
+def _add_ab(paired: argparse.ArgumentParser) -> None:
+    from . import config as configs
+
     paired.add_argument("base", help="the base revision (a commit, tag or branch)")
     paired.add_argument("candidate", nargs="?", help="the candidate revision (default: the working tree, as it is)")
     paired.add_argument("--suite", default=configs.DEFAULT_SUITE, help="a built-in suite name (each side's own) or a .toml path")
@@ -170,25 +186,52 @@ def build_parser() -> argparse.ArgumentParser:
     paired.add_argument("--repo", type=Path, default=Path("."), metavar="DIR", help="the git repository (default: here)")
     paired.set_defaults(handler=_ab)
 
-    baselines = commands.add_parser("baseline", help="manage the committed baseline of the regression gate")
+
+def _add_baseline(baselines: argparse.ArgumentParser) -> None:
     baseline_commands = baselines.add_subparsers(dest="baseline_command", required=True, parser_class=_Parser)
     update = baseline_commands.add_parser("update", help="copy one or more runs into the baseline folder")
     update.add_argument("runs", nargs="+", metavar="RUN", help="run folders, records files or run ids: reruns of one suite")
     update.add_argument("--to", type=Path, default=gate_baseline.DEFAULT_DIR, metavar="DIR", help="default: %(default)s")
-    update.add_argument("--out", type=Path, default=configs.DEFAULT_OUT, metavar="DIR", help="where run folders are")
+    update.add_argument("--out", type=Path, default=store.DEFAULT_OUT, metavar="DIR", help="where run folders are")
     update.set_defaults(handler=_baseline_update)
+
+
+# Each command: its one-line help and what adds its arguments (and its handler).
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "list": ("list the registered architectures", _add_list),
+    "run": ("run a suite and write its records", _add_run),
+    "report": ("print the tables of runs and write REPORT.md, plots and a CSV", _add_report),
+    "compare": ("the regression gate: compare a candidate run with a baseline", _add_compare),
+    "ab": ("the paired speed gate: two git revisions measured here, alternating", _add_ab),
+    "baseline": ("manage the committed baseline of the regression gate", _add_baseline),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """archbench's parser: every command, each with its arguments; where `command` names one, only that one's
+    arguments are added (the others keep their name and help), since building a command's arguments imports
+    what they name: suites, modes and datasets for `run`, which import torch."""
+    parser = _Parser(prog="archbench", description="Compare neural-network architectures on equal terms.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, (summary, add_arguments) in _COMMANDS.items():
+        subcommand = commands.add_parser(name, help=summary)
+        if command not in _COMMANDS or command == name:
+            add_arguments(subcommand)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     args.command_line = shlex.join(["archbench", *argv])
     try:
-        for module in getattr(args, "arch_module", []):
-            architectures.load_module(module)
+        if getattr(args, "arch_module", None):
+            import architectures
+
+            for module in args.arch_module:
+                architectures.load_module(module)
         return args.handler(args)
-    except (UserError, architectures.UnknownArchitecture, architectures.PluginError) as error:
+    except _user_errors() as error:
         print(f"archbench: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -196,7 +239,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The exceptions `main` reports in one line: UserError, and the registry's own (an unknown name, a broken
+    plugin) once this process has imported the registry, the only way one of them can have been raised."""
+    registry = sys.modules.get("architectures")
+    return (UserError,) if registry is None else (UserError, registry.UnknownArchitecture, registry.PluginError)
+
+
 def _list(args: argparse.Namespace) -> int:
+    import architectures
+
     names = architectures.list_architectures(args.pattern, task=args.task)
     if not names:
         raise UserError(f"no architecture matches {args.pattern!r}" + (f" for task {args.task!r}" if args.task else ""))
@@ -216,7 +268,10 @@ _CONFIGURING_FLAGS = (
 
 
 def _run(args: argparse.Namespace) -> int:
+    from . import config as configs
+    from . import modes as run_modes
     from . import parallel, report, runner
+    from . import shard as shards
 
     shard = None  # a resumed run keeps the shard its run.json records
     if args.resume is not None:
@@ -267,9 +322,9 @@ def _run(args: argparse.Namespace) -> int:
     if run_dir is None:  # a rank other than 0 under torchrun; rank 0 prints the tables
         return 0
 
-    records = store.read_records(run_dir / store.RECORDS)
+    records = read_records(run_dir / RECORDS)
     print(f"\n{report.tables(records)}\n")
-    print(f"records: {run_dir / store.RECORDS}\nreport: {report.write_report(records, run_dir)}")
+    print(f"records: {run_dir / RECORDS}\nreport: {report.write_report(records, run_dir)}")
     failed = [_named(r) for r in records if r["status"] != "ok"]
     if failed:
         print(f"{len(failed)} run(s) did not finish: {', '.join(failed)}", file=sys.stderr)
@@ -282,7 +337,7 @@ def _named(record: dict) -> str:
     return record["architecture"] if mode == "fp32" else f"{record['architecture']} ({mode})"
 
 
-def _strategy(config: configs.RunConfig, isolation: str | None, launch, devices: str | None = None):
+def _strategy(config: RunConfig, isolation: str | None, launch, devices: str | None = None):
     """How each pair runs: a fresh process (default), this process, a data-parallel group, or fresh processes
     on several GPUs at once."""
     from . import devices as concurrent
@@ -311,12 +366,15 @@ def _strategy(config: configs.RunConfig, isolation: str | None, launch, devices:
 
 def _resumed(args: argparse.Namespace):
     """The configuration, strategy and plugin modules of the interrupted run `args.resume`."""
+    import architectures
+
+    from . import config as configs
     from . import parallel
 
     info = store.read_run_info(args.resume) if args.resume.is_dir() else {}
-    if not (args.resume / store.RECORDS).is_file() or "config" not in info:
+    if not (args.resume / RECORDS).is_file() or "config" not in info:
         raise UserError(
-            f"--resume {args.resume}: not a run folder (no {store.RUN_INFO} with a configuration and {store.RECORDS})"
+            f"--resume {args.resume}: not a run folder (no {store.RUN_INFO} with a configuration and {RECORDS})"
         )
     given = [flag for flag in _CONFIGURING_FLAGS if getattr(args, flag) not in (None, False, [])]
     if args.suite == configs.DEFAULT_SUITE:
@@ -339,6 +397,7 @@ def _resumed(args: argparse.Namespace):
 
 def _ab(args: argparse.Namespace) -> int:
     from . import ab
+    from . import config as configs
 
     if args.calibrate and args.candidate is not None:
         raise UserError("--calibrate measures BASE against itself; give no CANDIDATE")
@@ -409,7 +468,7 @@ def _report(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from . import compare as gate
 
-    baseline = store.read_records(store.records_path(args.baseline, args.out))
+    baseline = read_records(store.records_path(args.baseline, args.out))
     candidates = [run.records for run in _merged([store.records_path(run, args.out) for run in args.candidates])]
     names = {record["architecture"] for run in (baseline, *candidates) for record in run}
     tolerances = gate.load_tolerances(args.tolerances, names)
@@ -429,13 +488,13 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _merged(paths: list[Path]) -> list[shards.Run]:
+def _merged(paths: list[Path]) -> list[runs.Run]:
     """The runs of `paths`, the shards of one sweep as one run; pairs missing from every shard said on stderr."""
-    runs = shards.merge(paths)
-    for run in runs:
+    merged = runs.merge(paths)
+    for run in merged:
         if run.missing:
-            print(f"archbench: {shards.describe_missing(run)}", file=sys.stderr)
-    return runs
+            print(f"archbench: {runs.describe_missing(run)}", file=sys.stderr)
+    return merged
 
 
 def _baseline_update(args: argparse.Namespace) -> int:

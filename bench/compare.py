@@ -26,7 +26,8 @@ from tabulate import tabulate
 
 from . import stats, tomlfile
 from .errors import UserError
-from .aggregate import Number, Row, aggregate, versions_text
+from .aggregate import Number, Row, aggregate
+from .results.records import versions_text
 from .tasks import FIGURES, Figure
 
 DEFAULT_TOLERANCES = Path(__file__).parent / "tolerances.toml"

@@ -19,7 +19,6 @@ from .tasks.settings import FidSettings, TrainingSettings
 
 SUITES_DIR = Path(__file__).parent / "suites"
 DEFAULT_SUITE = "quick"
-DEFAULT_OUT = Path("results") / "runs"
 
 _TOP_LEVEL = {
     "description": str,
@@ -69,7 +68,7 @@ class RunConfig:
     device: str = "auto"
     data_root: str | None = None
     download: bool = False
-    out: Path = DEFAULT_OUT
+    out: Path = store.DEFAULT_OUT
     strict: bool = False
     quiet: bool = False
 
@@ -224,7 +223,7 @@ def from_dict(table: dict[str, Any]) -> RunConfig:
     """The RunConfig a run recorded in its run.json (`dataclasses.asdict` of it), for `archbench run --resume`."""
     plain = {f.name for f in dataclasses.fields(RunConfig)} - {"tasks", "measure", "fid", "out"}
     config = RunConfig(**{k: v for k, v in table.items() if k in plain})
-    config.out = Path(table.get("out", DEFAULT_OUT))
+    config.out = Path(table.get("out", store.DEFAULT_OUT))
     for name, settings in table.get("tasks", {}).items():
         if name in TASKS:
             config.tasks[name] = _settings(TASKS[name].settings, settings, f"[{name}]")

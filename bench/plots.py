@@ -14,7 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from .aggregate import COST_KEY, COST_LABEL, Row, TaskView, finite, versions_text  # noqa: E402
+from .aggregate import COST_KEY, COST_LABEL, Row, TaskView, finite  # noqa: E402
+from .results.records import versions_text  # noqa: E402
 
 DPI = 110
 
@@ -60,7 +61,8 @@ def quality_vs_cost(
         )
         ax.annotate(row.label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     if draw_front:
-        versions = sorted({r.record_versions for r, _, _ in points if r.pareto})  # one front per record version
+        # one front per record version: rows of equal versions are the comparable ones (bench.results.records)
+        versions = sorted({r.record_versions for r, _, _ in points if r.pareto})
         for i, version in enumerate(versions):
             front = sorted((x, y) for r, x, y in points if r.pareto and r.record_versions == version)
             if len(front) > 1:

@@ -3,7 +3,10 @@
 A record starts with the fields `start` gives it (identity, data, settings, provenance, `config_id`, and
 `record_version`); its task loop adds the task's figures (the task table's `keys`, bench.tasks), the runner adds how it ended and
 the environment (`ENVIRONMENT_KEYS`). `record_version` changes whenever a key changes meaning or a figure
-is measured differently, so that the gate can say "not comparable" instead of comparing unlike things.
+is measured differently, so that the gate can say "not comparable" instead of comparing unlike things; the
+versions and what changed in each are bench.results.records.VERSIONS, which also reads records.
+
+Nothing here imports torch, and the registry only inside `start`: readers of records may import this module.
 """
 
 from __future__ import annotations
@@ -15,27 +18,9 @@ import math
 from datetime import datetime, timezone
 from typing import Any
 
-import architectures
+from .results.records import VERSIONS
 
-# 1: records before this field existed. 2: each architecture measured in a fresh process, with provenance.
-# 3: a mode (precision, memory format, compilation) is part of every record and of its config_id.
-# (`shard` was added within 3: a new key that changes no figure's meaning and stays out of config_id; so were
-# `steps_trained`, `epochs_trained`, `train_flops_per_step` and the budgets, which enter config_id only when set;
-# and the generators' `fid_calibration_*`.)
-# 4: training throughput is timed on the batches training draws, in its order, not on one fixed batch (which
-# stays in cache and skips the gather): 2-5% lower on a CPU, and in agreement with the training loop's clock.
-# 5: a trained record's training throughput is the median of windows timed after every epoch
-# (`train_throughput_windows`, the window before training first), not the window before training: it follows
-# the machine's speed and the model's state over the minutes the loop's own clock covers.
-# 6: the windows are timed every `window_every` seconds of training, not after every epoch, and pooled from the
-# first epoch's end on as training pools its steps (their harmonic mean), not by their median
-# (`train_throughput_window_steps` says when each was timed); a GAN's generator may be judged as its moving
-# average (`ema`, 0 before).
-# 7: a window during training times a copy whose optimizers resume from training's own state (moments, step
-# counts, learning rates), not fresh optimizers: with fresh Adam states vae-mlp's windows ran 6% below its loop.
-# 8: freed heap up to 1 GiB stays with the process (glibc's trim threshold, 64 MiB before): a window's copy of
-# fp32 cnn-wide faulted 90 MB of pages in at every step and its windows ran 9% below the loop.
-RECORD_VERSION = 8
+RECORD_VERSION = VERSIONS[-1].number  # what a run writes: the newest version (the history: bench.results.records)
 
 # What makes two records comparable besides the task's settings: records of other seeds or runs that agree
 # on all of these share a config_id.
@@ -69,8 +54,7 @@ ENVIRONMENT_KEYS = (
 # Settings added within version 3 (training budgets): they enter config_id only when set, so that the records
 # of runs without them keep the config_id they had.
 UNSET_OMITTED = ("budget_s", "budget_flops")
-# A record without these cannot be reported or compared.
-REQUIRED_KEYS = ("architecture", "task", "dataset", "status", "config_id")
+Pair = tuple[str, str, int]  # (architecture, mode, seed): what a record is about (`pair`)
 
 
 def start(
@@ -84,6 +68,8 @@ def start(
     task has none), `measure` the measurement settings and `mode` the resolved bench.modes.Mode. `shard` is the
     part of a sharded sweep the run was ("2/3"), None for a whole suite.
     """
+    import architectures  # the registry and its models (torch): what a run needs here and a reader never
+
     spec = architectures.get_spec(name)
     record = {
         "record_version": RECORD_VERSION,
@@ -140,6 +126,6 @@ def loop_throughput(record: dict[str, Any]) -> float | None:
     return (len(times) - 1) * record["train_samples"] / (times[-1] - times[0])
 
 
-def pair(record: dict[str, Any]) -> tuple[str, str, int]:
+def pair(record: dict[str, Any]) -> Pair:
     """The (architecture, mode, seed) a record is about (records before modes: fp32)."""
     return record["architecture"], record.get("mode") or "fp32", record["seed"]

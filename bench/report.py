@@ -19,8 +19,9 @@ from tabulate import tabulate
 from . import plots
 from .aggregate import (
     CLOCK_AGREEMENT, COST_KEY, LOADED_SHARE, VIEW_OF_TASK, VIEWS, Number, Row, TaskView, aggregate, finite,
-    record_version, reference_rows, task_groups, versions_text,
+    reference_rows, task_groups,
 )
+from .results.records import versions, versions_text
 
 # What a speedup, Δ or summary line between rows of different record versions says instead of a figure.
 NOT_COMPARABLE = "not comparable"
@@ -376,7 +377,7 @@ def _environment_blocks(records: list[dict[str, Any]]) -> list[tuple]:
             [
                 run_id,
                 str(first.get("suite", "")),
-                versions_text(record_version(r) for r in own),
+                versions_text(versions(own)),
                 str(first.get("device", "")),
                 str(first.get("device_name", "")),
                 str(first.get("cpu_threads", "")),

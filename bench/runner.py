@@ -32,8 +32,10 @@ from . import record as records
 from . import shard as shards
 from . import store
 from .config import RunConfig
+from .environment import capture
 from .errors import UserError
 from .modes import Mode, compile_seconds, fresh_compiler
+from .results.records import RECORDS, read_records
 from .tasks import TASKS
 from .tasks import reference
 from .tasks.base import Diverged, Group, RunContext
@@ -179,14 +181,14 @@ def run_suite(
     done: dict[tuple[str, str, int], str] = {}
     run_dir = None
     if strategy.writes:
-        environment = store.environment(device, command)
+        environment = capture(device, command)
         if resume is None:
             info = {"config": dataclasses.asdict(config), **strategy.info(), "arch_modules": list(arch_modules),
                     "shard": plan, "environment": environment}
             run_dir = _new_run(config, info)
         else:
             run_dir = resume
-            done = {records.pair(r): r["status"] for r in store.read_records(run_dir / store.RECORDS)}
+            done = {records.pair(r): r["status"] for r in read_records(run_dir / RECORDS)}
     run_dir = strategy.agree(run_dir)
     todo = [p for p in pairs if p not in done or (retry_failed and done[p] not in FINISHED)]
     quiet = config.quiet or not strategy.writes or not sys.stderr.isatty()

@@ -1,11 +1,11 @@
-"""Splitting a suite's pairs into N disjoint shards balanced by expected cost, and merging the shards' runs.
+"""Splitting a suite's pairs into N disjoint shards balanced by expected cost.
 
 A sweep too large for one machine runs as N independent jobs (a SLURM job array, a Kubernetes Indexed Job,
 a CI matrix), each `archbench run --shard K/N` or with the index and count read from the scheduler's
 environment. Every shard computes the same split: pairs sorted by estimated cost (FLOPs per sample x
 training samples x epochs), largest first, each given to the least-loaded shard (greedy longest processing
 time), ties broken by the pair itself. Each shard's run.json keeps the shard, the pairs of the whole sweep
-and a sweep id, so that `merge` can treat the shards' run folders as one run and say what is missing.
+and a sweep id, so that bench.results.runs can read the shards' run folders as one run and say what is missing.
 """
 
 from __future__ import annotations
@@ -16,18 +16,16 @@ import heapq
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
 
 import architectures
 
-from . import measure, store
-from . import record as records
+from . import measure
 from .errors import UserError
+from .record import Pair
 
-Pair = tuple[str, str, int]  # (architecture, mode, seed), as records.pair gives it
 SHARD_COUNT_ENV = "ARCHBENCH_SHARD_COUNT"  # the count that goes with Kubernetes' JOB_COMPLETION_INDEX
 LOCAL_SETTINGS = ("out", "data_root", "download", "quiet", "strict")  # may differ between shards of one sweep
 
@@ -159,54 +157,3 @@ def plan(
         "pairs": [list(p) for p in pairs if p in mine],
         "cost_share": sum(costs[p] for p in mine) / total,
     }
-
-
-@dataclass
-class Run:
-    """The records of one run: one run folder, or every shard of one sweep merged; `missing` are pairs of the
-    sweep in none of its folders."""
-
-    paths: list[Path]
-    records: list[dict[str, Any]]
-    missing: list[Pair] = dataclasses.field(default_factory=list)
-    sweep: str | None = None
-
-
-def merge(paths: list[Path]) -> list[Run]:
-    """The runs of records files `paths`: folders of one sharded sweep (same sweep id in run.json) become one
-    Run, in the order first given; any other folder is a Run of its own. A pair recorded in two folders of
-    one sweep is a UserError naming both files."""
-    runs: list[Run] = []
-    sweeps: dict[str, tuple[Run, dict[Pair, Path], list[Pair]]] = {}
-    for path in paths:
-        info = store.read_run_info(path.parent).get("shard")
-        found = store.read_records(path)
-        if not isinstance(info, dict) or not info.get("sweep"):
-            runs.append(Run([path], found))
-            continue
-        if info["sweep"] not in sweeps:
-            run = Run([], [], sweep=info["sweep"])
-            runs.append(run)
-            sweeps[info["sweep"]] = (run, {}, [tuple(p) for p in info.get("planned", [])])
-        run, seen, _ = sweeps[info["sweep"]]
-        if path in run.paths:
-            continue
-        for record in found:
-            pair = records.pair(record)
-            if seen.get(pair, path) != path:
-                name, mode, seed = pair
-                raise UserError(
-                    f"{name} {mode} seed {seed} is recorded by two shards of sweep {info['sweep']}: {seen[pair]} and {path}"
-                )
-            seen[pair] = path
-        run.paths.append(path)
-        run.records.extend(found)
-    for run, seen, planned in sweeps.values():
-        run.missing = [p for p in planned if p not in seen]
-    return runs
-
-
-def describe_missing(run: Run) -> str:
-    """One line naming the pairs of a sharded sweep that no given folder holds."""
-    named = ", ".join(f"{name} {mode} seed {seed}" for name, mode, seed in run.missing)
-    return f"{len(run.missing)} pair(s) of sweep {run.sweep} missing from every shard given: {named}"

@@ -1,7 +1,8 @@
-"""Result records on disk: one folder per run, one JSON line per (architecture, seed), appended as each ends.
+"""Run folders on disk: one folder per run, one JSON line per (architecture, seed), appended as each ends.
 
 A run folder `<out>/<run-id>/` holds `run.json` (the configuration, the environment and the command) and
-`records.jsonl`. Readers take a run folder, a records file, or a run id under the default results folder.
+`records.jsonl`. Readers take a run folder, a records file, or a run id under the default results folder;
+bench.results.records reads the records file itself.
 """
 
 from __future__ import annotations
@@ -9,31 +10,23 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
-import shlex
-import socket
-import subprocess
-import sys
 import tempfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import torch
-
 try:
     import fcntl
 except ImportError:  # not POSIX: records are appended without a lock
     fcntl = None
 
-from .errors import UserError
-from .record import REQUIRED_KEYS
+from .errors import UserError, json_kind
+from .results.records import RECORDS, read_records
 
-RECORDS = "records.jsonl"
 RUN_INFO = "run.json"
 LOCK = ".records.lock"  # what concurrent writers of one run folder lock
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = Path("results") / "runs"  # where run folders go unless told
 
 
 def new_run_dir(out: Path, suite: str) -> Path:
@@ -48,67 +41,6 @@ def new_run_dir(out: Path, suite: str) -> Path:
         except FileExistsError:
             continue
     raise RuntimeError(f"cannot create a run folder under {out}")
-
-
-def environment(device: torch.device, command: str | None = None) -> dict[str, Any]:
-    """Where and how the figures were taken: software versions, hardware, commit and command line.
-
-    `command` defaults to this process's own command line.
-    """
-    import torchvision
-
-    cuda, cpu = device.type == "cuda", cpu_model()
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "device_name": torch.cuda.get_device_name(device) if cuda else cpu,
-        "cpu": cpu,
-        "cpu_threads": torch.get_num_threads(),
-        "cuda": torch.version.cuda if cuda else None,
-        "hostname": socket.gethostname(),
-        "git_commit": git_commit(),
-        "command": command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-    }
-
-
-def cpu_model(cpuinfo: str | None = None) -> str:
-    """The CPU as precisely as the machine tells: model name, then family, model and stepping, the vector
-    instruction set PyTorch dispatches to, and the bf16 instructions present, e.g.
-    "AMD EPYC (family 25 model 17 stepping 1; AVX512, avx512_bf16)". Virtual machines often name the CPU
-    by brand alone; the rest tells two of them apart. `cpuinfo` is /proc/cpuinfo's text, read when None.
-    """
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
-    first_cpu = {}
-    for line in cpuinfo.split("\n\n", 1)[0].splitlines():
-        key, _, value = line.partition(":")
-        first_cpu.setdefault(key.strip(), value.strip())
-    name = first_cpu.get("model name") or platform.processor() or platform.machine()
-    identity = " ".join(
-        f"{label} {first_cpu[key]}" for key, label in (("cpu family", "family"), ("model", "model"), ("stepping", "stepping"))
-        if first_cpu.get(key)
-    )
-    isa = [torch.backends.cpu.get_cpu_capability()]
-    isa += [flag for flag in first_cpu.get("flags", "").split() if flag in ("avx512_bf16", "amx_bf16")]
-    return f"{name} ({'; '.join(part for part in (identity, ', '.join(isa)) if part)})"
-
-
-def git_commit() -> str | None:
-    """HEAD of the archbench checkout, with "-dirty" when it has uncommitted changes; None outside git."""
-    try:
-        def git(*args: str) -> str:
-            return subprocess.run(
-                ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True, timeout=10
-            ).stdout.strip()
-
-        commit = git("rev-parse", "HEAD")
-        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
@@ -184,61 +116,6 @@ def records_path(run: str | Path | None, out: Path) -> Path:
     raise UserError(f"no run records at {run} (looked for {looked})")
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Every record of a records file; a line that is no record is a UserError naming file and line.
-
-    Each non-blank line must be UTF-8 text holding one JSON object with the keys `record.REQUIRED_KEYS`
-    (strings). An unreadable file is a UserError naming it.
-    """
-    try:
-        content = Path(path).read_bytes()
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, expected a records file ({RECORDS})") from None
-    except OSError as error:
-        raise UserError(f"{path}: cannot read: {error.strerror or error}") from None
-    records = []
-    for number, raw in enumerate(content.split(b"\n"), 1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise UserError(
-                f"{path}:{number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1}); "
-                "is this a records file?"
-            ) from None
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path}:{number}: corrupt record: {error.msg} (column {error.colno})") from None
-        if not isinstance(record, dict):
-            raise UserError(f"{path}:{number}: a record must be a JSON object, got {_json_kind(record)}")
-        missing = [key for key in REQUIRED_KEYS if key not in record]
-        if missing:
-            raise UserError(
-                f"{path}:{number}: record lacks required key(s) {', '.join(missing)} "
-                f"(a record needs {', '.join(REQUIRED_KEYS)})"
-            )
-        wrong = next((key for key in REQUIRED_KEYS if not isinstance(record[key], str)), None)
-        if wrong:
-            raise UserError(f"{path}:{number}: record key {wrong!r} must be a string, got {_json_kind(record[wrong])}")
-        records.append(_relocated(record, Path(path).parent))
-    return records
-
-
-FILE_KEYS = ("sample_grid",)  # record keys that name a file the run wrote into its folder
-
-
-def _relocated(record: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """`record` with each file it names (`FILE_KEYS`) found in `folder` (the records file's) when the recorded
-    path is gone but a file of that name is there: a run folder that was moved or copied keeps its files."""
-    for key in FILE_KEYS:
-        named = record.get(key)
-        if isinstance(named, str) and named and not Path(named).is_file() and (folder / Path(named).name).is_file():
-            record[key] = str(folder / Path(named).name)
-    return record
-
-
 def read_run_info(run_dir: Path) -> dict[str, Any]:
     path = run_dir / RUN_INFO
     if not path.is_file():
@@ -251,7 +128,7 @@ def read_run_info(run_dir: Path) -> dict[str, Any]:
         reason = error.msg if isinstance(error, json.JSONDecodeError) else "not UTF-8 text"
         raise UserError(f"{path}: corrupt run information: {reason}") from None
     if not isinstance(info, dict):
-        raise UserError(f"{path}: corrupt run information: a JSON object expected, got {_json_kind(info)}")
+        raise UserError(f"{path}: corrupt run information: a JSON object expected, got {json_kind(info)}")
     return info
 
 
@@ -276,11 +153,6 @@ def writable_folder(path: Path, what: str, create: bool = True) -> Path:
     except OSError as error:
         raise UserError(f"{what} {path}: not writable ({error.strerror or error})") from None
     return path
-
-
-def _json_kind(value: Any) -> str:
-    kinds = {dict: "an object", list: "an array", str: "a string", bool: "true/false", type(None): "null"}
-    return kinds.get(type(value), "a number")
 
 
 def _jsonable(value: Any) -> Any:

@@ -7,7 +7,7 @@ import pytest
 
 from bench.data import datasets
 from bench.cli import main
-from support.cli import run_cli, read_records
+from support.cli import run_cli, run_records
 
 BOMB = """
 import torch
@@ -36,7 +36,7 @@ def test_run_writes_one_record_per_architecture_and_prints_the_table(tiny_suite,
     suite = tiny_suite("cnn-baseline", "cnn-bn")
     code, out, err = run_cli(capsys, "run", "--suite", suite, "--out", tmp_path / "runs", "--quiet", "--isolation", "none")
     assert code == 0, err
-    got = read_records(tmp_path / "runs")
+    got = run_records(tmp_path / "runs")
     assert [(r["architecture"], r["status"]) for r in got] == [("cnn-baseline", "ok"), ("cnn-bn", "ok")]
     for key in ("python", "torch", "torchvision", "device_name", "cpu", "git_commit", "command", "run_id"):
         assert key in got[0]
@@ -51,7 +51,7 @@ def test_flags_override_the_suite(tiny_suite, tmp_path, capsys):
     argv = ["run", "--suite", suite, "--out", tmp_path, "--quiet", "--isolation", "none", "--arch", "cnn-bn", "--epochs", "1"]
     code, _, err = run_cli(capsys, *argv, "--batch-size", "8", "--seed", "3", "4", "--limit-train", "40")
     assert code == 0, err
-    got = read_records(tmp_path)
+    got = run_records(tmp_path)
     assert [(r["architecture"], r["seed"]) for r in got] == [("cnn-bn", 3), ("cnn-bn", 4)]
     assert {(r["epochs"], r["batch_size"], r["train_samples"]) for r in got} == {(1, 8, 40)}
 
@@ -63,7 +63,7 @@ def test_a_model_that_raises_mid_training_leaves_a_failed_record_and_the_suite_g
     argv = ["run", "--suite", suite, "--out", tmp_path / "runs", "--quiet", "--isolation", "none", "--arch-module", tmp_path / "bomb.py"]
     code, out, err = run_cli(capsys, *argv)
     assert code == 0
-    bomb, baseline = read_records(tmp_path / "runs")
+    bomb, baseline = run_records(tmp_path / "runs")
     assert bomb["status"] == "failed" and bomb["error"] == "RuntimeError: boom at step 3"
     assert "Traceback" in bomb["traceback"]
     assert baseline["status"] == "ok" and baseline["test_accuracy"] is not None
@@ -84,7 +84,7 @@ def test_an_outside_module_registers_models_that_list_and_run(tmp_path, tiny_sui
     assert code == 0 and "my-mlp" in out and "two-layer perceptron" in out and "cnn-baseline" in out
     code, _, err = run_cli(capsys, "run", "--suite", tiny_suite("my-mlp"), "--out", "runs", "--quiet", "--isolation", "none", "--arch-module", "my_nets")
     assert code == 0, err
-    assert read_records(tmp_path / "runs")[0]["status"] == "ok"
+    assert run_records(tmp_path / "runs")[0]["status"] == "ok"
     sys.modules.pop("my_nets", None)
 
 

@@ -14,6 +14,7 @@ from architectures import registry
 from bench import compare, store
 from bench.cli import main
 from bench.errors import UserError
+from bench.results.records import read_records
 from support.cli import run_cli
 
 SLOWED = "ARCHBENCH_TEST_SLEEPY_DELAY"  # seconds "sleepy" sleeps instead of 0.02; children inherit the environment
@@ -92,7 +93,7 @@ def sleepy(tmp_path_factory, one_thread):
 
 
 def edited(records_file, tmp_path, change):
-    records = store.read_records(records_file)
+    records = read_records(records_file)
     for record in records:
         change(record)
     path = tmp_path / "edited.jsonl"
@@ -103,9 +104,9 @@ def edited(records_file, tmp_path, change):
 def judge(baseline, *candidates, accept=(), tolerances=None, reference=REFERENCE):
     """The gate's Comparison of records files, as `archbench compare` makes it, and its verdicts by (architecture, figure)."""
     limits = replace(compare.load_tolerances(tolerances), reference=reference)
-    base = store.read_records(baseline)
+    base = read_records(baseline)
     comparison = compare.reproduced(
-        [compare.compare(base, store.read_records(c), limits, tuple(accept)) for c in candidates]
+        [compare.compare(base, read_records(c), limits, tuple(accept)) for c in candidates]
     )
     return comparison, {(line.architecture, line.figure): line.verdict for line in comparison.lines}
 
@@ -375,8 +376,8 @@ def test_baseline_update_copies_the_runs_and_their_commit(sleepy, tmp_path, caps
     rerun = sleepy("baseline-rerun")
     assert main(["baseline", "update", str(sleepy.baseline), str(rerun), "--to", str(tmp_path / "baseline")]) == 0
     source = json.loads((tmp_path / "baseline" / "baseline.json").read_text())
-    assert source["git_commit"] == store.read_records(sleepy.baseline)[0]["git_commit"]
+    assert source["git_commit"] == read_records(sleepy.baseline)[0]["git_commit"]
     assert source["run_ids"] == [sleepy.baseline.parent.name, rerun.parent.name]
-    assert len(store.read_records(tmp_path / "baseline" / "records.jsonl")) == 4
+    assert len(read_records(tmp_path / "baseline" / "records.jsonl")) == 4
     comparison, verdicts = judge(tmp_path / "baseline" / "records.jsonl", sleepy.baseline)
     assert comparison.failures == [] and verdicts[("sleepy", "train_throughput ÷ sleepy-ref")] == "ok"

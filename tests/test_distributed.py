@@ -12,7 +12,8 @@ from bench import data, isolation, report
 from bench.parallel import launcher
 from bench.aggregate import aggregate
 from bench.cli import main
-from support.cli import read_records
+from support.cli import run_records
+from support.records import documented_keys
 
 pytestmark = pytest.mark.slow  # torch.distributed groups of real processes
 
@@ -82,7 +83,7 @@ def dist_arch_module(tmp_path):
 
 
 def records(out_dir):
-    return {r["architecture"]: r for r in read_records(out_dir)}
+    return {r["architecture"]: r for r in run_records(out_dir)}
 
 
 @pytest.mark.parametrize("n, world_size", [(40, 2), (50, 3)])
@@ -126,6 +127,7 @@ def test_two_processes_train_like_one_at_the_same_global_batch(tiny_suite, dist_
     assert record["scaling_efficiency"] == pytest.approx(record["train_throughput"] / (2 * record["single_process_throughput"]))
     assert 0 <= record["allreduce_wait_share"] <= 1 and record["ddp_step_ms"] > 0
     assert record["threads_per_rank"] >= 1 and record["latency_p50_ms"] > 0 and record["peak_memory_mb"] > 0
+    assert set(record) - documented_keys("classify", data_parallel=True) == set()
     (row,) = [line for line in table.splitlines() if line.startswith("| ") and " cnn-baseline " in line]
     assert "| ranks" in table and "scaling eff (%)" in table and f"| {record['scaling_efficiency'] * 100:.0f} " in row
 
@@ -141,6 +143,7 @@ def test_a_killed_rank_fails_its_architecture_at_once_and_the_suite_goes_on(tiny
     assert killed["status"] == "failed" and killed["failed_rank"] == 1
     assert killed["error"] == "rank 1 of 2: killed by signal SIGKILL"
     assert {e["rank"] for e in killed["rank_errors"]} == {0, 1}
+    assert set(killed) - documented_keys("classify", data_parallel=True) == set()
     ended = datetime.fromisoformat(killed["started_at"]).timestamp() + killed["wall_time_s"]
     assert ended - float((tmp_path / "killed_at").read_text()) < 10  # the agent's doing, not the 60 s timeout
     assert got["linear"]["status"] == "ok" and got["linear"]["world_size"] == 2

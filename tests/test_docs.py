@@ -1,5 +1,6 @@
 """The documentation against the code: README.md and docs/*.md name only flags the command line has, link
-only to files of this repository that exist, and keep the README's set-up commands first and as CI runs them."""
+only to files of this repository that exist, keep the README's set-up commands first and as CI runs them, and
+list the record versions the reader holds."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import build_parser
+from bench.results.records import VERSIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -135,6 +137,12 @@ def test_readme_starts_with_the_two_setup_commands_and_ci_runs_the_second():
         ["python3 -m venv .venv && .venv/bin/pip install -e '.[dev]' && .venv/bin/pytest"],
     ]
     assert blocks[1][0] in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_the_records_page_lists_every_record_version_as_the_reader_holds_it():
+    text = " ".join((ROOT / "docs" / "records.md").read_text().split())
+    said = [v.number for v in VERSIONS if f"{v.number}: {' '.join(v.what_changed.split())}" in text]
+    assert said == [v.number for v in VERSIONS], "docs/records.md must say each of bench.results.records.VERSIONS"
 
 
 def test_the_checks_catch_what_they_are_for():

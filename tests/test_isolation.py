@@ -13,7 +13,7 @@ import pytest
 
 from bench import record as records_module
 from bench.cli import main
-from support.cli import read_records
+from support.cli import run_records
 
 FAULTY = Path(__file__).parent / "support" / "faulty_archs.py"
 PROJECT = Path(__file__).parent.parent
@@ -35,7 +35,7 @@ def test_every_kind_of_fault_is_a_record_and_the_suite_goes_on(tiny_suite, tmp_p
     argv = ["run", "--suite", tiny_suite(*faults), "--out", tmp_path, "--quiet", "--arch-module", FAULTY, "--epochs", "1"]
     code, _, err = run(capsys, *argv)
     assert code == 0, err
-    got = {r["architecture"]: r for r in read_records(tmp_path)}
+    got = {r["architecture"]: r for r in run_records(tmp_path)}
     assert list(got) == faults
     errors = {name: (r["status"], r["error"]) for name, r in got.items()}
     assert errors["raises-in-builder"] == ("failed", "ValueError: no such layer")
@@ -61,7 +61,7 @@ def test_a_hung_architecture_times_out_and_the_next_one_runs(tiny_suite, tmp_pat
     argv = ["run", "--suite", tiny_suite("hangs", "cnn-baseline"), "--out", tmp_path, "--quiet", "--arch-module", FAULTY]
     code, _, err = run(capsys, *argv, "--arch-timeout", "8", "--epochs", "1")
     assert code == 0, err
-    hung, baseline = read_records(tmp_path)
+    hung, baseline = run_records(tmp_path)
     assert (hung["status"], hung["error"]) == ("failed", "timed out after 8 s")
     assert 8 <= hung["wall_time_s"] < 20
     assert baseline["status"] == "ok"
@@ -72,7 +72,7 @@ def test_quality_is_the_same_with_and_without_isolation(tiny_suite, tmp_path, ca
     for isolation in ("process", "none"):
         code, _, err = run(capsys, "run", "--suite", suite, "--out", tmp_path / isolation, "--quiet", "--isolation", isolation)
         assert code == 0, err
-    isolated, inline = read_records(tmp_path / "process"), read_records(tmp_path / "none")
+    isolated, inline = run_records(tmp_path / "process"), run_records(tmp_path / "none")
     for key in ("test_accuracy", "test_loss", "curve_train_loss", "train_accuracy", "config_id", "params", "flops_per_sample"):
         assert [r[key] for r in isolated] == [r[key] for r in inline], key
     assert [r["isolation"] for r in isolated + inline] == ["process", "process", "none", "none"]
@@ -95,7 +95,7 @@ def test_an_exception_that_escapes_in_process_is_an_interruption_with_its_resume
     assert code == 130
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert err == f"archbench: interrupted (SIGINT) after 1 of 2 runs; resume with: archbench run --resume {run_dir}\n"
-    assert [r["architecture"] for r in read_records(tmp_path / "runs")] == ["cnn-baseline"]
+    assert [r["architecture"] for r in run_records(tmp_path / "runs")] == ["cnn-baseline"]
 
 
 def _start(argv, env) -> subprocess.Popen:
@@ -129,7 +129,7 @@ def test_a_signal_stops_the_suite_cleanly_and_resume_completes_it(signal_number,
     name = signal.Signals(signal_number).name
     assert err == f"archbench: interrupted ({name}) after 2 of 6 runs; resume with: archbench run --resume {run_dir}\n"
     assert "Traceback" not in out + err
-    assert [(r["architecture"], r["seed"]) for r in read_records(tmp_path / "interrupted")] == [("cnn-baseline", 0), ("cnn-baseline", 1)]
+    assert [(r["architecture"], r["seed"]) for r in run_records(tmp_path / "interrupted")] == [("cnn-baseline", 0), ("cnn-baseline", 1)]
     if signal_number != signal.SIGINT:
         return
 
@@ -143,8 +143,8 @@ def test_a_signal_stops_the_suite_cleanly_and_resume_completes_it(signal_number,
     uninterrupted = _start([*argv, "--out", tmp_path / "whole"], env)
     uninterrupted.communicate(timeout=120)
     quality = lambda rs: sorted((r["architecture"], r["seed"], r["status"], r["test_accuracy"], r["test_loss"]) for r in rs)
-    assert quality(read_records(tmp_path / "interrupted")) == quality(read_records(tmp_path / "whole"))
-    assert len(read_records(tmp_path / "interrupted")) == 6
+    assert quality(run_records(tmp_path / "interrupted")) == quality(run_records(tmp_path / "whole"))
+    assert len(run_records(tmp_path / "interrupted")) == 6
 
 
 def test_retry_failed_reruns_failed_pairs_and_replaces_their_records(tiny_suite, tmp_path, capsys, monkeypatch):
@@ -157,6 +157,6 @@ def test_retry_failed_reruns_failed_pairs_and_replaces_their_records(tiny_suite,
     failed = json.loads(lines[1]) | {"status": "failed", "error": "RuntimeError: flaky"}
     (run_dir / "records.jsonl").write_text(lines[0] + "\n" + json.dumps(failed) + "\n")
     assert run(capsys, "run", "--resume", run_dir, "--quiet")[0] == 0
-    assert [r["status"] for r in read_records(tmp_path / "runs")] == ["ok", "failed"]
+    assert [r["status"] for r in run_records(tmp_path / "runs")] == ["ok", "failed"]
     assert run(capsys, "run", "--resume", run_dir, "--quiet", "--retry-failed")[0] == 0
-    assert [(r["architecture"], r["status"]) for r in read_records(tmp_path / "runs")] == [("cnn-baseline", "ok"), ("pauses-once", "ok")]
+    assert [(r["architecture"], r["status"]) for r in run_records(tmp_path / "runs")] == [("cnn-baseline", "ok"), ("pauses-once", "ok")]

@@ -1,7 +1,8 @@
 """The shape of the code: the dependency arrow points one way and the modules form no import cycle; commands
-import only what they need."""
+import only what they need, and reading results imports neither torch nor the code that runs models."""
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,24 +10,16 @@ from pathlib import Path
 ROOT = Path(__file__).parent.parent
 
 
-def runtime_nodes(tree: ast.AST):
-    """Every node of `tree` that runs: functions' lazy imports included, `if TYPE_CHECKING:` blocks left out."""
-    for node in ast.iter_child_nodes(tree):
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
-            continue
-        yield node
-        yield from runtime_nodes(node)
-
-
 def module_imports() -> dict[str, set[str]]:
-    """Imports between the project's modules (anywhere in a module, lazy ones too), by module name."""
+    """Imports between the project's modules, by module name: anywhere in a module, lazy ones in functions and
+    type-only ones under `if TYPE_CHECKING:` too (a module named only for its types is still depended on)."""
     graph = {}
     for path in [*ROOT.glob("bench/**/*.py"), *ROOT.glob("architectures/*.py")]:
         parts = path.relative_to(ROOT).with_suffix("").parts
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         package = name if parts[-1] == "__init__" else name.rpartition(".")[0]
         found = set()
-        for node in runtime_nodes(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 found |= {alias.name for alias in node.names}
             elif isinstance(node, ast.ImportFrom):
@@ -72,3 +65,29 @@ def test_archbench_list_imports_no_report_gate_or_data_parallel_code():
     )
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[-1] == "[]"
+
+
+def test_reading_results_imports_neither_torch_nor_the_registry_nor_the_running_code(tmp_path):
+    """`archbench report RUN` and `archbench compare A B` in a fresh interpreter, on two tiny runs."""
+    for run, speed in (("a", 100.0), ("b", 101.0)):
+        (tmp_path / run).mkdir()
+        records = [
+            {"record_version": 8, "run_id": run, "architecture": name, "task": "classify", "dataset": "synthetic",
+             "status": "ok", "config_id": "c", "mode": "fp32", "seed": seed, "test_accuracy": 0.5 + seed / 100,
+             "train_throughput": speed + seed, "train_throughput_repeats": [speed + seed] * 3, "params": 10}
+            for name in ("x", "y") for seed in (0, 1)
+        ]
+        (tmp_path / run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    commands = {
+        "report": ["report", str(tmp_path / "a"), "--output", str(tmp_path / "report")],
+        "compare": ["compare", str(tmp_path / "a"), str(tmp_path / "b")],
+    }
+    forbidden = ("torch", "architectures", "bench.runner", "bench.tasks.loop")
+    for command, argv in commands.items():
+        probe = (
+            "import contextlib, io, sys; from bench.cli import main\n"
+            f"with contextlib.redirect_stdout(io.StringIO()): code = main({argv!r})\n"
+            f"print(code, sorted(m for m in sys.modules if m.split('.')[0] in {forbidden!r} or m.startswith({forbidden!r})))"
+        )
+        done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+        assert done.stdout.splitlines()[-1] == "0 []", (command, done.stdout, done.stderr)

@@ -1,21 +1,15 @@
-"""The record as a contract: every key a run writes is documented in bench/record.py, with version and provenance."""
+"""The record as a contract: every key a run writes is documented in bench/record.py, with version and provenance;
+the versions are data (bench.results.records), and records of different versions are never compared."""
 
-import dataclasses
 import json
 
 import pytest
 import torch
 
-from bench import record, store
+from bench import environment, record
 from bench.cli import main
-from bench.measure import MeasureSettings
-from bench.tasks import TASKS
-
-
-def documented_keys(task: str) -> set[str]:
-    settings = {f.name for f in dataclasses.fields(TASKS[task].settings)}
-    measure = {f"measure_{f.name}" for f in dataclasses.fields(MeasureSettings)}
-    return {*record.COMMON_KEYS, *TASKS[task].keys, *record.ENVIRONMENT_KEYS, *settings, *measure}
+from bench.results.records import REQUIRED_KEYS, VERSIONS, comparable, version
+from support.records import documented_keys
 
 
 def test_every_key_of_a_classify_record_is_documented_and_it_says_where_its_model_came_from(tiny_suite, tmp_path):
@@ -34,7 +28,7 @@ def test_every_key_of_a_classify_record_is_documented_and_it_says_where_its_mode
     for written in (flat, baseline):
         assert set(written) - documented_keys("classify") == set()
         assert written["record_version"] == record.RECORD_VERSION
-        assert set(record.REQUIRED_KEYS) <= set(written)
+        assert set(REQUIRED_KEYS) <= set(written)
     times = baseline["curve_train_time_s"]  # 2 epochs of the tiny suite
     assert baseline["train_loop_throughput"] == pytest.approx(baseline["train_samples"] / (times[1] - times[0]))
     assert flat["architecture_source"].startswith(str(tmp_path / "nets.py") + ":")
@@ -61,5 +55,18 @@ def test_the_cpu_is_named_with_family_model_stepping_and_its_bf16_instructions()
         "processor\t: 1\ncpu family\t: 99\nmodel name\t: Other\n"
     )
     capability = torch.backends.cpu.get_cpu_capability()
-    assert store.cpu_model(cpuinfo) == f"AMD EPYC (family 25 model 17 stepping 1; {capability}, avx512_bf16)"
-    assert store.cpu_model("model name\t: Intel Xeon\nflags\t: avx2\n") == f"Intel Xeon ({capability})"
+    assert environment.cpu_model(cpuinfo) == f"AMD EPYC (family 25 model 17 stepping 1; {capability}, avx512_bf16)"
+    assert environment.cpu_model("model name\t: Intel Xeon\nflags\t: avx2\n") == f"Intel Xeon ({capability})"
+
+
+def test_the_record_versions_are_data_and_a_run_writes_the_newest():
+    assert [v.number for v in VERSIONS] == list(range(1, len(VERSIONS) + 1))
+    assert all(v.what_changed.strip() for v in VERSIONS)
+    assert record.RECORD_VERSION == VERSIONS[-1].number
+
+
+def test_records_compare_only_with_records_of_the_same_versions():
+    old, new, unstamped = {"record_version": 7}, {"record_version": 8}, {}
+    assert comparable([new, new], [new]) and comparable([unstamped], [{"record_version": 1}])
+    assert not comparable([old], [new]) and not comparable([old, new], [new])
+    assert version(unstamped) == version({"record_version": True}) == version({"record_version": "8"}) == 1

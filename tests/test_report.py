@@ -5,7 +5,8 @@ import json
 import pytest
 from PIL import Image
 
-from bench import aggregate, report, store
+from bench import aggregate, report
+from bench.results.records import read_records
 from bench.cli import main
 
 
@@ -118,7 +119,7 @@ def test_report_of_several_runs_and_html_page(small_run, tmp_path, capsys):
     assert seeds == {0, 1}
     # The same two seeds read twice: the page is of both, four records per configuration.
     assert (tmp_path / "records.csv").read_text().count("\n") == 1 + 8
-    headers, body = report.table_cells(aggregate.aggregate(store.read_records(records_file) * 2))
+    headers, body = report.table_cells(aggregate.aggregate(read_records(records_file) * 2))
     assert {dict(zip(headers, cells))["seeds"] for cells in body} == {"4"}
 
 
@@ -130,7 +131,7 @@ def test_a_moved_run_folder_keeps_its_sample_grids_in_the_report(tmp_path):
     line = {"architecture": "vae-mlp", "task": "vae", "dataset": "d", "status": "ok", "config_id": "c", "seed": 0,
             "fid": 10.0, "train_throughput": 100.0, "sample_grid": str(gone)}
     (moved / "records.jsonl").write_text(json.dumps(line) + "\n")
-    (found,) = store.read_records(moved / "records.jsonl")
+    (found,) = read_records(moved / "records.jsonl")
     assert found["sample_grid"] == str(moved / "vae-mlp-seed0-samples.png")
     assert main(["report", str(moved), "--output", str(tmp_path / "out")]) == 0
     assert "(plots/generators-d-samples.png)" in (tmp_path / "out" / "REPORT.md").read_text()

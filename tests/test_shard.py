@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 
 from bench import aggregate, devices, shard, store
+from bench.results import runs
+from bench.results.records import read_records
 from bench.errors import UserError
 from support.settings import TINY_SUITE
 from support.cli import run_cli
@@ -112,7 +114,7 @@ def test_a_run_takes_its_shard_from_slurm_and_records_it(tiny_suite, tmp_path, c
     code, _, err = run_cli(capsys, *argv)
     assert code == 0, err
     (run_dir,) = (tmp_path / "runs").iterdir()
-    got = store.read_records(run_dir / store.RECORDS)
+    got = read_records(run_dir / store.RECORDS)
     assert len(got) == 1 and got[0]["shard"] == "2/2"
     info = store.read_run_info(run_dir)["shard"]
     assert info["shard"] == "2/2" and info["source"] == "SLURM_ARRAY_TASK_ID" and len(info["planned"]) == 2
@@ -135,9 +137,9 @@ def test_three_shards_merge_into_the_report_of_one_run(tiny_suite, tmp_path, cap
         code, _, err = run_cli(capsys, *common, "--out", tmp_path / f"shard{k}", "--shard", f"{k}/3")
         assert code == 0, err
     folders = [next((tmp_path / f"shard{k}").iterdir()) for k in (1, 2, 3)]
-    sharded = [r for folder in folders for r in store.read_records(folder / store.RECORDS)]
+    sharded = [r for folder in folders for r in read_records(folder / store.RECORDS)]
     assert sorted(sorted(r["shard"] for r in sharded).count(k) for k in ("1/3", "2/3", "3/3")) == [1, 1, 2]
-    whole = store.read_records(next((tmp_path / "whole").iterdir()) / store.RECORDS)
+    whole = read_records(next((tmp_path / "whole").iterdir()) / store.RECORDS)
     assert _quality(sharded) == _quality(whole) and len(_quality(whole)) == 2
 
     code, out, err = run_cli(capsys, "report", *folders, "--output", tmp_path / "merged")
@@ -177,8 +179,8 @@ def test_unsharded_reruns_are_still_separate_runs(tmp_path):
     plain.mkdir()
     store.append_record(plain, {"architecture": "a", "seed": 0, "task": "classify", "dataset": "d", "status": "ok",
                                 "config_id": "c"})
-    runs = shard.merge([one, two, plain / store.RECORDS, plain / store.RECORDS])
-    assert [len(run.records) for run in runs] == [1, 1, 1, 1]
+    merged = runs.merge([one, two, plain / store.RECORDS, plain / store.RECORDS])
+    assert [len(run.records) for run in merged] == [1, 1, 1, 1]
 
 
 # ---- --devices ----------------------------------------------------------------------------------------
@@ -232,11 +234,11 @@ def test_a_resumed_shard_runs_only_its_own_pairs(tiny_suite, tmp_path, capsys):
     code, _, err = run_cli(capsys, *argv)
     assert code == 0, err
     (run_dir,) = tmp_path.glob("*/records.jsonl")
-    first = store.read_records(run_dir)
+    first = read_records(run_dir)
     run_dir.write_text("")  # as if interrupted before its pair ended
     code, _, err = run_cli(capsys, "run", "--resume", run_dir.parent, "--quiet")
     assert code == 0, err
-    again = store.read_records(run_dir)
+    again = read_records(run_dir)
     assert [(r["architecture"], r["shard"]) for r in again] == [(r["architecture"], "1/2") for r in first]
     assert len(again) == 1
     code, _, err = run_cli(capsys, "run", "--resume", run_dir.parent, "--shard", "2/2")

@@ -22,6 +22,7 @@ from bench import baseline, data, store
 from bench.data import datasets
 from bench.cli import main
 from bench.modes import native_fp16_cpu
+from bench.results.records import read_records
 
 AS_ROOT = pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permission bits")
 
@@ -462,7 +463,7 @@ def test_a_baseline_update_replaces_the_managed_files_and_keeps_the_others(old_b
     assert main(["baseline", "update", str(second.parent), "--to", str(folder)]) == 0
     after = _snapshot(folder)
     assert after["NOTES.md"] == before["NOTES.md"]
-    assert [r["run_id"] for r in store.read_records(folder / store.RECORDS)] == ["second"]
+    assert [r["run_id"] for r in read_records(folder / store.RECORDS)] == ["second"]
     assert json.loads(after[store.RUN_INFO]) == {"config": {"suite": "new"}}
     assert json.loads(after[baseline.SOURCE])["run_ids"] == ["second"]
     assert sorted(p.name for p in folder.parent.iterdir()) == ["baseline"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench import store
+from bench.results.records import RECORDS
 from bench.cli import main
 
 
@@ -16,7 +16,7 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
-def read_records(out_dir: Path) -> list[dict]:
+def run_records(out_dir: Path) -> list[dict]:
     """The records of the one run folder under `out_dir`, in the order they were written."""
-    (path,) = Path(out_dir).glob(f"*/{store.RECORDS}")
+    (path,) = Path(out_dir).glob(f"*/{RECORDS}")
     return [json.loads(line) for line in path.read_text().splitlines()]

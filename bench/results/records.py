@@ -1,0 +1,151 @@
+"""The record reader: a records file read into records, the record versions as data, and the one rule for
+which records may be compared.
+
+A records file (`RECORDS`) holds one record per line: a flat JSON object that carries its `record_version`
+(bench.record says what the keys hold and writes them). `VERSIONS` is every version with what changed in it;
+records of different versions were measured by different harness code, and `comparable` is where that
+decides whether two sets of records may be compared (the report's speedups and summary lines, the Pareto
+fronts, the regression gate).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import UserError, json_kind
+
+RECORDS = "records.jsonl"  # a run folder's records file
+# A record without these cannot be reported or compared.
+REQUIRED_KEYS = ("architecture", "task", "dataset", "status", "config_id")
+FILE_KEYS = ("sample_grid",)  # record keys that name a file the run wrote into its folder
+
+
+@dataclass(frozen=True)
+class Version:
+    """One record version: its number and what changed in it from the version before."""
+
+    number: int
+    what_changed: str
+
+
+VERSIONS = (
+    Version(1, "Records before `record_version` existed."),
+    Version(2, "Each architecture measured in a fresh process, with provenance."),
+    Version(
+        3,
+        "A mode (precision, memory format, compilation) is part of every record and of its config_id. Added within "
+        "3, as keys that change no figure's meaning: `shard`, which stays out of config_id; `steps_trained`, "
+        "`epochs_trained`, `train_flops_per_step` and the budgets, which enter config_id only when set; and the "
+        "generators' `fid_calibration_*`.",
+    ),
+    Version(
+        4,
+        "Training throughput is timed on the batches training draws, in its order, not on one fixed batch (which "
+        "stays in cache and skips the gather): 2-5% lower on a CPU, and in agreement with the training loop's "
+        "clock.",
+    ),
+    Version(
+        5,
+        "A trained record's training throughput is the median of windows timed after every epoch "
+        "(`train_throughput_windows`, the window before training first), not the window before training: it "
+        "follows the machine's speed and the model's state over the minutes the loop's own clock covers.",
+    ),
+    Version(
+        6,
+        "The windows are timed every `window_every` seconds of training, not after every epoch, and pooled from "
+        "the first epoch's end on as training pools its steps (their harmonic mean), not by their median "
+        "(`train_throughput_window_steps` says when each was timed); a GAN's generator may be judged as its "
+        "moving average (`ema`, 0 before).",
+    ),
+    Version(
+        7,
+        "A window during training times a copy whose optimizers resume from training's own state (moments, step "
+        "counts, learning rates), not fresh optimizers: with fresh Adam states vae-mlp's windows ran 6% below "
+        "its loop.",
+    ),
+    Version(
+        8,
+        "Freed heap up to 1 GiB stays with the process (glibc's trim threshold, 64 MiB before): a window's copy "
+        "of fp32 cnn-wide faulted 90 MB of pages in at every step and its windows ran 9% below the loop.",
+    ),
+)
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Every record of a records file; a line that is no record is a UserError naming file and line.
+
+    Each non-blank line must be UTF-8 text holding one JSON object with the keys `REQUIRED_KEYS` (strings).
+    A file a record names (`FILE_KEYS`) that is gone from where it was written but lies beside the records
+    file is named there: a run folder that was moved or copied keeps its files. An unreadable file is a
+    UserError naming it.
+    """
+    try:
+        content = Path(path).read_bytes()
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, expected a records file ({RECORDS})") from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot read: {error.strerror or error}") from None
+    records = []
+    for number, raw in enumerate(content.split(b"\n"), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise UserError(
+                f"{path}:{number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1}); "
+                "is this a records file?"
+            ) from None
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path}:{number}: corrupt record: {error.msg} (column {error.colno})") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path}:{number}: a record must be a JSON object, got {json_kind(record)}")
+        missing = [key for key in REQUIRED_KEYS if key not in record]
+        if missing:
+            raise UserError(
+                f"{path}:{number}: record lacks required key(s) {', '.join(missing)} "
+                f"(a record needs {', '.join(REQUIRED_KEYS)})"
+            )
+        wrong = next((key for key in REQUIRED_KEYS if not isinstance(record[key], str)), None)
+        if wrong:
+            raise UserError(f"{path}:{number}: record key {wrong!r} must be a string, got {json_kind(record[wrong])}")
+        records.append(_relocated(record, Path(path).parent))
+    return records
+
+
+def _relocated(record: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """`record` with each file it names (`FILE_KEYS`) found in `folder` (the records file's) when the recorded
+    path is gone but a file of that name is there."""
+    for key in FILE_KEYS:
+        named = record.get(key)
+        if isinstance(named, str) and named and not Path(named).is_file() and (folder / Path(named).name).is_file():
+            record[key] = str(folder / Path(named).name)
+    return record
+
+
+def version(record: dict[str, Any]) -> int:
+    """The version of a record's layout; records written before versions were stamped are version 1."""
+    number = record.get("record_version")
+    return number if isinstance(number, int) and not isinstance(number, bool) else 1
+
+
+def versions(records: Iterable[dict[str, Any]]) -> tuple[int, ...]:
+    """The record versions among `records`, ascending, each once: what `comparable` compares."""
+    return tuple(sorted({version(record) for record in records}))
+
+
+def comparable(these: Iterable[dict[str, Any]], those: Iterable[dict[str, Any]]) -> bool:
+    """Whether the figures of two sets of records (two rows of a report, a baseline's and a candidate's) may be
+    compared: only when both hold the same record versions. Records of an older version are compared with
+    records of that version alone, so rows grouped by their `versions` are the rows that may be compared."""
+    return versions(these) == versions(those)
+
+
+def versions_text(numbers: Iterable[int]) -> str:
+    """Record versions as a report writes them: ascending, comma-separated, each once ("7, 8")."""
+    return ", ".join(map(str, sorted(set(numbers))))
