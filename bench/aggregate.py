@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import stats
-from .results.records import comparable, versions
+from .results.records import comparable, named, versions
 from .tasks import TASKS
 
 COST_KEY, COST_LABEL = "train_throughput", "training throughput (samples/s)"
@@ -120,7 +120,7 @@ class Row:
     @property
     def label(self) -> str:
         """The architecture, with its mode unless that is fp32: how a row is named outside a table."""
-        return self.architecture if self.mode == "fp32" else f"{self.architecture} ({self.mode})"
+        return named(self.architecture, self.mode)
 
     @property
     def config_id(self) -> Any:

@@ -21,7 +21,7 @@ from . import baseline as gate_baseline
 from . import store
 from .errors import UserError
 from .results import runs
-from .results.records import RECORDS, read_records
+from .results.records import RECORDS, named, read_records
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -325,16 +325,10 @@ def _run(args: argparse.Namespace) -> int:
     records = read_records(run_dir / RECORDS)
     print(f"\n{report.tables(records)}\n")
     print(f"records: {run_dir / RECORDS}\nreport: {report.write_report(records, run_dir)}")
-    failed = [_named(r) for r in records if r["status"] != "ok"]
+    failed = [named(r["architecture"], r.get("mode")) for r in records if r["status"] != "ok"]
     if failed:
         print(f"{len(failed)} run(s) did not finish: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed and config.strict else 0
-
-
-def _named(record: dict) -> str:
-    """The architecture of a record, with its mode unless that is fp32."""
-    mode = record.get("mode") or "fp32"
-    return record["architecture"] if mode == "fp32" else f"{record['architecture']} ({mode})"
 
 
 def _strategy(config: RunConfig, isolation: str | None, launch, devices: str | None = None):

@@ -20,6 +20,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # runs, so pytest's, pip's and torchrun's flags there need no entry here).
 FOREIGN_FLAGS = {
     "--benchmark-disable",  # pytest-benchmark's, the default in pyproject.toml (docs/development.md)
+    "--benchmark-enable",  # pytest-benchmark's, to measure with tests/benchmarks (docs/development.md)
 }
 
 FENCE = re.compile(r"^(```|~~~)")

@@ -87,7 +87,7 @@ def small_run(tmp_path_factory):
     suite.write_text(
         'dataset = "synthetic"\narchitectures = ["cnn-baseline", "cnn-bn"]\nseeds = [0, 1]\nlimit_train = 64\n'
         'limit_test = 32\n[classify]\nepochs = 2\nbatch_size = 16\noptimizer = "adam"\n'
-        "[measure]\nwarmup_time = 0.0\nmin_repeat_time = 0.0\nlatency_time = 0.0\nlatency_min_calls = 3\n"
+        "[measure]\nwarmup_time = 0.0\nmin_repeat_time = 0.0\nmax_time = 0.0\nlatency_time = 0.0\nlatency_min_calls = 3\n"
     )
     assert main(["run", "--suite", str(suite), "--out", str(out), "--quiet", "--isolation", "none"]) == 0
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]

@@ -74,6 +74,13 @@ VERSIONS = (
 )
 
 
+def named(architecture: str, mode: str | None) -> str:
+    """How a row or record is named outside a table: the architecture, with its mode unless that is fp32
+    (records from before modes have none, and were fp32)."""
+    mode = mode or "fp32"
+    return architecture if mode == "fp32" else f"{architecture} ({mode})"
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
     """Every record of a records file; a line that is no record is a UserError naming file and line.
 
