@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import torchvision
 from torch import nn
-from torchvision.models.googlenet import BasicConv2d
 
 from .registry import register
 
@@ -14,6 +12,9 @@ def googlenet(input_shape, num_classes, **overrides):
     """torchvision GoogLeNet, no auxiliary classifiers, for 28-32 px inputs: a 3x3 stride-1 stem in place of the
     7x7 stride-2 one and no second max-pool, so the inception stages see 16, 8 and 4 px maps from 32 px (as
     ImageNet's 224 px reach them at 28, 14 and 7)."""
+    import torchvision  # here, not at the top: a process that builds no torchvision model skips its ~1 s import
+    from torchvision.models.googlenet import BasicConv2d
+
     model = torchvision.models.googlenet(
         weights=None, num_classes=num_classes, aux_logits=False, init_weights=True, **overrides
     )
