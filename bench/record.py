@@ -1,8 +1,8 @@
 """The record: one flat JSON object per (architecture, seed), the contract between runs, reports and the gate.
 
 A record starts with the fields `start` gives it (identity, data, settings, provenance, `config_id`, and
-`record_version`); its task loop adds the task's figures (the task table's `keys`, bench.tasks), the runner adds how it ended and
-the environment (`ENVIRONMENT_KEYS`). `record_version` changes whenever a key changes meaning or a figure
+`record_version`); its task loop adds the task's figures (the task table's `keys`, bench.tasks), the runner
+adds how it ended and the environment (`ENVIRONMENT_KEYS`). `record_version` changes whenever a key changes meaning or a figure
 is measured differently, so that the gate can say "not comparable" instead of comparing unlike things; the
 versions and what changed in each are bench.results.records.VERSIONS, which also reads records.
 

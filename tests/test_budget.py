@@ -10,9 +10,9 @@ from bench import data, record
 from bench.cli import main
 from bench.modes import Mode
 from bench.tasks import classify
-from bench.tasks.base import RunContext, TrainingSettings
+from bench.tasks.base import RunContext
 from bench.tasks.loop import Budget, run_epoch
-from bench.tasks.settings import ClassifySettings
+from bench.tasks.settings import ClassifySettings, TrainingSettings
 from support.settings import FAST_MEASURE
 
 CPU = torch.device("cpu")

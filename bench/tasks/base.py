@@ -1,4 +1,5 @@
-"""What every task loop shares: its settings, the run context, optimizers and schedules, divergence."""
+"""What every task shares besides its loop (bench.tasks.loop): the run context, the process group, the
+optimizer, the compute dtype and divergence."""
 
 from __future__ import annotations
 

@@ -24,7 +24,8 @@ from torch import nn
 from .. import measure
 from ..data import Source
 from ..modes import Amp, Mode, compile_seconds
-from .base import Diverged, Group, Progress, RunContext, TrainingSettings
+from .base import Diverged, Group, Progress, RunContext
+from .settings import TrainingSettings
 
 AfterStep = Callable[["TrainClock", tuple[torch.optim.Optimizer, ...]], None]
 
