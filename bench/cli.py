@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import baseline as gate_baseline
+from .gate import baseline as gate_baseline
 from . import store
 from .errors import UserError
 from .results import runs
@@ -154,7 +154,7 @@ def _add_compare(comparing: argparse.ArgumentParser) -> None:
         help="candidate run folder or records file; with several (reruns), a regression must show in every one; "
         "the shards of one sweep (archbench run --shard) count as one candidate",
     )
-    comparing.add_argument("--tolerances", type=Path, metavar="FILE", help="TOML overriding bench/tolerances.toml")
+    comparing.add_argument("--tolerances", type=Path, metavar="FILE", help="TOML overriding bench/gate/tolerances.toml")
     comparing.add_argument("--reference", metavar="ARCH", help="architecture whose speed change stands for the machine's (default: the median over all)")
     comparing.add_argument("--accept", nargs="+", action="extend", default=[], metavar="ARCH",
                       help="architectures whose parameter and FLOP changes are intended")
@@ -390,7 +390,7 @@ def _resumed(args: argparse.Namespace):
 
 
 def _ab(args: argparse.Namespace) -> int:
-    from . import ab
+    from .gate import ab
     from . import config as configs
 
     if args.calibrate and args.candidate is not None:
@@ -460,7 +460,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from . import compare as gate
+    from .gate import compare as gate
 
     baseline = read_records(store.records_path(args.baseline, args.out))
     candidates = [run.records for run in _merged([store.records_path(run, args.out) for run in args.candidates])]

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from architectures import registry
-from bench import compare, store
+from bench import store
+from bench.gate import compare
 from bench.cli import main
 from bench.errors import UserError
 from bench.results.records import read_records

@@ -24,11 +24,11 @@ from typing import Any, Collection
 
 from tabulate import tabulate
 
-from . import stats, tomlfile
-from .errors import UserError
-from .aggregate import Number, Row, aggregate
-from .results.records import versions_text
-from .tasks import FIGURES, Figure
+from .. import stats, tomlfile
+from ..errors import UserError
+from ..aggregate import Number, Row, aggregate
+from ..results.records import versions_text
+from ..tasks import FIGURES, Figure
 
 DEFAULT_TOLERANCES = Path(__file__).parent / "tolerances.toml"
 MEDIAN = "median"  # the `reference` that stands for every architecture compared

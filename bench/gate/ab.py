@@ -33,10 +33,10 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from .aggregate import finite
-from .errors import UserError
-from .tasks import FIGURES
-from .stats import ratio_interval
+from ..aggregate import finite
+from ..errors import UserError
+from ..tasks import FIGURES
+from ..stats import ratio_interval
 
 TOLERANCE = 0.05  # throughput and latency
 # A CPU's peak memory is the process's resident set (bench.measure.peak_memory): 0.85 to 1.20 from one fresh
@@ -190,7 +190,7 @@ def probe_measurer(request: Request, python: str = sys.executable) -> Measurer:
 def probe_version(side: Side) -> int:
     """The version of the measuring entry point `side` runs (its own bench/probe.py, else this harness's)."""
     harness = side.path / "bench"
-    probe = harness / "probe.py" if harness.is_dir() else Path(__file__).with_name("probe.py")
+    probe = harness / "probe.py" if harness.is_dir() else Path(__file__).parent.parent / "probe.py"
     if not probe.is_file():
         raise UserError(
             f"{side.label} ({side.rev}): this revision has no measuring entry point (bench/probe.py); pick a later base"

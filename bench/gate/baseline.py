@@ -13,9 +13,9 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import store
-from .errors import UserError
-from .results.records import RECORDS, read_records
+from .. import store
+from ..errors import UserError
+from ..results.records import RECORDS, read_records
 
 DEFAULT_DIR = Path("results") / "baseline"
 SOURCE = "baseline.json"
