@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .gate import baseline as gate_baseline
-from . import store
+from .results import store
 from .errors import UserError
 from .results import runs
 from .results.records import RECORDS, named, read_records
@@ -270,7 +270,8 @@ _CONFIGURING_FLAGS = (
 def _run(args: argparse.Namespace) -> int:
     from . import config as configs
     from . import modes as run_modes
-    from . import parallel, report, runner
+    from . import parallel, runner
+    from .results import report
     from . import shard as shards
 
     shard = None  # a resumed run keeps the shard its run.json records
@@ -440,7 +441,7 @@ def _terminate(signum, frame):
 
 
 def _report(args: argparse.Namespace) -> int:
-    from . import report
+    from .results import report
 
     paths = [store.records_path(run, args.out) for run in args.runs or [None]]
     records = [record for run in _merged(paths) for record in run.records]

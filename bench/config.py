@@ -11,7 +11,8 @@ from typing import Any
 import architectures
 
 from . import modes as run_modes
-from . import store, tomlfile
+from . import tomlfile
+from .results import store
 from .errors import UserError
 from .measure import MeasureSettings
 from .tasks import TASKS

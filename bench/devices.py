@@ -1,6 +1,6 @@
 """Several pairs at once on one machine's GPUs (`archbench run --devices`): one worker per GPU, each taking
 pairs from a shared queue and running them one at a time in fresh child processes (bench.isolation) that see
-only its GPU. Records go to the one run folder as each pair ends (bench.store appends safely).
+only its GPU. Records go to the one run folder as each pair ends (bench.results.store appends safely).
 
 CPUs are refused: pairs running side by side on one CPU take each other's cores and memory bandwidth, so
 every throughput and latency they record would be wrong.

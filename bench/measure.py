@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .stats import iqr, quantile
+from .results.stats import iqr, quantile
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,9 @@ import architectures
 from . import data as datasets
 from . import config as configs
 from . import measure
-from . import record as records
+from .results import record as records
 from . import shard as shards
-from . import store
+from .results import store
 from .config import RunConfig
 from .environment import capture
 from .errors import UserError
@@ -60,7 +60,7 @@ class Job:
     shard: str | None = None  # "K/N" of a sharded sweep
 
     def start_record(self, world_size: int = 1) -> dict[str, Any]:
-        """The fields this pair's record starts with (bench.record.start); `failed` until a run says otherwise."""
+        """The fields this pair's record starts with (bench.results.record.start); `failed` until a run says otherwise."""
         return records.start(
             self.name, self.seed, run_id=self.run_dir.name, suite=self.config.suite, data=self.data,
             device=self.device, settings=self.config.tasks.get(architectures.get_spec(self.name).task),

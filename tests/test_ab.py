@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import measure, stats
+from bench import measure
+from bench.results import stats
 from bench.gate import ab
 from bench.cli import main
 from bench.errors import UserError

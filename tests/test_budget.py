@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import architectures
-from bench import data, record
+from bench import data
+from bench.results import record
 from bench.cli import main
 from bench.modes import Mode
 from bench.tasks import classify

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from architectures import registry
-from bench import store
+from bench.results import store
 from bench.gate import compare
 from bench.cli import main
 from bench.errors import UserError

@@ -8,9 +8,10 @@ import torch
 from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-from bench import data, isolation, report
+from bench import data, isolation
+from bench.results import report
 from bench.parallel import launcher
-from bench.aggregate import aggregate
+from bench.results.aggregate import aggregate
 from bench.cli import main
 from support.cli import run_records
 from support.records import documented_keys

@@ -12,7 +12,8 @@ from torch import nn
 import architectures
 from architectures.gan import GAN
 from architectures.vae import VAE
-from bench import aggregate, data, report
+from bench import data
+from bench.results import aggregate, report
 from bench.cli import main
 from bench.fid import calibration_images, sample_quality
 from bench.tasks import gan, generative, reference, vae

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import record as records_module
+from bench.results import record as records_module
 from bench.cli import main
 from support.cli import run_records
 

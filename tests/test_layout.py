@@ -61,7 +61,7 @@ def test_archbench_list_imports_no_report_gate_or_data_parallel_code():
         "import sys; from bench.cli import main; main(['list']); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pandas', 'scipy', 'matplotlib') "
         "or m.startswith(('torch.distributed.elastic', 'torch.distributed.launcher', 'bench.parallel.', "
-        "'bench.report', 'bench.gate.compare', 'bench.gate.ab', 'bench.runner'))))"
+        "'bench.results.report', 'bench.gate.compare', 'bench.gate.ab', 'bench.runner'))))"
     )
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[-1] == "[]"

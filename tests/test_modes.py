@@ -10,7 +10,7 @@ from torch import nn
 
 import architectures
 from bench import data, modes
-from bench import record as records
+from bench.results import record as records
 from bench.cli import main
 from bench.config import RunConfig
 from bench.errors import UserError

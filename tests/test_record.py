@@ -1,4 +1,4 @@
-"""The record as a contract: every key a run writes is documented in bench/record.py, with version and provenance;
+"""The record as a contract: every key a run writes is documented in bench/results/record.py, with version and provenance;
 the versions are data (bench.results.records), and records of different versions are never compared."""
 
 import json
@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from bench import environment, record
+from bench import environment
+from bench.results import record
 from bench.cli import main
 from bench.results.records import REQUIRED_KEYS, VERSIONS, comparable, version
 from support.records import documented_keys

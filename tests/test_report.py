@@ -5,7 +5,7 @@ import json
 import pytest
 from PIL import Image
 
-from bench import aggregate, report
+from bench.results import aggregate, report
 from bench.results.records import read_records
 from bench.cli import main
 

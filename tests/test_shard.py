@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import aggregate, devices, shard, store
+from bench import devices, shard
+from bench.results import aggregate, store
 from bench.results import runs
 from bench.results.records import read_records
 from bench.errors import UserError

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from bench import aggregate, report, stats
+from bench.results import aggregate, report, stats
 
 
 @pytest.mark.parametrize("df, expected", [(1, 12.706), (2, 4.303), (10, 2.228), (30, 2.042), (60, 2.000), (120, 1.980)])

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from support.datafiles import write_idx, write_mnist_files
 
-from bench import data, store
+from bench import data
+from bench.results import store
 from bench.gate import baseline
 from bench.data import datasets
 from bench.cli import main

@@ -33,10 +33,10 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from ..aggregate import finite
+from ..results.aggregate import finite
 from ..errors import UserError
 from ..tasks import FIGURES
-from ..stats import ratio_interval
+from ..results.stats import ratio_interval
 
 TOLERANCE = 0.05  # throughput and latency
 # A CPU's peak memory is the process's resident set (bench.measure.peak_memory): 0.85 to 1.20 from one fresh

@@ -13,7 +13,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import store
+from ..results import store
 from ..errors import UserError
 from ..results.records import RECORDS, read_records
 

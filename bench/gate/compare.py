@@ -24,9 +24,10 @@ from typing import Any, Collection
 
 from tabulate import tabulate
 
-from .. import stats, tomlfile
+from .. import tomlfile
+from ..results import stats
 from ..errors import UserError
-from ..aggregate import Number, Row, aggregate
+from ..results.aggregate import Number, Row, aggregate
 from ..results.records import versions_text
 from ..tasks import FIGURES, Figure
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import store
+from . import store
 from ..errors import UserError
-from ..record import Pair, pair
+from .record import Pair, pair
 from .records import read_records
 
 

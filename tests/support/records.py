@@ -1,14 +1,14 @@
-"""What a record may hold: the keys bench.record and the task table document."""
+"""What a record may hold: the keys bench.results.record and the task table document."""
 
 import dataclasses
 
-from bench import record
+from bench.results import record
 from bench.measure import MeasureSettings
 from bench.tasks import TASKS
 
 
 def documented_keys(task: str, data_parallel: bool = False) -> set[str]:
-    """The keys bench.record documents for a record of `task`; with `data_parallel`, a data-parallel record's too."""
+    """The keys bench.results.record documents for a record of `task`; with `data_parallel`, a data-parallel record's too."""
     settings = {f.name for f in dataclasses.fields(TASKS[task].settings)}
     measure = {f"measure_{f.name}" for f in dataclasses.fields(MeasureSettings)}
     parallel = record.DATA_PARALLEL_KEYS if data_parallel else ()

@@ -18,7 +18,7 @@ import math
 from datetime import datetime, timezone
 from typing import Any
 
-from .results.records import VERSIONS
+from .records import VERSIONS
 
 RECORD_VERSION = VERSIONS[-1].number  # what a run writes: the newest version (the history: bench.results.records)
 

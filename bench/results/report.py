@@ -1,7 +1,7 @@
 """Rendering of aggregated records: per-task tables, REPORT.md or a self-contained HTML page, CSV, legends.
 
 Reports read records only, never models. The rows (a configuration's records over seeds, mean ± std,
-the Pareto front) come from `bench.aggregate`; this module decides what each table shows and writes it.
+the Pareto front) come from `bench.results.aggregate`; this module decides what each table shows and writes it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from .aggregate import (
     CLOCK_AGREEMENT, COST_KEY, LOADED_SHARE, VIEW_OF_TASK, VIEWS, Number, Row, TaskView, aggregate, finite,
     reference_rows, task_groups,
 )
-from .results.records import versions, versions_text
+from .records import versions, versions_text
 
 # What a speedup, Δ or summary line between rows of different record versions says instead of a figure.
 NOT_COMPARABLE = "not comparable"

@@ -4,7 +4,7 @@ Read by report (tables and pages), plots (figures) and compare (the regression g
 nothing itself, beyond `Number`, the way one figure is written. Records of one configuration (same
 architecture and `config_id`: task, data, device and settings) from any number of seeds or runs become
 one `Row` with mean, standard deviation, 95% confidence interval and the number of seeds. Differences between
-rows are taken per seed where they share seeds (bench.stats); the Pareto front marks rows that no other row
+rows are taken per seed where they share seeds (bench.results.stats); the Pareto front marks rows that no other row
 beats significantly on both quality and speed.
 """
 
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import stats
-from .results.records import comparable, named, versions
-from .tasks import TASKS
+from .records import comparable, named, versions
+from ..tasks import TASKS
 
 COST_KEY, COST_LABEL = "train_throughput", "training throughput (samples/s)"
 # A record was measured under load when other processes took more than this share of the machine's CPU meanwhile.

@@ -21,8 +21,8 @@ try:
 except ImportError:  # not POSIX: records are appended without a lock
     fcntl = None
 
-from .errors import UserError, json_kind
-from .results.records import RECORDS, read_records
+from ..errors import UserError, json_kind
+from .records import RECORDS, read_records
 
 RUN_INFO = "run.json"
 LOCK = ".records.lock"  # what concurrent writers of one run folder lock

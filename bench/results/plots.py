@@ -1,6 +1,6 @@
 """Report figures (matplotlib, PNG): quality against cost with the Pareto front, curves, cost bars, samples.
 
-Every function takes aggregated rows (bench.aggregate.Row) and writes one PNG, returning its path.
+Every function takes aggregated rows (bench.results.aggregate.Row) and writes one PNG, returning its path.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
 from .aggregate import COST_KEY, COST_LABEL, Row, TaskView, finite  # noqa: E402
-from .results.records import versions_text  # noqa: E402
+from .records import versions_text  # noqa: E402
 
 DPI = 110
 
