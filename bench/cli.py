@@ -89,7 +89,7 @@ def _add_list(listing: argparse.ArgumentParser) -> None:
 def _add_run(run: argparse.ArgumentParser) -> None:
     from . import config as configs
     from . import modes as run_modes
-    from . import shard as shards
+    from .run import shard as shards
     from .data import LOADERS
 
     _add_plugins(run)
@@ -270,9 +270,9 @@ _CONFIGURING_FLAGS = (
 def _run(args: argparse.Namespace) -> int:
     from . import config as configs
     from . import modes as run_modes
-    from . import parallel, runner
+    from .run import parallel, runner
     from .results import report
-    from . import shard as shards
+    from .run import shard as shards
 
     shard = None  # a resumed run keeps the shard its run.json records
     if args.resume is not None:
@@ -335,9 +335,9 @@ def _run(args: argparse.Namespace) -> int:
 def _strategy(config: RunConfig, isolation: str | None, launch, devices: str | None = None):
     """How each pair runs: a fresh process (default), this process, a data-parallel group, or fresh processes
     on several GPUs at once."""
-    from . import devices as concurrent
-    from . import isolation as isolated
-    from . import parallel, runner
+    from .run import devices as concurrent
+    from .run import isolation as isolated
+    from .run import parallel, runner
 
     if devices is not None:
         if launch is not None or isolation == "none":
@@ -364,7 +364,7 @@ def _resumed(args: argparse.Namespace):
     import architectures
 
     from . import config as configs
-    from . import parallel
+    from .run import parallel
 
     info = store.read_run_info(args.resume) if args.resume.is_dir() else {}
     if not (args.resume / RECORDS).is_file() or "config" not in info:
@@ -435,7 +435,7 @@ def _ab(args: argparse.Namespace) -> int:
 
 
 def _terminate(signum, frame):
-    from . import runner
+    from .run import runner
 
     raise runner.Terminated()
 

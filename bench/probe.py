@@ -29,7 +29,8 @@ import torch
 import architectures
 
 from . import config as configs
-from . import measure, runner
+from . import measure
+from .run import runner
 from .errors import UserError
 from .tasks import TASKS
 from .tasks.base import RunContext

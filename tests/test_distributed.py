@@ -8,9 +8,10 @@ import torch
 from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-from bench import data, isolation
+from bench import data
+from bench.run import isolation
 from bench.results import report
-from bench.parallel import launcher
+from bench.run.parallel import launcher
 from bench.results.aggregate import aggregate
 from bench.cli import main
 from support.cli import run_records

@@ -60,8 +60,8 @@ def test_archbench_list_imports_no_report_gate_or_data_parallel_code():
     probe = (
         "import sys; from bench.cli import main; main(['list']); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pandas', 'scipy', 'matplotlib') "
-        "or m.startswith(('torch.distributed.elastic', 'torch.distributed.launcher', 'bench.parallel.', "
-        "'bench.results.report', 'bench.gate.compare', 'bench.gate.ab', 'bench.runner'))))"
+        "or m.startswith(('torch.distributed.elastic', 'torch.distributed.launcher', 'bench.run.parallel.', "
+        "'bench.results.report', 'bench.gate.compare', 'bench.gate.ab', 'bench.run.runner'))))"
     )
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[-1] == "[]"
@@ -82,7 +82,7 @@ def test_reading_results_imports_neither_torch_nor_the_registry_nor_the_running_
         "report": ["report", str(tmp_path / "a"), "--output", str(tmp_path / "report")],
         "compare": ["compare", str(tmp_path / "a"), str(tmp_path / "b")],
     }
-    forbidden = ("torch", "architectures", "bench.runner", "bench.tasks.loop")
+    forbidden = ("torch", "architectures", "bench.run.runner", "bench.tasks.loop")
     for command, argv in commands.items():
         probe = (
             "import contextlib, io, sys; from bench.cli import main\n"

@@ -15,7 +15,7 @@ from bench.cli import main
 from bench.config import RunConfig
 from bench.errors import UserError
 from bench.modes import Amp, Mode
-from bench.runner import Job, run_pair
+from bench.run.runner import Job, run_pair
 from bench.tasks import classify, gan, vae
 from bench.tasks.base import Group, RunContext
 from bench.tasks.loop import TrainClock

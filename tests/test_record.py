@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from bench import environment
+from bench.run import environment
 from bench.results import record
 from bench.cli import main
 from bench.results.records import REQUIRED_KEYS, VERSIONS, comparable, version

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import devices, shard
+from bench.run import devices, shard
 from bench.results import aggregate, store
 from bench.results import runs
 from bench.results.records import read_records
@@ -60,7 +60,7 @@ def test_a_bad_shard_is_one_line_naming_it(text, tiny_suite, tmp_path, capsys):
 
 def test_three_shards_cover_every_pair_once_with_costs_within_2x(tmp_path):
     from bench import config as configs
-    from bench import runner
+    from bench.run import runner
 
     suite = tmp_path / "unequal.toml"
 
@@ -205,7 +205,7 @@ def test_devices_names_gpus_of_this_machine():
 
 
 def test_devices_run_every_job_once_each_on_the_first_free_gpu():
-    from bench import runner
+    from bench.run import runner
 
     ran, running, peak = [], [0], [0]
     guard = threading.Lock()

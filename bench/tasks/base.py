@@ -36,7 +36,7 @@ class Progress:
 class Group:
     """The processes that train one model together. This one is a single process: rank 0 of 1.
 
-    Data-parallel runs pass a subclass whose methods are collectives over every rank (bench.parallel.rank.DDPGroup).
+    Data-parallel runs pass a subclass whose methods are collectives over every rank (bench.run.parallel.rank.DDPGroup).
     """
 
     rank = 0

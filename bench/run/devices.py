@@ -1,5 +1,5 @@
 """Several pairs at once on one machine's GPUs (`archbench run --devices`): one worker per GPU, each taking
-pairs from a shared queue and running them one at a time in fresh child processes (bench.isolation) that see
+pairs from a shared queue and running them one at a time in fresh child processes (bench.run.isolation) that see
 only its GPU. Records go to the one run folder as each pair ends (bench.results.store appends safely).
 
 CPUs are refused: pairs running side by side on one CPU take each other's cores and memory bandwidth, so
@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 
 from . import isolation, runner
-from .errors import UserError
+from ..errors import UserError
 
 CPU_REFUSAL = (
     "--devices runs pairs concurrently on CUDA GPUs only: concurrent runs on a CPU corrupt each other's timings "
@@ -111,7 +111,7 @@ class Devices(isolation.ChildProcess):
                 while thread.is_alive():
                     thread.join(0.2)  # in short waits, so that Ctrl-C and SIGTERM reach this thread
         except BaseException:
-            stop.set()  # running children end with this process (bench.isolation)
+            stop.set()  # running children end with this process (bench.run.isolation)
             raise
         if errors:
             raise errors[0]

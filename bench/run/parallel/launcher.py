@@ -1,4 +1,4 @@
-"""The two data-parallel strategies of the suite loop (bench.runner.run_suite).
+"""The two data-parallel strategies of the suite loop (bench.run.runner.run_suite).
 
 `GroupLaunch` (`--nproc N`) launches, for each architecture and seed, its own group of N local processes
 through torchrun's launcher API (torch.distributed.launcher.api.elastic_launch, the engine of the `torchrun`
@@ -34,11 +34,11 @@ from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 import architectures
 
-from .. import data as datasets
+from ... import data as datasets
 from .. import isolation, runner
-from ..config import RunConfig
-from ..errors import UserError
-from ..tasks import TASKS
+from ...config import RunConfig
+from ...errors import UserError
+from ...tasks import TASKS
 from . import Options, failures, rank
 
 _LAUNCHER_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")

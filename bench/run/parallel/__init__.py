@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..errors import UserError
+from ...errors import UserError
 
 DEFAULT_TIMEOUT = 300.0
 

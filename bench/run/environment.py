@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # bench/run/environment.py -> the repository
 
 
 def capture(device: torch.device, command: str | None = None) -> dict[str, Any]:

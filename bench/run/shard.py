@@ -22,9 +22,9 @@ import torch
 
 import architectures
 
-from . import measure
-from .errors import UserError
-from .results.record import Pair
+from .. import measure
+from ..errors import UserError
+from ..results.record import Pair
 
 SHARD_COUNT_ENV = "ARCHBENCH_SHARD_COUNT"  # the count that goes with Kubernetes' JOB_COMPLETION_INDEX
 LOCAL_SETTINGS = ("out", "data_root", "download", "quiet", "strict")  # may differ between shards of one sweep

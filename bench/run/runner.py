@@ -2,8 +2,8 @@
 
 `run_suite` resolves the names, the device and the data, creates (or, to resume, reopens) the run folder,
 writes `run.json`, echoes progress and appends each record as it ends. How one pair executes is the
-`Strategy` it is given: in a fresh child process (bench.isolation, the default), in this process, or on a
-data-parallel group (bench.parallel). `run_pair` is what every strategy finally calls for one pair.
+`Strategy` it is given: in a fresh child process (bench.run.isolation, the default), in this process, or on a
+data-parallel group (bench.run.parallel). `run_pair` is what every strategy finally calls for one pair.
 
 A failure to build, train or measure becomes a `failed` record with its error, a non-finite loss a
 `diverged` one; either way the suite goes on.
@@ -25,20 +25,20 @@ from tqdm import tqdm
 
 import architectures
 
-from . import data as datasets
-from . import config as configs
-from . import measure
-from .results import record as records
+from .. import data as datasets
+from .. import config as configs
+from .. import measure
+from ..results import record as records
 from . import shard as shards
-from .results import store
-from .config import RunConfig
+from ..results import store
+from ..config import RunConfig
 from .environment import capture
-from .errors import UserError
-from .modes import Mode, compile_seconds, fresh_compiler
-from .results.records import RECORDS, read_records
-from .tasks import TASKS
-from .tasks import reference
-from .tasks.base import Diverged, Group, RunContext
+from ..errors import UserError
+from ..modes import Mode, compile_seconds, fresh_compiler
+from ..results.records import RECORDS, read_records
+from ..tasks import TASKS
+from ..tasks import reference
+from ..tasks.base import Diverged, Group, RunContext
 
 FINISHED = ("ok", "diverged")  # statuses a resumed run keeps; `failed` pairs are rerun with --retry-failed
 
@@ -161,7 +161,7 @@ def run_suite(
 
     With `resume`, that run folder is reopened and the pairs it already holds as ok or diverged (and, unless
     `retry_failed`, as failed) are skipped, and a sharded run keeps to the pairs its run.json assigned it.
-    With `shard`, only that part of the pairs runs (bench.shard) and run.json records the plan. `command` is
+    With `shard`, only that part of the pairs runs (bench.run.shard) and run.json records the plan. `command` is
     the command line recorded with every record (default: this process's). Raises Interrupted on SIGINT or SIGTERM once the running pair is stopped.
     """
     strategy = strategy or Strategy()

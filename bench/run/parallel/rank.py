@@ -18,10 +18,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .. import measure
-from ..data import ImageData
-from ..tasks import classify, costs
-from ..tasks.base import Group, RunContext
+from ... import measure
+from ...data import ImageData
+from ...tasks import classify, costs
+from ...tasks.base import Group, RunContext
 
 ALLREDUCE_WAIT_METHOD = (
     "1 - median step time under DDP no_sync() / median synced step time (DDP steps on a copy, every rank, "
