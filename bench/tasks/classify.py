@@ -44,14 +44,12 @@ def steps(model: nn.Module, settings: ClassifySettings, amp: Amp) -> Steps:
 def evaluate(model: nn.Module, source: Source, batch_size: int) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of `model` in eval mode over all of `source`."""
     model.eval()
-    correct, loss = None, None
+    correct = loss = 0  # sums kept on the device: one synchronization at the end, not one per batch
     for xb, yb in source.in_order(batch_size):
-        if loss is None:
-            correct, loss = torch.zeros((), device=xb.device), torch.zeros((), device=xb.device)
         logits = model(xb).float()
-        loss += F.cross_entropy(logits, yb, reduction="sum")
-        correct += (logits.argmax(1) == yb).sum()
-    return correct.item() / len(source), loss.item() / len(source)
+        loss = loss + F.cross_entropy(logits, yb, reduction="sum")
+        correct = correct + (logits.argmax(1) == yb).sum()
+    return float(correct) / len(source), float(loss) / len(source)
 
 
 def run(
