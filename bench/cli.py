@@ -88,7 +88,7 @@ def _add_list(listing: argparse.ArgumentParser) -> None:
 
 def _add_run(run: argparse.ArgumentParser) -> None:
     from . import config as configs
-    from . import modes as run_modes
+    from .measure import modes
     from .run import shard as shards
     from .data import LOADERS
 
@@ -107,11 +107,11 @@ def _add_run(run: argparse.ArgumentParser) -> None:
     run.add_argument("--out", type=Path, metavar="DIR", help=f"where run folders go (default: {store.DEFAULT_OUT})")
     run.add_argument("--strict", action="store_true", default=None, help="exit 1 if any architecture failed")
     run.add_argument("--quiet", action="store_true", default=None, help="no progress bars or per-run lines")
-    run.add_argument("--precision", choices=run_modes.PRECISIONS, help="autocast precision (auto: bf16 where the "
+    run.add_argument("--precision", choices=modes.PRECISIONS, help="autocast precision (auto: bf16 where the "
                      "device runs it natively, else fp32); with --channels-last and --compile, the run's one mode")
     run.add_argument("--channels-last", action="store_true", default=None, help="models and batches in channels_last")
-    run.add_argument("--compile", nargs="?", const="default", choices=run_modes.COMPILE_MODES, metavar="MODE",
-                     help=f"torch.compile the models (MODE: {', '.join(run_modes.COMPILE_MODES)}; default: default)")
+    run.add_argument("--compile", nargs="?", const="default", choices=modes.COMPILE_MODES, metavar="MODE",
+                     help=f"torch.compile the models (MODE: {', '.join(modes.COMPILE_MODES)}; default: default)")
     run.add_argument("--modes", type=_mode_list, metavar="M,M", help="several modes, e.g. fp32,bf16+channels_last "
                      "(instead of --precision/--channels-last/--compile; the first is the reference)")
     run.add_argument("--compile-backend", metavar="NAME", help="torch.compile backend (default: inductor)")
@@ -269,7 +269,7 @@ _CONFIGURING_FLAGS = (
 
 def _run(args: argparse.Namespace) -> int:
     from . import config as configs
-    from . import modes as run_modes
+    from .measure import modes
     from .run import parallel, runner
     from .results import report
     from .run import shard as shards
@@ -280,7 +280,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         if args.retry_failed:
             raise UserError("--retry-failed goes with --resume RUN_DIR")
-        mode = run_modes.from_flags(args.precision, bool(args.channels_last), args.compile)
+        mode = modes.from_flags(args.precision, bool(args.channels_last), args.compile)
         if mode is not None and args.modes is not None:
             raise UserError("--modes lists every mode; it does not go with --precision, --channels-last or --compile")
         config = configs.load(

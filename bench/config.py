@@ -10,11 +10,11 @@ from typing import Any
 
 import architectures
 
-from . import modes as run_modes
+from .measure.modes import Mode, compile_backends, parse
 from . import tomlfile
 from .results import store
 from .errors import UserError
-from .measure import MeasureSettings
+from .measure.timing import MeasureSettings
 from .tasks import TASKS
 from .tasks.settings import FidSettings, TrainingSettings
 
@@ -60,7 +60,7 @@ class RunConfig:
     limit_train: int | None = None
     limit_test: int | None = None
     arch_timeout: float | None = None  # seconds one (architecture, mode, seed) may take in its own process
-    modes: list[str] = field(default_factory=lambda: ["fp32"])  # bench.modes syntax; the first is the reference
+    modes: list[str] = field(default_factory=lambda: ["fp32"])  # bench.measure.modes syntax; the first is the reference
     compile_backend: str = "inductor"
     reference: str | None = None  # the architecture the report compares every other one with (default: each table's first)
     tasks: dict[str, TrainingSettings] = field(default_factory=lambda: {n: t.settings() for n, t in TASKS.items()})
@@ -206,18 +206,18 @@ def _check(config: RunConfig) -> None:
     parsed = modes(config)
     if len({m.name for m in parsed}) != len(parsed):
         raise UserError(f"modes must be distinct, got {config.modes!r}")
-    if any(m.compile for m in parsed) and config.compile_backend not in run_modes.compile_backends():
+    if any(m.compile for m in parsed) and config.compile_backend not in compile_backends():
         raise UserError(
-            f"unknown compile_backend {config.compile_backend!r} (valid: {', '.join(run_modes.compile_backends())})"
+            f"unknown compile_backend {config.compile_backend!r} (valid: {', '.join(compile_backends())})"
         )
     if config.arch_timeout is not None and not (config.arch_timeout > 0 and math.isfinite(config.arch_timeout)):
         raise UserError(f"arch_timeout must be a positive number of seconds, got {config.arch_timeout}")
     store.writable_folder(Path(config.out), "--out", create=False)
 
 
-def modes(config: RunConfig) -> list[run_modes.Mode]:
+def modes(config: RunConfig) -> list[Mode]:
     """The run's modes, parsed (the first is the reference the report compares the others with)."""
-    return [run_modes.parse(text, config.compile_backend) for text in config.modes]
+    return [parse(text, config.compile_backend) for text in config.modes]
 
 
 def from_dict(table: dict[str, Any]) -> RunConfig:

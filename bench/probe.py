@@ -29,7 +29,7 @@ import torch
 import architectures
 
 from . import config as configs
-from . import measure
+from .measure import memory, timing
 from .run import runner
 from .errors import UserError
 from .tasks import TASKS
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", action="store_true", help="wait for a line on stdin before every timed window")
     args = parser.parse_args(argv)
     if args.turns:
-        measure.take_turns(_wait_for_turn)
+        timing.take_turns(_wait_for_turn)
     scratch = Path(tempfile.mkdtemp(prefix="archbench-probe-"))
     try:
         return _probe_all(args, scratch)
@@ -72,7 +72,7 @@ def _probe_all(args: argparse.Namespace, scratch: Path) -> int:
     except (UserError, architectures.UnknownArchitecture, architectures.PluginError) as error:
         print(f"probe: error: {error}", file=sys.stderr)
         return 2
-    measure.steady_allocator()
+    memory.steady_allocator()
     for name in names:
         print(json.dumps(probe(name, config, data, device, mode, args.seed, scratch)), flush=True)
     return 0

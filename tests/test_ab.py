@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import measure
+from bench.measure import timing
 from bench.results import stats
 from bench.gate import ab
 from bench.cli import main
@@ -264,17 +264,17 @@ def test_two_probes_take_turns_window_by_window_first_second_second_first(tmp_pa
 
 def test_timed_windows_wait_for_their_turn():
     turns = []
-    measure.take_turns(lambda: turns.append(len(turns)))
+    timing.take_turns(lambda: turns.append(len(turns)))
     try:
-        settings = measure.MeasureSettings(
+        settings = timing.MeasureSettings(
             repeats=5, warmup_time=0.0, min_repeat_time=0.0, max_time=0.0, latency_time=0.0, latency_min_calls=12
         )
-        measure.time_repeats(lambda: None, torch.device("cpu"), settings)
+        timing.time_repeats(lambda: None, torch.device("cpu"), settings)
         assert len(turns) == 5  # one before the warm-up and the first repeat, one before each further repeat
-        measure.time_each_call(lambda: None, torch.device("cpu"), settings)
+        timing.time_each_call(lambda: None, torch.device("cpu"), settings)
         assert len(turns) == 5 + 4  # 12 calls in blocks of 3
     finally:
-        measure.take_turns(None)
+        timing.take_turns(None)
 
 
 def test_sides_take_turns_only_when_both_probes_can(tmp_path):

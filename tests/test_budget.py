@@ -9,7 +9,7 @@ import architectures
 from bench import data
 from bench.results import record
 from bench.cli import main
-from bench.modes import Mode
+from bench.measure.modes import Mode
 from bench.tasks import classify
 from bench.tasks.base import RunContext
 from bench.tasks.loop import Budget, run_epoch

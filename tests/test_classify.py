@@ -8,7 +8,7 @@ import architectures
 from bench import data
 from bench.tasks import classify
 from bench.tasks import loop
-from bench.modes import Amp, Mode
+from bench.measure.modes import Amp, Mode
 from bench.tasks.base import Diverged, RunContext
 from bench.tasks.settings import ClassifySettings
 from support.settings import FAST_MEASURE, WINDOWED_MEASURE

@@ -6,8 +6,9 @@ from support.settings import FAST_MEASURE
 from torch import nn
 
 import architectures
-from bench import data, measure, modes
-from bench.modes import Amp, Mode
+from bench import data
+from bench.measure import memory, modes, timing
+from bench.measure.modes import Amp, Mode
 from bench.tasks import classify, gan, vae
 from bench.tasks.base import RunContext
 from bench.tasks.settings import ClassifySettings, FidSettings, GanSettings, VaeSettings
@@ -68,7 +69,7 @@ def test_throughput_on_cuda_is_timed_with_cuda_events(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "Event", event)
     x = torch.randn(64, 64, device=CUDA)
-    seconds = measure.time_repeats(lambda: x @ x, CUDA, FAST_MEASURE)
+    seconds = timing.time_repeats(lambda: x @ x, CUDA, FAST_MEASURE)
     assert len(seconds) == 5 and all(s > 0 for s in seconds)
     assert made and all(kwargs.get("enable_timing") for kwargs in made)
 
@@ -93,7 +94,7 @@ def test_the_fp16_scaler_steps_and_backs_off_on_cuda():
 
 
 def test_peak_memory_on_cuda_comes_from_the_allocator():
-    with measure.peak_memory(CUDA) as memory:
+    with memory.peak_memory(CUDA) as peak:
         block = torch.empty(64 * 2**20, dtype=torch.uint8, device=CUDA)
         del block
-    assert memory.method == "cuda max_memory_allocated above start" and memory.bytes >= 64 * 2**20
+    assert peak.method == "cuda max_memory_allocated above start" and peak.bytes >= 64 * 2**20

@@ -15,7 +15,7 @@ from architectures.vae import VAE
 from bench import data
 from bench.results import aggregate, report
 from bench.cli import main
-from bench.fid import calibration_images, sample_quality
+from bench.measure.fid import calibration_images, sample_quality
 from bench.tasks import gan, generative, reference, vae
 from bench.tasks.base import Diverged, RunContext
 from bench.tasks.settings import FidSettings, GanSettings, VaeSettings

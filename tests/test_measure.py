@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench import measure
+from bench.measure import counts, load, memory, throughput, timing
 from bench.results.stats import iqr
 from support.settings import FAST_MEASURE
 
@@ -19,20 +19,20 @@ CPU = torch.device("cpu")
 def test_parameter_counts_split_trainable():
     model = nn.Sequential(nn.Linear(10, 20), nn.Linear(20, 3))
     model[0].weight.requires_grad_(False)
-    assert measure.parameter_counts(model) == (10 * 20 + 20 + 20 * 3 + 3, 20 + 20 * 3 + 3)
+    assert counts.parameter_counts(model) == (10 * 20 + 20 + 20 * 3 + 3, 20 + 20 * 3 + 3)
 
 
 def test_flops_count_a_multiply_add_as_two():
     layer = nn.Linear(10, 20, bias=False)
-    assert measure.flops(lambda: layer(torch.randn(1, 10))) == 2 * 10 * 20
+    assert counts.flops(lambda: layer(torch.randn(1, 10))) == 2 * 10 * 20
     conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
-    assert measure.flops(lambda: conv(torch.randn(1, 3, 16, 16))) == 2 * 16 * 16 * 8 * 3 * 9
+    assert counts.flops(lambda: conv(torch.randn(1, 3, 16, 16))) == 2 * 16 * 16 * 8 * 3 * 9
 
 
 def test_time_repeats_calibrates_calls_per_repeat():
     calls = []
-    settings = measure.MeasureSettings(repeats=6, warmup_time=0, min_repeat_time=0.001, max_time=0)
-    seconds = measure.time_repeats(lambda: calls.append(1), CPU, settings)
+    settings = timing.MeasureSettings(repeats=6, warmup_time=0, min_repeat_time=0.001, max_time=0)
+    seconds = timing.time_repeats(lambda: calls.append(1), CPU, settings)
     assert len(seconds) == 6 and all(s > 0 for s in seconds)
     assert len(calls) > 2 + 6  # fast calls are batched so a repeat fills min_repeat_time
 
@@ -40,21 +40,21 @@ def test_time_repeats_calibrates_calls_per_repeat():
 def scripted_clock(monkeypatch, repeat_seconds):
     """Make every timed repeat take the next of `repeat_seconds` (per call); the warm-up's calls take 0.1 s."""
     durations = iter(repeat_seconds)
-    monkeypatch.setattr(measure, "_warm_up", lambda call, timer, warmup_time: 0.1)
-    monkeypatch.setattr(measure, "_timed", lambda call, device, calls: next(durations) * calls)
+    monkeypatch.setattr(timing, "_warm_up", lambda call, timer, warmup_time: 0.1)
+    monkeypatch.setattr(timing, "_timed", lambda call, device, calls: next(durations) * calls)
 
 
 def test_repeats_that_agree_stop_at_the_minimum(monkeypatch):
     scripted_clock(monkeypatch, [0.100, 0.101, 0.100, 0.099, 0.100] + [0.5] * 100)
-    settings = measure.MeasureSettings(repeats=5, min_repeat_time=0.1, max_spread=0.02, max_time=10)
-    assert measure.time_repeats(lambda: None, CPU, settings) == [0.100, 0.101, 0.100, 0.099, 0.100]
+    settings = timing.MeasureSettings(repeats=5, min_repeat_time=0.1, max_spread=0.02, max_time=10)
+    assert timing.time_repeats(lambda: None, CPU, settings) == [0.100, 0.101, 0.100, 0.099, 0.100]
 
 
 def test_spread_repeats_go_on_until_they_agree(monkeypatch):
     scripted = [0.10, 0.14, 0.10, 0.13, 0.10] + [0.10] * 6 + [0.5] * 100
     scripted_clock(monkeypatch, scripted)
-    settings = measure.MeasureSettings(repeats=5, min_repeat_time=0.1, max_spread=0.02, max_time=10)
-    seconds = measure.time_repeats(lambda: None, CPU, settings)
+    settings = timing.MeasureSettings(repeats=5, min_repeat_time=0.1, max_spread=0.02, max_time=10)
+    seconds = timing.time_repeats(lambda: None, CPU, settings)
     assert seconds == scripted[: len(seconds)] and 5 < len(seconds) <= 11
     assert iqr(seconds) <= 0.02 * statistics.median(seconds)  # the first count at which they agree
     assert iqr(seconds[:-1]) > 0.02 * statistics.median(seconds[:-1])
@@ -62,23 +62,23 @@ def test_spread_repeats_go_on_until_they_agree(monkeypatch):
 
 def test_spread_repeats_stop_at_the_time_limit(monkeypatch):
     scripted_clock(monkeypatch, [0.1, 0.2] * 100)
-    settings = measure.MeasureSettings(repeats=5, min_repeat_time=0.1, max_spread=0.02, max_time=3)
-    seconds = measure.time_repeats(lambda: None, CPU, settings)
+    settings = timing.MeasureSettings(repeats=5, min_repeat_time=0.1, max_spread=0.02, max_time=3)
+    seconds = timing.time_repeats(lambda: None, CPU, settings)
     assert sum(seconds) >= 3 and sum(seconds[:-1]) < 3  # one call per repeat: 0.1 s or 0.2 s each
 
 
 def test_rates_and_percentiles_are_summarized_from_every_repeat():
-    rates = measure.summarize_rates([1.0, 0.5, 0.25, 2.0, 1.0], items_per_call=10)
+    rates = timing.summarize_rates([1.0, 0.5, 0.25, 2.0, 1.0], items_per_call=10)
     assert rates["repeats"] == [10, 20, 40, 5, 10] and rates["median"] == 10 and rates["iqr"] == 10
-    assert measure.percentiles_ms([0.001 * i for i in range(1, 102)]) == pytest.approx({"p50": 51.0, "p95": 96.0})
+    assert timing.percentiles_ms([0.001 * i for i in range(1, 102)]) == pytest.approx({"p50": 51.0, "p95": 96.0})
 
 
 def test_peak_memory_sees_a_real_allocation():
-    with measure.peak_memory(CPU) as memory:
+    with memory.peak_memory(CPU) as peak:
         block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
         del block
-    assert memory.mb >= 60, memory
-    assert "RSS" in memory.method
+    assert peak.mb >= 60, peak
+    assert "RSS" in peak.method
 
 
 def test_training_costs_measure_a_fresh_copy_each_time():
@@ -88,7 +88,7 @@ def test_training_costs_measure_a_fresh_copy_each_time():
         made.append(1)
         return lambda: torch.randn(100, 100) @ torch.randn(100, 100)
 
-    costs = measure.training_costs(make_step, 32, CPU, FAST_MEASURE)
+    costs = throughput.training_costs(make_step, 32, CPU, FAST_MEASURE)
     assert len(made) == 2 and len(costs["train_throughput_repeats"]) == 5
     assert costs["train_throughput"] > 0 and costs["peak_memory_mb"] is not None
 
@@ -106,11 +106,11 @@ class CountingClock:
 
 
 def test_windows_during_training_pool_from_the_first_epochs_end_as_training_pools_its_steps():
-    record = measure.training_costs(lambda: lambda: time.sleep(0.001), 10, CPU, FAST_MEASURE)
+    record = throughput.training_costs(lambda: lambda: time.sleep(0.001), 10, CPU, FAST_MEASURE)
     assert len(record["train_throughput_windows"]) == 1 and len(record["train_throughput_repeats"]) == 5
     before = record["train_throughput"]
     settings = dataclasses.replace(FAST_MEASURE, window_every=1e-9, window_repeats=3)  # a window after every step
-    windows = measure.TrainingWindows(lambda trained=(): lambda: time.sleep(0.01), 10, 2, CPU, settings, record)
+    windows = throughput.TrainingWindows(lambda trained=(): lambda: time.sleep(0.01), 10, 2, CPU, settings, record)
     clock = CountingClock()
     for _ in range(4):
         windows.after_step(clock)
@@ -128,7 +128,7 @@ def test_windows_during_training_pool_from_the_first_epochs_end_as_training_pool
 def test_windows_come_every_so_many_seconds_of_training_at_the_speed_timed_before_it():
     record = {"train_throughput": 1000.0, "train_throughput_windows": [1000.0], "train_throughput_repeats": [1000.0] * 5}
     settings = dataclasses.replace(FAST_MEASURE, window_every=0.05, window_repeats=1)  # 10 items at 1000/s: 5 steps
-    windows = measure.TrainingWindows(lambda trained=(): lambda: None, 10, 100, CPU, settings, record)
+    windows = throughput.TrainingWindows(lambda trained=(): lambda: None, 10, 100, CPU, settings, record)
     clock = CountingClock()
     for _ in range(12):
         windows.after_step(clock)
@@ -147,7 +147,7 @@ def test_a_window_during_training_times_a_copy_resumed_from_trainings_optimizers
 
     record = {"train_throughput": 1000.0, "train_throughput_windows": [1000.0], "train_throughput_repeats": [1000.0] * 5}
     settings = dataclasses.replace(FAST_MEASURE, window_every=1e-9, window_repeats=1)
-    windows, optimizer = measure.TrainingWindows(make_step, 10, 2, CPU, settings, record), object()
+    windows, optimizer = throughput.TrainingWindows(make_step, 10, 2, CPU, settings, record), object()
     windows.after_step(CountingClock(), (optimizer,))
     assert made_with == [(optimizer,)]
 
@@ -156,7 +156,7 @@ def test_no_windows_during_training_when_window_repeats_is_0():
     record = {"train_throughput": 1000.0, "train_throughput_windows": [1000.0], "train_throughput_repeats": [1000.0] * 5}
     unchanged = {**record, "train_throughput_window_steps": [0]}
     settings = dataclasses.replace(FAST_MEASURE, window_repeats=0)
-    windows, clock = measure.TrainingWindows(lambda: 1 / 0, 10, 2, CPU, settings, record), CountingClock()
+    windows, clock = throughput.TrainingWindows(lambda: 1 / 0, 10, 2, CPU, settings, record), CountingClock()
     for _ in range(5):
         windows.after_step(clock)
     assert record == unchanged and clock.pauses == 0
@@ -164,12 +164,12 @@ def test_no_windows_during_training_when_window_repeats_is_0():
 
 def test_machine_load_counts_the_cpu_other_processes_take():
     """A busy loop in another process shows as other_cpu_s; this process's own work does not."""
-    with measure.machine_load() as alone:
+    with load.machine_load() as alone:
         deadline = time.perf_counter() + 0.5
         while time.perf_counter() < deadline:
             pass
     burner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"])
-    with measure.machine_load() as loaded:
+    with load.machine_load() as loaded:
         burner.wait()
     assert alone["load_1min"] is not None and loaded["other_cpu_s"] > alone["other_cpu_s"] + 0.5
     assert 0 <= alone["other_cpu_share"] < loaded["other_cpu_share"] <= 1
@@ -181,9 +181,9 @@ def test_a_copy_trained_beside_its_model_does_not_fault_its_pages_in_at_every_st
     script = """
 import copy, resource, torch
 from architectures import registry
-from bench import measure
+from bench.measure import memory
 from bench.results.stats import iqr
-if measure.steady_allocator() is None:
+if memory.steady_allocator() is None:
     raise SystemExit("no glibc mallopt")
 torch.manual_seed(0)
 x, y = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))

@@ -9,12 +9,13 @@ from support.settings import FAST_MEASURE
 from torch import nn
 
 import architectures
-from bench import data, modes
+from bench import data
+from bench.measure import modes
 from bench.results import record as records
 from bench.cli import main
 from bench.config import RunConfig
 from bench.errors import UserError
-from bench.modes import Amp, Mode
+from bench.measure.modes import Amp, Mode
 from bench.run.runner import Job, run_pair
 from bench.tasks import classify, gan, vae
 from bench.tasks.base import Group, RunContext

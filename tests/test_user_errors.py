@@ -23,7 +23,7 @@ from bench.results import store
 from bench.gate import baseline
 from bench.data import datasets
 from bench.cli import main
-from bench.modes import native_fp16_cpu
+from bench.measure.modes import native_fp16_cpu
 from bench.results.records import read_records
 
 AS_ROOT = pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permission bits")

@@ -39,7 +39,7 @@ from ..tasks import FIGURES
 from ..results.stats import ratio_interval
 
 TOLERANCE = 0.05  # throughput and latency
-# A CPU's peak memory is the process's resident set (bench.measure.peak_memory): 0.85 to 1.20 from one fresh
+# A CPU's peak memory is the process's resident set (bench.measure.memory.peak_memory): 0.85 to 1.20 from one fresh
 # process to the next for unchanged code on this kind of VM, so it gets a tolerance of its own.
 MEMORY_TOLERANCE = 0.20
 MIN_ROUNDS = 6  # the fewest paired ratios for which the signed-rank interval at 95% is finite

@@ -114,7 +114,7 @@ class Row:
 
     @property
     def mode(self) -> str:
-        """The mode (bench.modes) the row's records ran in; records from before modes ran in fp32."""
+        """The mode (bench.measure.modes) the row's records ran in; records from before modes ran in fp32."""
         return (self.records[0].get("mode") if self.records else None) or "fp32"
 
     @property

@@ -65,7 +65,7 @@ def start(
     otherwise.
 
     `data` is the run's ImageData, `settings` the task's training settings (a dataclass, or None when the
-    task has none), `measure` the measurement settings and `mode` the resolved bench.modes.Mode. `shard` is the
+    task has none), `measure` the measurement settings and `mode` the resolved bench.measure.modes.Mode. `shard` is the
     part of a sharded sweep the run was ("2/3"), None for a whole suite.
     """
     import architectures  # the registry and its models (torch): what a run needs here and a reader never

@@ -27,14 +27,14 @@ import architectures
 
 from .. import data as datasets
 from .. import config as configs
-from .. import measure
+from ..measure import load, memory
 from ..results import record as records
 from . import shard as shards
 from ..results import store
 from ..config import RunConfig
 from .environment import capture
 from ..errors import UserError
-from ..modes import Mode, compile_seconds, fresh_compiler
+from ..measure.modes import Mode, compile_seconds, fresh_compiler
 from ..results.records import RECORDS, read_records
 from ..tasks import TASKS
 from ..tasks import reference
@@ -277,11 +277,11 @@ def run_pair(
     spec = architectures.get_spec(job.name)
     settings = config.tasks.get(spec.task)
     record = job.start_record(group.world_size if group else 1)
-    record.update(extra or {}, allocator=measure.steady_allocator())
+    record.update(extra or {}, allocator=memory.steady_allocator())
     if job.mode.compile:
         fresh_compiler()
     started, compiled = time.perf_counter(), compile_seconds()
-    with measure.machine_load() as load:
+    with load.machine_load() as machine:
         try:
             _build_and_run(job, spec.task, settings, group, train, record)
             record.update(status="ok", train_loop_throughput=records.loop_throughput(record))
@@ -300,7 +300,7 @@ def run_pair(
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    record.update(load)
+    record.update(machine)
     return record
 
 

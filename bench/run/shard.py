@@ -22,7 +22,7 @@ import torch
 
 import architectures
 
-from .. import measure
+from ..measure import counts
 from ..errors import UserError
 from ..results.record import Pair
 
@@ -127,10 +127,10 @@ def _flops_per_sample(name: str, config: Any, data: Any) -> int:
     with torch.inference_mode():
         for sample in inputs:
             try:
-                return max(1, measure.flops(lambda: model(sample)))
+                return max(1, counts.flops(lambda: model(sample)))
             except Exception:
                 continue
-    return max(1, 2 * measure.parameter_counts(model)[0])
+    return max(1, 2 * counts.parameter_counts(model)[0])
 
 
 def sweep_id(config: Any, planned: list[Pair], count: int) -> str:

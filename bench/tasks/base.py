@@ -10,8 +10,8 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from ..measure import MeasureSettings, synchronize
-from ..modes import Mode, compute_dtypes
+from ..measure.timing import MeasureSettings, synchronize
+from ..measure.modes import Mode, compute_dtypes
 from .settings import FidSettings, TrainingSettings
 
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import ImageData, Source, TensorSource
-from ..modes import Amp
+from ..measure.modes import Amp
 from . import costs, loop
 from .base import Diverged, RunContext, make_optimizer
 from .loop import AfterStep, EpochEnd, Steps, training_windows
@@ -56,7 +56,7 @@ def run(
     model: nn.Module, data: ImageData, settings: ClassifySettings, context: RunContext, record: dict, train: bool = True
 ) -> None:
     """Measure `model`'s training costs, train and evaluate it, then measure inference; fills `record` as it goes.
-    The training throughput is timed in windows before and during training (measure.TrainingWindows).
+    The training throughput is timed in windows before and during training (measure.throughput.TrainingWindows).
     Without `train`, only the cost figures (what `python -m bench.probe` measures).
 
     Everything runs in the context's mode: the standardized images and the model in its memory format, the

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .. import measure
+from ..measure import counts
 from ..data import ImageData, TensorSource
-from ..modes import Amp
+from ..measure.modes import Amp
 from . import generative, loop
 from .base import Diverged, RunContext, make_optimizer
 from .settings import GanSettings
@@ -93,8 +93,8 @@ def collapse_step(d_losses: torch.Tensor, threshold: float, window: int) -> int 
     """The 1-based step at which the discriminator's loss has been below `threshold` for `window` steps in a row."""
     if len(d_losses) < window:
         return None
-    counts = (d_losses < threshold).long().cumsum(0)
-    in_window = counts[window - 1 :] - torch.cat([counts.new_zeros(1), counts[:-window]])
+    below = (d_losses < threshold).long().cumsum(0)
+    in_window = below[window - 1 :] - torch.cat([below.new_zeros(1), below[:-window]])
     hits = torch.nonzero(in_window == window)
     return int(hits[0, 0]) + window if len(hits) else None
 
@@ -114,7 +114,7 @@ def run(
     x, train = images.train_x[: settings.batch_size], TensorSource(images.train_x)
     build = lambda copied, amp: steps(copied, settings, amp)
     make_step = loop.step_maker(model, build, compiled_parts, train, settings.batch_size, context)
-    record.update(latent_dim=model.latent_dim, discriminator_params=measure.parameter_counts(model.discriminator)[0])
+    record.update(latent_dim=model.latent_dim, discriminator_params=counts.parameter_counts(model.discriminator)[0])
     record.update(generative.training_costs(
         model, model.generator, model.generator, make_step, len(x), context, settings.budget_flops is not None
     ))

@@ -2,8 +2,8 @@
 
 A generator is judged through a `Sampler`: a function from standard-normal codes z (N, latent_dim) to images
 (N, C, H, W) in [0, 1] (a VAE's decoder mean, a GAN's generator). Costs come from `bench.tasks.costs`, the
-code that measures classifiers; sample quality is FID and KID against the test split (`bench.fid`) on the
-features of the reference classifier (`bench.tasks.reference`).
+code that measures classifiers; sample quality is FID and KID against the test split (`bench.measure.fid`) on
+the features of the reference classifier (`bench.tasks.reference`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torchvision.utils import save_image
 
-from .. import measure
+from ..measure import counts
 from ..data import ImageData
-from ..fid import calibration_images, sample_quality
+from ..measure.fid import calibration_images, sample_quality
 from . import costs
 from .base import RunContext
 from .reference import load_or_train
@@ -51,7 +51,7 @@ def training_costs(
     `images_per_step` training images (costs.training_costs)."""
     z = codes(2, model.latent_dim, context.seed, context.device)
     figures = costs.training_costs(model, lambda n: sample(z[:n]), make_step, images_per_step, context, count_training_flops)
-    return {**figures, "generator_params": measure.parameter_counts(generator)[0]}
+    return {**figures, "generator_params": counts.parameter_counts(generator)[0]}
 
 
 def generation_costs(model: nn.Module, sample: Sampler, settings: GenerativeSettings, context: RunContext) -> dict:
@@ -69,7 +69,7 @@ def evaluate_samples(
     The features are the reference classifier's of the context's `[fid]` settings (trained here when not
     cached); the record gets its name and test accuracy beside the figures, and the grid's path. Beside them,
     `fid_calibration_real`, `_mean_image` and `_noise`: the FID of real training images, of the mean training
-    image repeated and of uniform noise, as many as the generated ones, on the same features (bench.fid).
+    image repeated and of uniform noise, as many as the generated ones, on the same features (bench.measure.fid).
     """
     fid_settings = context.fid or FidSettings()
     reference = load_or_train(fid_settings, data, context.device, context.progress)

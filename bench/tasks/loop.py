@@ -21,9 +21,9 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
-from .. import measure
+from ..measure import throughput
 from ..data import Source
-from ..modes import Amp, Mode, compile_seconds
+from ..measure.modes import Amp, Mode, compile_seconds
 from .base import Diverged, Group, Progress, RunContext
 from .settings import TrainingSettings
 
@@ -243,11 +243,11 @@ def resume_optimizers(fresh: Sequence[torch.optim.Optimizer], trained: Sequence[
 def training_windows(
     make_step: Callable[..., Callable[[], object]], items_per_step: int, steps_per_epoch: int, context: RunContext,
     record: dict,
-) -> measure.TrainingWindows:
-    """The windows a fit times during training (measure.TrainingWindows), pooled into `record`'s training
+) -> throughput.TrainingWindows:
+    """The windows a fit times during training (throughput.TrainingWindows), pooled into `record`'s training
     throughput; none in a compiling mode, where a copy of the compiled model would call the original."""
     settings = context.measure if not context.mode.compile else dataclasses.replace(context.measure, window_repeats=0)
-    return measure.TrainingWindows(make_step, items_per_step, steps_per_epoch, context.device, settings, record)
+    return throughput.TrainingWindows(make_step, items_per_step, steps_per_epoch, context.device, settings, record)
 
 
 

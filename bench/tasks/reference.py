@@ -22,7 +22,7 @@ from torch import nn
 import architectures
 
 from ..data import ImageData
-from ..measure import MeasureSettings
+from ..measure.timing import MeasureSettings
 from . import classify
 from .base import Diverged, Progress, RunContext
 from .settings import ClassifySettings, FidSettings, TrainingSettings

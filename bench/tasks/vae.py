@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import measure
+from ..measure import counts
 from ..data import ImageData, Source, TensorSource
-from ..modes import Amp
+from ..measure.modes import Amp
 from . import generative, loop
 from .base import RunContext, make_optimizer
 from .settings import VaeSettings
@@ -127,7 +127,7 @@ def run(
     sample, x, train = sampler(model), images.train_x[: settings.batch_size], TensorSource(images.train_x)
     build = lambda copied, amp: steps(copied, settings, amp)
     make_step = loop.step_maker(model, build, compiled_parts, train, settings.batch_size, context)
-    record.update(latent_dim=model.latent_dim, encoder_params=measure.parameter_counts(model.encoder)[0])
+    record.update(latent_dim=model.latent_dim, encoder_params=counts.parameter_counts(model.encoder)[0])
     record.update(generative.training_costs(
         model, model.decoder, sample, make_step, len(x), context, settings.budget_flops is not None
     ))

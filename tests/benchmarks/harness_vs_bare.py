@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 
 import architectures
-from bench import modes
+from bench.measure import modes
 from bench.data import ImageData, TensorSource
-from bench.modes import Amp
+from bench.measure.modes import Amp
 from bench.tasks import classify
 from bench.tasks.loop import run_epoch, trainee
 from bench.tasks.settings import ClassifySettings

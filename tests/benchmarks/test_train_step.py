@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import architectures
 from bench import data
 from bench.data import TensorSource
-from bench.modes import Amp, Mode
+from bench.measure.modes import Amp, Mode
 from bench.tasks import classify
 from bench.tasks.loop import run_epoch
 

@@ -3,7 +3,7 @@
 import dataclasses
 
 from bench.results import record
-from bench.measure import MeasureSettings
+from bench.measure.timing import MeasureSettings
 from bench.tasks import TASKS
 
 

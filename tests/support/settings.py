@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from bench.measure import MeasureSettings
+from bench.measure.timing import MeasureSettings
 
 FAST_MEASURE = MeasureSettings(  # one call per repeat, no windows during training
     repeats=5, warmup_time=0.0, min_repeat_time=0.0, max_time=0.0, latency_time=0.0, latency_min_calls=3,

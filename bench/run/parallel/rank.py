@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ... import measure
+from ...measure import memory, timing
 from ...data import ImageData
 from ...tasks import classify, costs
 from ...tasks.base import Group, RunContext
@@ -37,7 +37,7 @@ class DDPGroup(Group):
         self.backend, self.device = backend, device
 
     def synchronize(self, device: torch.device) -> None:
-        measure.synchronize(device)
+        timing.synchronize(device)
         dist.barrier()
 
     def barrier(self) -> None:
@@ -113,25 +113,25 @@ def training_costs(
     ranks. The wait share compares those steps with the same steps under `no_sync()` (no gradient all-reduce).
     Peak memory is rank 0's over two DDP steps of a fresh copy.
     """
-    group, device, timing = context.group, context.device, context.measure
+    group, device, measuring = context.group, context.device, context.measure
     x = data.train_x[: settings.batch_size]
     figures = costs.model_figures(model, lambda n: model(x[:n]), context)
     make_step = classify.step_maker(model, data, settings, context)
     single = None
     if scaling:
         if group.rank == 0:
-            seconds = measure.time_repeats(make_step(), device, timing)
-            single = measure.summarize_rates(seconds, len(x))["median"]
+            seconds = timing.time_repeats(make_step(), device, measuring)
+            single = timing.summarize_rates(seconds, len(x))["median"]
         group.barrier()
-    synced = time_steps(make_step(group=group), group, device, timing)
-    unsynced = time_steps(make_step(group=group, sync=False), group, device, timing)
-    with measure.peak_memory(device) as memory:
+    synced = time_steps(make_step(group=group), group, device, measuring)
+    unsynced = time_steps(make_step(group=group, sync=False), group, device, measuring)
+    with memory.peak_memory(device) as peak:
         step = make_step(group=group)
         step()
         step()
         del step
     per_rank_batch = min(settings.batch_size, len(data.train_x) // group.world_size)  # what training_batches draws
-    rates = measure.summarize_rates(synced, per_rank_batch * group.world_size)
+    rates = timing.summarize_rates(synced, per_rank_batch * group.world_size)
     step_s, local_s = statistics.median(synced), statistics.median(unsynced)
     return {
         **figures,
@@ -145,18 +145,18 @@ def training_costs(
         "ddp_step_no_sync_ms": local_s * 1000,
         "allreduce_wait_share": min(1.0, max(0.0, 1 - local_s / step_s)),
         "allreduce_wait_method": ALLREDUCE_WAIT_METHOD,
-        "peak_memory_mb": memory.mb,
-        "peak_memory_method": f"rank 0, DDP steps: {memory.method}",
+        "peak_memory_mb": peak.mb,
+        "peak_memory_method": f"rank 0, DDP steps: {peak.method}",
     }
 
 
 def time_steps(
-    step: Callable[[], object], group: DDPGroup, device: torch.device, settings: measure.MeasureSettings
+    step: Callable[[], object], group: DDPGroup, device: torch.device, settings: timing.MeasureSettings
 ) -> list[float]:
-    """Seconds per `step()` in each repeat (measure.time_repeats), every rank running the same number of steps:
+    """Seconds per `step()` in each repeat (timing.time_repeats), every rank running the same number of steps:
     each block of steps starts at a barrier and lasts until the slowest rank's device is done, and every rank
     takes that slowest figure, so all agree on the warm-up, the steps per repeat and when to stop."""
-    return measure.time_repeats(step, device, settings, lambda call, calls: _slowest_rank(call, calls, group, device))
+    return timing.time_repeats(step, device, settings, lambda call, calls: _slowest_rank(call, calls, group, device))
 
 
 def _slowest_rank(step: Callable[[], object], calls: int, group: DDPGroup, device: torch.device) -> float:
@@ -165,5 +165,5 @@ def _slowest_rank(step: Callable[[], object], calls: int, group: DDPGroup, devic
     started = time.perf_counter()
     for _ in range(calls):
         step()
-    measure.synchronize(device)
+    timing.synchronize(device)
     return group.max(time.perf_counter() - started)

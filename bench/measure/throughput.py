@@ -1,0 +1,133 @@
+"""Training-step and inference throughput, batch-1 latency and training's peak memory, measured the same way for
+every architecture; and the timing windows spread over a training run.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import replace
+from typing import Callable, Sequence
+
+import torch
+
+from ..results.stats import iqr
+from .memory import peak_memory
+from .timing import MeasureSettings, block_size, percentiles_ms, summarize_rates, time_each_call, time_repeats
+
+
+def training_costs(
+    make_step: Callable[[], Callable[[], object]], items_per_step: int, device: torch.device, settings: MeasureSettings
+) -> dict[str, object]:
+    """Training-step throughput and peak memory.
+
+    `make_step()` must return a step function over a fresh copy of the model and a fresh optimizer, so
+    that measuring never touches the model being benchmarked. Throughput is timed on one copy; peak
+    memory is then taken over the first two steps of another, once the runtime is warm, so that the
+    figure covers the copy, its gradients, optimizer state and activations, whatever ran before.
+    """
+    step = make_step()
+    rates = summarize_rates(time_repeats(step, device, settings), items_per_step)
+    del step
+    with peak_memory(device) as memory:
+        step = make_step()
+        step()
+        step()
+        del step
+    return {
+        **_throughput_figures(rates["repeats"], [rates["median"]], [rates["median"]]),
+        "peak_memory_mb": memory.mb,
+        "peak_memory_method": memory.method,
+    }
+
+
+class TrainingWindows:
+    """Training-step throughput timed in windows spread evenly over a training run.
+
+    `training_costs` times its window before training. Then the fit calls `after_step(clock, optimizers)` after
+    every training step; every `every` steps (the steps that `settings.window_every` seconds hold at the speed of
+    that first window) it pauses the training clock and times a window of `settings.window_repeats` repeats on
+    `make_step(trained=optimizers)`: a copy of the model as training has left it, with optimizers resumed from
+    a copy of training's own, training's random stream left as it was. Fresh optimizers made the windows of
+    vae-mlp 6% slower than its loop (Adam; 40 interleaved pairs), resumed ones 1.5%: a window times the steps
+    training takes next, not an optimizer's first ones.
+
+    `record`'s `train_throughput` pools the windows from the first epoch's end on, the stretch of the run whose
+    speed the loop's own figure gives (it leaves out its first epoch): each window's median, pooled as training
+    pools its steps, samples over seconds. The windows stand for equal numbers of steps, so that is their
+    harmonic mean, and it follows the loop's clock wherever the machine's speed moved meanwhile. A shared CPU's
+    speed moves by 10-40% over seconds to minutes, and often between two levels (gan-dcgan in a standard run:
+    2,300 samples/s for two minutes, then 3,300 for one): a window after every epoch sampled too few moments of
+    that, and their median took the level most of them saw. Without a window from the first epoch's end on,
+    the windows during training are pooled; without any, the window before training gives the figure.
+    `train_throughput_windows` lists every window's median (the one before training first) and
+    `train_throughput_window_steps` the training steps done before each; `train_throughput_repeats` and its IQR
+    keep every repeat.
+    """
+
+    def __init__(
+        self, make_step: Callable[..., Callable[[], object]], items_per_step: int, steps_per_epoch: int,
+        device: torch.device, settings: MeasureSettings, record: dict,
+    ):
+        self.make_step, self.items_per_step, self.device, self.settings = make_step, items_per_step, device, settings
+        self.steps_per_epoch, self.record, self.steps = steps_per_epoch, record, 0
+        seconds_per_step = items_per_step / record["train_throughput"]
+        self.every = max(1, round(settings.window_every / seconds_per_step))
+        record["train_throughput_window_steps"] = [0] * len(record["train_throughput_windows"])
+        # exactly `window_repeats` repeats after a warm-up of two steps: the runtime is warm by now
+        self._window = replace(settings, repeats=settings.window_repeats, warmup_time=0.0, max_time=0.0)
+
+    def after_step(self, clock, optimizers: Sequence[torch.optim.Optimizer] = ()) -> None:
+        """Count one training step; when a window is due, time it inside `clock.paused()` (the fit's TrainClock),
+        on a copy resumed from training's `optimizers`."""
+        self.steps += 1
+        if self.settings.window_repeats and self.steps % self.every == 0:
+            with clock.paused():
+                self._time_window(optimizers)
+
+    def _time_window(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):  # the timed steps' dropout must not move training's random stream
+            seconds = time_repeats(self.make_step(trained=optimizers), self.device, self._window)
+        record = self.record
+        steps = [*record["train_throughput_window_steps"], self.steps]
+        windows = [*record["train_throughput_windows"], statistics.median([self.items_per_step / s for s in seconds])]
+        repeats = [*record["train_throughput_repeats"], *(self.items_per_step / s for s in seconds)]
+        pooled = [w for w, step in zip(windows, steps) if step >= self.steps_per_epoch] or windows[1:]
+        record.update(_throughput_figures(repeats, windows, pooled), train_throughput_window_steps=steps)
+
+
+def _throughput_figures(repeats: list[float], windows: list[float], pooled: list[float]) -> dict[str, object]:
+    """Training throughput: the harmonic mean of the `pooled` window medians, the IQR of every repeat, and the
+    lists of repeats and windows."""
+    return {
+        "train_throughput": len(pooled) / sum(1 / w for w in pooled),
+        "train_throughput_iqr": iqr(repeats),
+        "train_throughput_repeats": repeats,
+        "train_throughput_windows": windows,
+    }
+
+
+def inference_costs(
+    forward_batch: Callable[[], object], forward_one: Callable[[], object], items_per_batch: int,
+    device: torch.device, settings: MeasureSettings, prefix: str = "infer",
+) -> dict[str, object]:
+    """Throughput of `forward_batch()` and latency percentiles of `forward_one()` (a batch of one).
+
+    Besides p50 and p95 over all calls, `latency_p50_ms_repeats` holds the p50 of each block of consecutive
+    calls that `time_each_call` timed in one window, the spread the regression gate needs. The caller puts the
+    model in eval mode; both run under torch.inference_mode.
+    """
+    with torch.inference_mode():
+        rates = summarize_rates(time_repeats(forward_batch, device, settings), items_per_batch)
+        calls = time_each_call(forward_one, device, settings)
+    latency = percentiles_ms(calls)
+    size = block_size(len(calls), settings.repeats)
+    blocks = [calls[i : i + size] for i in range(0, len(calls), size)]
+    return {
+        f"{prefix}_throughput": rates["median"],
+        f"{prefix}_throughput_iqr": rates["iqr"],
+        f"{prefix}_throughput_repeats": rates["repeats"],
+        "latency_p50_ms": latency["p50"],
+        "latency_p95_ms": latency["p95"],
+        "latency_p50_ms_repeats": [percentiles_ms(block)["p50"] for block in blocks if block],
+    }
