@@ -107,6 +107,9 @@ def _add_run(run: argparse.ArgumentParser) -> None:
     run.add_argument("--out", type=Path, metavar="DIR", help=f"where run folders go (default: {store.DEFAULT_OUT})")
     run.add_argument("--strict", action="store_true", default=None, help="exit 1 if any architecture failed")
     run.add_argument("--quiet", action="store_true", default=None, help="no progress bars or per-run lines")
+    run.add_argument("--profile", action="store_true", help="at the end, print where the run's time went: each phase "
+                     "(start-up, building, FLOP counting, warm-up, timing windows, training, evaluation, FID, latency) "
+                     "summed over the pairs, and the time before, between and after them")
     run.add_argument("--precision", choices=modes.PRECISIONS, help="autocast precision (auto: bf16 where the "
                      "device runs it natively, else fp32); with --channels-last and --compile, the run's one mode")
     run.add_argument("--channels-last", action="store_true", default=None, help="models and batches in channels_last")
@@ -269,7 +272,7 @@ _CONFIGURING_FLAGS = (
 
 def _run(args: argparse.Namespace) -> int:
     from . import config as configs
-    from .measure import modes
+    from .measure import modes, phases
     from .run import parallel, runner
     from .results import report
     from .run import shard as shards
@@ -307,12 +310,13 @@ def _run(args: argparse.Namespace) -> int:
         strategy = _strategy(config, args.isolation, launch, args.devices)
         shard = shards.parse(args.shard) if args.shard else shards.from_environment(count=args.shard_count)
     echo = (lambda line: None) if config.quiet else print
+    profile = phases.SuiteProfile() if args.profile else None
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         run_dir = runner.run_suite(
             config, strategy, echo, args.command_line, arch_modules, resume=args.resume, retry_failed=args.retry_failed,
-            shard=shard,
+            shard=shard, profile=profile,
         )
     except runner.Interrupted as interrupted:
         print(f"archbench: {interrupted}", file=sys.stderr)
@@ -327,6 +331,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"\n{report.tables(records)}\n")
     print(f"records: {run_dir / RECORDS}\nreport: {report.write_report(records, run_dir)}")
     failed = [named(r["architecture"], r.get("mode")) for r in records if r["status"] != "ok"]
+    if profile is not None:
+        print(f"\n{profile.render(phases.process_age_s())}")
     if failed:
         print(f"{len(failed)} run(s) did not finish: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed and config.strict else 0

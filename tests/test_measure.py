@@ -40,7 +40,7 @@ def test_time_repeats_calibrates_calls_per_repeat():
 def scripted_clock(monkeypatch, repeat_seconds):
     """Make every timed repeat take the next of `repeat_seconds` (per call); the warm-up's calls take 0.1 s."""
     durations = iter(repeat_seconds)
-    monkeypatch.setattr(timing, "_warm_up", lambda call, timer, warmup_time: 0.1)
+    monkeypatch.setattr(timing, "_warm_up", lambda call, timer, warmup_time, min_calls: 0.1)
     monkeypatch.setattr(timing, "_timed", lambda call, device, calls: next(durations) * calls)
 
 
@@ -136,6 +136,20 @@ def test_windows_come_every_so_many_seconds_of_training_at_the_speed_timed_befor
     # none from the first epoch's end (step 100) on: the windows during training give the figure
     slow = record["train_throughput_windows"][1:]
     assert record["train_throughput"] == pytest.approx(2 / sum(1 / w for w in slow))
+
+
+@pytest.mark.parametrize("every_s, planned, expected", [
+    (5.0, 12, [0, 3, 6, 9, 12]),  # 10 items at 1000/s: 500 steps; a 12-step run of 3-step epochs gets 3 windows from step 3 on
+    (0.05, 600, [0, 5, 10, 15, 20]),  # a long run: one every 5 steps (0.05 s), which is more than 3
+    (5.0, None, [0]),  # a budgeted run's length is unknown: by the clock alone
+])
+def test_a_short_run_gets_min_windows_evenly_spaced_from_the_first_epochs_end(every_s, planned, expected):
+    record = {"train_throughput": 1000.0, "train_throughput_windows": [1000.0], "train_throughput_repeats": [1000.0] * 5}
+    settings = dataclasses.replace(FAST_MEASURE, window_every=every_s, window_repeats=1, min_windows=3)
+    windows = throughput.TrainingWindows(lambda trained=(): lambda: None, 10, 3, CPU, settings, record, planned)
+    for _ in range(min(planned or 20, 20)):
+        windows.after_step(CountingClock())
+    assert record["train_throughput_window_steps"] == expected
 
 
 def test_a_window_during_training_times_a_copy_resumed_from_trainings_optimizers():

@@ -7,6 +7,8 @@ from typing import Callable
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .phases import phase
+
 
 def parameter_counts(module: nn.Module) -> tuple[int, int]:
     """(total, trainable) parameter counts."""
@@ -16,6 +18,6 @@ def parameter_counts(module: nn.Module) -> tuple[int, int]:
 
 def flops(call: Callable[[], object]) -> int:
     """Theoretical FLOPs of one `call()`, counted by torch.utils.flop_counter (a multiply-add is 2 FLOPs)."""
-    with FlopCounterMode(display=False) as counter:
+    with phase("flops"), FlopCounterMode(display=False) as counter:
         call()
     return int(counter.get_total_flops())

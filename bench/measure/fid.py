@@ -13,6 +13,8 @@ import warnings
 import torch
 from torch import nn
 
+from .phases import phase
+
 
 def sample_quality(
     features: nn.Module,
@@ -32,27 +34,29 @@ def sample_quality(
     through it in batches of `batch_size`. KID averages `kid_subsets` random subsets of `kid_subset_size`
     images (fewer when a set is smaller) drawn from `seed`; the global random state is left as it was.
     """
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.kid import KernelInceptionDistance
-
     subset_size = min(kid_subset_size, len(real), len(fake))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
-        kid = KernelInceptionDistance(
-            feature=features, subsets=kid_subsets, subset_size=subset_size, normalize=True, sync_on_compute=False
-        )
-    fid = FrechetInceptionDistance(feature=features, normalize=True, reset_real_features=False, sync_on_compute=False)
-    metrics = [fid.to(real.device), kid.to(real.device)]
-    _feed(metrics, real, batch_size, is_real=True)
-    _feed(metrics, fake, batch_size, is_real=False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        kid_mean, kid_std = kid.compute()
-    found = {"fid": fid.compute().item(), "kid": kid_mean.item(), "kid_std": kid_std.item()}
-    for name, images in (calibration or {}).items():
-        fid.reset()  # the generated images' features only: reset_real_features=False
-        _feed([fid], images, batch_size, is_real=False)
-        found[f"fid_calibration_{name}"] = fid.compute().item()
+    with phase("fid_features"):
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        from torchmetrics.image.kid import KernelInceptionDistance
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
+            kid = KernelInceptionDistance(
+                feature=features, subsets=kid_subsets, subset_size=subset_size, normalize=True, sync_on_compute=False
+            )
+        fid = FrechetInceptionDistance(feature=features, normalize=True, reset_real_features=False, sync_on_compute=False)
+        metrics = [fid.to(real.device), kid.to(real.device)]
+        _feed(metrics, real, batch_size, is_real=True)
+        _feed(metrics, fake, batch_size, is_real=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            kid_mean, kid_std = kid.compute()
+        found = {"fid": fid.compute().item(), "kid": kid_mean.item(), "kid_std": kid_std.item()}
+    with phase("fid_calibration"):
+        for name, images in (calibration or {}).items():
+            fid.reset()  # the generated images' features only: reset_real_features=False
+            _feed([fid], images, batch_size, is_real=False)
+            found[f"fid_calibration_{name}"] = fid.compute().item()
     return found
 
 

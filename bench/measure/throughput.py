@@ -12,6 +12,7 @@ import torch
 
 from ..results.stats import iqr
 from .memory import peak_memory
+from .phases import phase
 from .timing import MeasureSettings, block_size, percentiles_ms, summarize_rates, time_each_call, time_repeats
 
 
@@ -28,7 +29,7 @@ def training_costs(
     step = make_step()
     rates = summarize_rates(time_repeats(step, device, settings), items_per_step)
     del step
-    with peak_memory(device) as memory:
+    with phase("memory"), peak_memory(device) as memory:
         step = make_step()
         step()
         step()
@@ -40,6 +41,9 @@ def training_costs(
     }
 
 
+WINDOW_WARMUP_S = 0.05
+
+
 class TrainingWindows:
     """Training-step throughput timed in windows spread evenly over a training run.
 
@@ -47,7 +51,10 @@ class TrainingWindows:
     every training step; every `every` steps (the steps that `settings.window_every` seconds hold at the speed of
     that first window) it pauses the training clock and times a window of `settings.window_repeats` repeats on
     `make_step(trained=optimizers)`: a copy of the model as training has left it, with optimizers resumed from
-    a copy of training's own, training's random stream left as it was. Fresh optimizers made the windows of
+    a copy of training's own, training's random stream left as it was, after a warm-up of one step and
+    WINDOW_WARMUP_S (the runtime is warm: training runs the same step; the copy is not). Where the run's length is known (`planned_steps`), the windows come
+    more often if that is what it takes for `settings.min_windows` of them to fall from the first epoch's end
+    on: a short run gets that many evenly spaced windows, a long one one every `window_every` seconds. Fresh optimizers made the windows of
     vae-mlp 6% slower than its loop (Adam; 40 interleaved pairs), resumed ones 1.5%: a window times the steps
     training takes next, not an optimizer's first ones.
 
@@ -66,15 +73,17 @@ class TrainingWindows:
 
     def __init__(
         self, make_step: Callable[..., Callable[[], object]], items_per_step: int, steps_per_epoch: int,
-        device: torch.device, settings: MeasureSettings, record: dict,
+        device: torch.device, settings: MeasureSettings, record: dict, planned_steps: int | None = None,
     ):
         self.make_step, self.items_per_step, self.device, self.settings = make_step, items_per_step, device, settings
         self.steps_per_epoch, self.record, self.steps = steps_per_epoch, record, 0
         seconds_per_step = items_per_step / record["train_throughput"]
         self.every = max(1, round(settings.window_every / seconds_per_step))
+        if planned_steps and settings.min_windows:
+            span = planned_steps - steps_per_epoch if planned_steps > steps_per_epoch else planned_steps
+            self.every = min(self.every, max(1, span // settings.min_windows))
         record["train_throughput_window_steps"] = [0] * len(record["train_throughput_windows"])
-        # exactly `window_repeats` repeats after a warm-up of two steps: the runtime is warm by now
-        self._window = replace(settings, repeats=settings.window_repeats, warmup_time=0.0, max_time=0.0)
+        self._window = replace(settings, repeats=settings.window_repeats, warmup_time=WINDOW_WARMUP_S, max_time=0.0)
 
     def after_step(self, clock, optimizers: Sequence[torch.optim.Optimizer] = ()) -> None:
         """Count one training step; when a window is due, time it inside `clock.paused()` (the fit's TrainClock),
@@ -86,8 +95,8 @@ class TrainingWindows:
 
     def _time_window(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
         cuda = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):  # the timed steps' dropout must not move training's random stream
-            seconds = time_repeats(self.make_step(trained=optimizers), self.device, self._window)
+        with phase("windows"), torch.random.fork_rng(devices=cuda):  # the timed steps' dropout must not move training's random stream
+            seconds = time_repeats(self.make_step(trained=optimizers), self.device, self._window, warmup_calls=1)
         record = self.record
         steps = [*record["train_throughput_window_steps"], self.steps]
         windows = [*record["train_throughput_windows"], statistics.median([self.items_per_step / s for s in seconds])]

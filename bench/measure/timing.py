@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from ..results.stats import iqr, quantile
+from .phases import phase
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class MeasureSettings:
     latency_min_calls: int = 20
     window_every: float = 5.0  # during training, a window every this many seconds of it (counted in steps) ...
     window_repeats: int = 2  # ... of this many repeats on the model as it stands (0: no windows during training)
+    min_windows: int = 0  # at least this many from the first epoch's end on, evenly spaced, in a run of known length
 
     def problems(self) -> list[str]:
         found = [] if self.repeats >= 5 else [f"repeats must be at least 5, got {self.repeats}"]
@@ -37,6 +39,8 @@ class MeasureSettings:
             found.append(f"window_repeats must not be negative, got {self.window_repeats}")
         if self.window_every <= 0:
             found.append(f"window_every must be positive, got {self.window_every:g}")
+        if self.min_windows < 0:
+            found.append(f"min_windows must not be negative, got {self.min_windows}")
         if self.latency_min_calls < 1:
             found.append(f"latency_min_calls must be at least 1, got {self.latency_min_calls}")
         return found
@@ -64,7 +68,8 @@ Timer = Callable[[Callable[[], object], int], float]  # seconds that `calls` cal
 
 
 def time_repeats(
-    call: Callable[[], object], device: torch.device, settings: MeasureSettings, timer: Timer | None = None
+    call: Callable[[], object], device: torch.device, settings: MeasureSettings, timer: Timer | None = None,
+    warmup_calls: int = 2,
 ) -> list[float]:
     """Seconds per `call()` in each repeat, after a warm-up: `settings.repeats` repeats, then more for as long as
     their spread (IQR / median) exceeds `max_spread` and they have taken less than `max_time` seconds.
@@ -75,16 +80,18 @@ def time_repeats(
     must be able to give turns between repeats and pair them one by one, and CUDA repeats are timed by events.
     `timer(call, calls)` times each block (default: this process's, the device synchronized); a data-parallel
     rank passes one whose figure every rank shares (the slowest rank's), so that all take the same decisions.
+    The warm-up runs at least `warmup_calls` calls.
     """
     timer = timer or (lambda call, calls: _timed(call, device, calls))
     _before_window()
-    per_call = _warm_up(call, timer, settings.warmup_time)
+    per_call = _warm_up(call, timer, settings.warmup_time, warmup_calls)
     calls = max(1, math.ceil(settings.min_repeat_time / per_call))
     seconds: list[float] = []
-    while len(seconds) < settings.repeats or _unsettled(seconds, calls, settings):
-        if seconds:
-            _before_window()
-        seconds.append(timer(call, calls) / calls)
+    with phase("windows"):
+        while len(seconds) < settings.repeats or _unsettled(seconds, calls, settings):
+            if seconds:
+                _before_window()
+            seconds.append(timer(call, calls) / calls)
     return seconds
 
 
@@ -100,10 +107,11 @@ def time_each_call(call: Callable[[], object], device: torch.device, settings: M
     count = max(settings.latency_min_calls, math.ceil(settings.latency_time / per_call))
     block = block_size(count, settings.repeats)
     seconds = []
-    for index in range(count):
-        if index and index % block == 0:
-            _before_window()
-        seconds.append(_timed(call, device, 1))
+    with phase("latency"):
+        for index in range(count):
+            if index and index % block == 0:
+                _before_window()
+            seconds.append(_timed(call, device, 1))
     return seconds
 
 
@@ -123,13 +131,14 @@ def block_size(calls: int, repeats: int) -> int:
     return max(1, math.ceil(calls / repeats))
 
 
-def _warm_up(call: Callable[[], object], timer: Timer, warmup_time: float) -> float:
-    """Run `call` at least twice and until the calls have taken `warmup_time` seconds by `timer`; return the
-    last call's seconds."""
+def _warm_up(call: Callable[[], object], timer: Timer, warmup_time: float, min_calls: int = 2) -> float:
+    """Run `call` at least `min_calls` times and until the calls have taken `warmup_time` seconds by `timer`;
+    return the last call's seconds."""
     calls, elapsed = 0, 0.0
-    while calls < 2 or elapsed < warmup_time:
-        seconds = timer(call, 1)
-        calls, elapsed = calls + 1, elapsed + seconds
+    with phase("warmup"):
+        while calls < min_calls or elapsed < warmup_time:
+            seconds = timer(call, 1)
+            calls, elapsed = calls + 1, elapsed + seconds
     return max(seconds, 1e-9)
 
 

@@ -34,7 +34,7 @@ COMMON_KEYS = (
     "train_samples", "test_samples", "device", "dtype", "seed", "world_size", "isolation", "allocator",
     "mode", "precision", "memory_format", "compile", "compile_backend", "compute_dtype", "compile_time_s",
     "architecture_source", "architecture_source_hash", "config_id", "started_at",
-    "status", "error", "traceback", "stderr_tail", "diverged_step", "wall_time_s",
+    "status", "error", "traceback", "stderr_tail", "diverged_step", "wall_time_s", "pair_wall_s", "phase_s",
     "load_1min", "other_cpu_s", "other_cpu_share", "train_loop_throughput",
     "params", "trainable_params", "flops_per_sample", "train_throughput", "train_throughput_iqr",
     "train_throughput_repeats", "train_throughput_windows", "train_throughput_window_steps",

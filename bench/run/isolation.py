@@ -79,8 +79,10 @@ class ChildProcess(runner.Strategy):
         context = multiprocessing.get_context(start_method())
         receive, send = context.Pipe(duplex=False)
         environment = (os.getpid(), os.getcwd(), {**os.environ, **self.env}, self.threads or torch.get_num_threads())
-        child = context.Process(target=_child, args=(job, send, log, *environment), name=f"archbench {job.name}")
         started = time.perf_counter()
+        child = context.Process(
+            target=_child, args=(job, send, log, time.monotonic(), *environment), name=f"archbench {job.name}"
+        )
         child.start()
         send.close()
         tail = _Tail(Path(log), show=not job.quiet)
@@ -140,10 +142,11 @@ def _wait(child: multiprocessing.Process, receive: Connection, timeout: float | 
 
 
 def _child(
-    job: runner.Job, send: Connection, log: str, archbench: int, cwd: str, environ: dict[str, str], threads: int
+    job: runner.Job, send: Connection, log: str, spawned: float, archbench: int, cwd: str, environ: dict[str, str],
+    threads: int,
 ) -> None:
     """The child's side: the parent's folder, environment and threads; stderr into `log`; one record sent back;
-    ended when the parent process `archbench` ends.
+    ended when the parent process `archbench` ends. `spawned` is when the parent started it (time.monotonic()).
 
     Ctrl-C reaches the whole process group; the child ignores it and the parent stops it.
     """
@@ -160,7 +163,7 @@ def _child(
     torch.set_num_threads(threads)
     for module in job.arch_modules:
         architectures.load_module(module)
-    record = runner.run_pair(replace(job, data=job.data.to(job.device)))
+    record = runner.run_pair(replace(job, data=job.data.to(job.device)), spawned=spawned)
     send.send(record)
     send.close()
 

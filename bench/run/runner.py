@@ -27,7 +27,7 @@ import architectures
 
 from .. import data as datasets
 from .. import config as configs
-from ..measure import load, memory
+from ..measure import load, memory, phases
 from ..results import record as records
 from . import shard as shards
 from ..results import store
@@ -155,6 +155,7 @@ def run_suite(
     resume: Path | None = None,
     retry_failed: bool = False,
     shard: shards.Shard | None = None,
+    profile: phases.SuiteProfile | None = None,
 ) -> Path | None:
     """Run every selected architecture for every seed of `config`; return the run folder holding the records
     (None in a process that does not write).
@@ -162,7 +163,8 @@ def run_suite(
     With `resume`, that run folder is reopened and the pairs it already holds as ok or diverged (and, unless
     `retry_failed`, as failed) are skipped, and a sharded run keeps to the pairs its run.json assigned it.
     With `shard`, only that part of the pairs runs (bench.run.shard) and run.json records the plan. `command` is
-    the command line recorded with every record (default: this process's). Raises Interrupted on SIGINT or SIGTERM once the running pair is stopped.
+    the command line recorded with every record (default: this process's). `profile` gets each record written
+and the seconds before the first pair. Raises Interrupted on SIGINT or SIGTERM once the running pair is stopped.
     """
     strategy = strategy or Strategy()
     echo = echo if strategy.writes else (lambda line: None)
@@ -195,9 +197,13 @@ def run_suite(
     resumed = f", resuming: {len(pairs) - len(todo)} already recorded" if resume else ""
     in_modes = f" x {len(modes)} modes ({', '.join(modes)})" if len(modes) > 1 else f" in {next(iter(modes))}"
     sharded = f"shard {plan['shard']} ({len(pairs)} of {planned} pairs, ~{plan['cost_share']:.0%} of the cost) of " if plan else ""
+    age = phases.process_age_s()
+    started = f"; started in {age:.1f} s" if age is not None else ""
+    if profile is not None:
+        profile.before_pairs_s = age
     echo(
         f"run {run_dir.name}: {sharded}{len(names)} architecture(s){in_modes} x {len(config.seeds)} seed(s) "
-        f"on {data.name}, {strategy.describe(device)}{resumed}"
+        f"on {data.name}, {strategy.describe(device)}{resumed}{started}"
     )
     finished = len(pairs) - len(todo)
     jobs = [
@@ -208,11 +214,17 @@ def run_suite(
         for name, mode, seed in todo
     ]
 
+    last = time.perf_counter()
+
     def record_one(job: Job, record: dict[str, Any]) -> None:
-        nonlocal finished
+        nonlocal finished, last
         if strategy.writes:
             pair = (job.name, job.mode.name, job.seed)
-            record.update(environment)
+            now = time.perf_counter()
+            record.update(environment, pair_wall_s=now - last)
+            last = now
+            if profile is not None:
+                profile.add(record)
             retried = (lambda r, this=pair: records.pair(r) == this) if pair in done else None
             store.append_record(run_dir, record, replacing=retried)
             echo(summary(record))
@@ -263,7 +275,8 @@ def _new_run(config: RunConfig, info: dict[str, Any]) -> Path:
 
 
 def run_pair(
-    job: Job, group: Group | None = None, train: Callable[..., None] | None = None, extra: dict[str, Any] | None = None
+    job: Job, group: Group | None = None, train: Callable[..., None] | None = None, extra: dict[str, Any] | None = None,
+    spawned: float | None = None,
 ) -> dict[str, Any]:
     """One architecture in one mode at one seed, as a record; never raises for the architecture's own errors.
 
@@ -271,8 +284,20 @@ def run_pair(
     same arguments). With a data-parallel `group`, errors other than divergence propagate, so that the
     launcher stops the group and records the failing rank. `extra` fields are added before training.
     A compiling mode's compilation time is `compile_time_s` (torch.compile's own clock, over the whole pair);
-    a failure to compile is a failed record that says so.
+    a failure to compile is a failed record that says so. `phase_s` says where the pair's time went
+    (bench.measure.phases), its `startup` the seconds since `spawned` (time.monotonic() when the pair's
+    process was asked to start; None in this process).
     """
+    startup = {"startup": max(0.0, time.monotonic() - spawned)} if spawned is not None else {}
+    with phases.recording() as clock:
+        record = _run_pair(job, group, train, extra)
+    record["phase_s"] = {**startup, **clock.totals()}
+    return record
+
+
+def _run_pair(
+    job: Job, group: Group | None, train: Callable[..., None] | None, extra: dict[str, Any] | None
+) -> dict[str, Any]:
     config, device = job.config, job.device
     spec = architectures.get_spec(job.name)
     settings = config.tasks.get(spec.task)
@@ -312,12 +337,14 @@ def _build_and_run(
     if task is None:
         raise RuntimeError(f"no task loop for task {task_name!r} (known: {', '.join(TASKS)})")
     torch.manual_seed(job.seed)
-    model = architectures.create(job.name, job.data.input_shape, job.data.num_classes, **settings.model_overrides())
+    with phases.phase("build"):
+        model = architectures.create(job.name, job.data.input_shape, job.data.num_classes, **settings.model_overrides())
+        model = model.to(job.device)
     progress = progress_factory(job.name, job.seed, job.quiet, job.mode.name)
     context = RunContext(
         job.device, job.seed, job.config.measure, job.run_dir, progress, group or Group(), job.config.fid, job.mode
     )
-    (train or task.loop().run)(model.to(job.device), job.data, settings, context, record)
+    (train or task.loop().run)(model, job.data, settings, context, record)
 
 
 def _from_compiler(error: BaseException) -> bool:

@@ -68,7 +68,7 @@ def run(
     make_step = step_maker(model, data, settings, context)
     record.update(training_costs(model, data, settings, context, make_step))
     steps_per_epoch = TensorSource(data.train_x).steps_per_epoch(settings.batch_size)
-    windows = training_windows(make_step, settings.batch_size, steps_per_epoch, context, record)
+    windows = training_windows(make_step, settings.batch_size, steps_per_epoch, settings, context, record)
     mode.compile_modules(*compiled_parts(model))
     if train:
         torch.manual_seed(context.seed)

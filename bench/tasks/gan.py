@@ -118,7 +118,7 @@ def run(
     record.update(generative.training_costs(
         model, model.generator, model.generator, make_step, len(x), context, settings.budget_flops is not None
     ))
-    windows = training_windows(make_step, len(x), train.steps_per_epoch(settings.batch_size), context, record)
+    windows = training_windows(make_step, len(x), train.steps_per_epoch(settings.batch_size), settings, context, record)
     mode.compile_modules(*compiled_parts(model))
     if train:
         torch.manual_seed(context.seed)

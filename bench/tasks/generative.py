@@ -17,6 +17,7 @@ from torchvision.utils import save_image
 from ..measure import counts
 from ..data import ImageData
 from ..measure.fid import calibration_images, sample_quality
+from ..measure.phases import phase
 from . import costs
 from .base import RunContext
 from .reference import load_or_train
@@ -72,17 +73,21 @@ def evaluate_samples(
     image repeated and of uniform noise, as many as the generated ones, on the same features (bench.measure.fid).
     """
     fid_settings = context.fid or FidSettings()
-    reference = load_or_train(fid_settings, data, context.device, context.progress)
+    with phase("fid_reference", absorb=True):  # its training and evaluation included
+        reference = load_or_train(fid_settings, data, context.device, context.progress)
     model.eval()
     z = codes(len(data.test_x), model.latent_dim, context.seed, context.device)
-    with context.mode.autocast(context.device):
-        fake = generate(sample, z, settings.eval_batch_size)
     grid = context.run_dir / f"{record.get('architecture', 'generator')}-seed{context.seed}-samples.png"
-    save_image(fake[: GRID_ROWS**2], grid, nrow=GRID_ROWS)
+    with phase("fid_features"):
+        with context.mode.autocast(context.device):
+            fake = generate(sample, z, settings.eval_batch_size)
+        save_image(fake[: GRID_ROWS**2], grid, nrow=GRID_ROWS)
+    with phase("fid_calibration"):
+        calibration = calibration_images(data.train_x, len(fake), context.seed)
     record.update(reference.record())
     quality = sample_quality(
         reference.features, data.test_x, fake, fid_settings.eval_batch_size, fid_settings.kid_subsets,
-        fid_settings.kid_subset_size, context.seed, calibration_images(data.train_x, len(fake), context.seed),
+        fid_settings.kid_subset_size, context.seed, calibration,
     )
     record.update(quality)
     record.update(fid_samples=len(fake), sample_grid=str(grid))

@@ -24,6 +24,7 @@ from torch import nn
 from ..measure import throughput
 from ..data import Source
 from ..measure.modes import Amp, Mode, compile_seconds
+from ..measure.phases import phase
 from .base import Diverged, Group, Progress, RunContext
 from .settings import TrainingSettings
 
@@ -83,7 +84,7 @@ def fit(
     try:
         for epoch in budget.epochs():
             steps.model.train()
-            with clock:
+            with phase("train"), clock:
                 losses = run_epoch(
                     steps.step, source.epoch(settings.batch_size, generator, group.rank, group.world_size),
                     steps_per_epoch, schedules, progress, budget, lambda: after_step(clock, steps.optimizers),
@@ -94,7 +95,8 @@ def fit(
             if bad is not None:
                 step = epoch * steps_per_epoch + bad + 1
                 raise Diverged(f"non-finite {steps.loss_name} at step {step} (epoch {epoch + 1})", step)
-            figures = end.evaluate(losses, epoch)
+            with phase("evaluate"):
+                figures = end.evaluate(losses, epoch)
             for key in end.curves:
                 curves[key].append(figures[key])
             curves["train_time_s"].append(record["train_time_s"])
@@ -241,13 +243,16 @@ def resume_optimizers(fresh: Sequence[torch.optim.Optimizer], trained: Sequence[
 
 
 def training_windows(
-    make_step: Callable[..., Callable[[], object]], items_per_step: int, steps_per_epoch: int, context: RunContext,
-    record: dict,
+    make_step: Callable[..., Callable[[], object]], items_per_step: int, steps_per_epoch: int,
+    training: TrainingSettings, context: RunContext, record: dict,
 ) -> throughput.TrainingWindows:
-    """The windows a fit times during training (throughput.TrainingWindows), pooled into `record`'s training
-    throughput; none in a compiling mode, where a copy of the compiled model would call the original."""
+    """The windows a fit of `training`'s length times during training (throughput.TrainingWindows), pooled into
+    `record`'s training throughput; none in a compiling mode, where a copy of the compiled model would call the
+    original."""
     settings = context.measure if not context.mode.compile else dataclasses.replace(context.measure, window_repeats=0)
-    return throughput.TrainingWindows(make_step, items_per_step, steps_per_epoch, context.device, settings, record)
+    budgeted = training.budget_s is not None or training.budget_flops is not None
+    planned = None if budgeted else training.epochs * steps_per_epoch
+    return throughput.TrainingWindows(make_step, items_per_step, steps_per_epoch, context.device, settings, record, planned)
 
 
 

@@ -21,6 +21,7 @@ from torch import nn
 from ..measure import counts
 from ..data import ImageData, Source, TensorSource
 from ..measure.modes import Amp
+from ..measure.phases import phase
 from . import generative, loop
 from .base import RunContext, make_optimizer
 from .settings import VaeSettings
@@ -131,12 +132,12 @@ def run(
     record.update(generative.training_costs(
         model, model.decoder, sample, make_step, len(x), context, settings.budget_flops is not None
     ))
-    windows = training_windows(make_step, len(x), train.steps_per_epoch(settings.batch_size), context, record)
+    windows = training_windows(make_step, len(x), train.steps_per_epoch(settings.batch_size), settings, context, record)
     mode.compile_modules(*compiled_parts(model))
     if train:
         torch.manual_seed(context.seed)
         fit(model, images, settings, context, record, windows.after_step)
-        with mode.autocast(context.device):
+        with phase("evaluate"), mode.autocast(context.device):
             record["test_nll"] = iwae_nll(model, TensorSource(images.test_x), settings)
     record.update(generative.generation_costs(model, sample, settings, context))
     if train:
