@@ -52,7 +52,8 @@ class TrainingWindows:
     that first window) it pauses the training clock and times a window of `settings.window_repeats` repeats on
     `make_step(trained=optimizers)`: a copy of the model as training has left it, with optimizers resumed from
     a copy of training's own, training's random stream left as it was, after a warm-up of one step and
-    WINDOW_WARMUP_S (the runtime is warm: training runs the same step; the copy is not). Where the run's length is known (`planned_steps`), the windows come
+    WINDOW_WARMUP_S, or `warmup_time` where that is shorter (the runtime is warm: training runs the same step;
+    the copy is not). Where the run's length is known (`planned_steps`), the windows come
     more often if that is what it takes for `settings.min_windows` of them to fall from the first epoch's end
     on: a short run gets that many evenly spaced windows, a long one one every `window_every` seconds. Fresh optimizers made the windows of
     vae-mlp 6% slower than its loop (Adam; 40 interleaved pairs), resumed ones 1.5%: a window times the steps
@@ -83,7 +84,8 @@ class TrainingWindows:
             span = planned_steps - steps_per_epoch if planned_steps > steps_per_epoch else planned_steps
             self.every = min(self.every, max(1, span // settings.min_windows))
         record["train_throughput_window_steps"] = [0] * len(record["train_throughput_windows"])
-        self._window = replace(settings, repeats=settings.window_repeats, warmup_time=WINDOW_WARMUP_S, max_time=0.0)
+        warmup_time = min(settings.warmup_time, WINDOW_WARMUP_S)
+        self._window = replace(settings, repeats=settings.window_repeats, warmup_time=warmup_time, max_time=0.0)
 
     def after_step(self, clock, optimizers: Sequence[torch.optim.Optimizer] = ()) -> None:
         """Count one training step; when a window is due, time it inside `clock.paused()` (the fit's TrainClock),
