@@ -55,7 +55,7 @@ def test_profile_prints_the_phases_summed_over_the_pairs_and_the_time_around_the
     assert "; started in " in out.splitlines()[0]
     table = out[out.index("where the time went (2 pairs"):].splitlines()[1:]
     rows = {line.rsplit(None, 3)[0].strip(): float(line.split()[-3]) for line in table if line.endswith("%")}
-    assert {"before the first pair (imports, data)", "train", "windows", "after the last pair (report, plots)"} <= set(rows)
+    assert {"before the first pair (imports, data)", "train", "windows", "between and after the pairs (records, report, plots)"} <= set(rows)
     total = float(table[-1].split()[-2])
     assert table[-1].startswith("total") and sum(rows.values()) == pytest.approx(total, abs=0.1 * len(rows))
     records = run_records(tmp_path)

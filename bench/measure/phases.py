@@ -88,8 +88,9 @@ def add(totals: dict[str, float], more: dict[str, float]) -> dict[str, float]:
 @dataclass
 class SuiteProfile:
     """Where an `archbench run` went: its pairs' phases summed (`add` each record as it is written) and the
-    parent's own time around them: from the process's start to the first pair (`before_pairs_s`), between the
-    pairs, and after the last (the report and plots)."""
+    parent's own time around them: from the process's start to the first pair (`before_pairs_s`), handing
+    each record back, writing it, and after the last (the report and plots). Pairs that ran at once
+    (`--devices`) overlap: their sums exceed the wall time."""
 
     before_pairs_s: float | None = None
     phase_s: dict[str, float] = field(default_factory=dict)
@@ -105,11 +106,12 @@ class SuiteProfile:
         """A table of seconds and shares, the phases first, then the parent's time; `total_s` is the process's
         age now (None: unknown, no shares and no after-pairs row)."""
         rows = [(f"  {name}", seconds) for name, seconds in self.phase_s.items()]
-        rows.append(("  between pairs (hand-back, records)", max(0.0, self.pair_wall_s - sum(self.phase_s.values()))))
+        rows.append(("  hand-back", max(0.0, self.pair_wall_s - sum(self.phase_s.values()))))
         if self.before_pairs_s is not None:
             rows.insert(0, ("before the first pair (imports, data)", self.before_pairs_s))
             if total_s is not None:
-                rows.append(("after the last pair (report, plots)", max(0.0, total_s - self.before_pairs_s - self.pair_wall_s)))
+                after = total_s - self.before_pairs_s - self.pair_wall_s
+                rows.append(("between and after the pairs (records, report, plots)", max(0.0, after)))
         total = total_s if total_s is not None else sum(seconds for _, seconds in rows)
         width = max(len(name) for name, _ in rows)
         lines = [f"where the time went ({self.pairs} pairs; phases summed over them):"]

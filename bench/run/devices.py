@@ -94,7 +94,7 @@ class Devices(isolation.ChildProcess):
                         if not queue:
                             return
                         job = queue.popleft()
-                    record = strategy.execute(job)
+                    record = strategy.execute_timed(job)
                     with lock:
                         done(job, record)
             except BaseException as error:

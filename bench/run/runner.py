@@ -106,10 +106,18 @@ class Strategy:
     def execute(self, job: Job) -> dict[str, Any]:
         return run_pair(job)
 
+    def execute_timed(self, job: Job) -> dict[str, Any]:
+        """`execute(job)`'s record with `pair_wall_s`: seconds from asking for the pair to having its record here
+        (a child's start-up and hand-back included)."""
+        started = time.perf_counter()
+        record = self.execute(job)
+        record["pair_wall_s"] = time.perf_counter() - started
+        return record
+
     def run_all(self, jobs: list[Job], done: Callable[[Job, dict[str, Any]], None]) -> None:
         """Execute every job, handing each record to `done` as it ends (from one thread at a time)."""
         for job in jobs:
-            done(job, self.execute(job))
+            done(job, self.execute_timed(job))
 
     def close(self) -> None:
         """Release what the strategy holds (processes, groups); called once the suite ends or is interrupted."""
@@ -214,15 +222,11 @@ and the seconds before the first pair. Raises Interrupted on SIGINT or SIGTERM o
         for name, mode, seed in todo
     ]
 
-    last = time.perf_counter()
-
     def record_one(job: Job, record: dict[str, Any]) -> None:
-        nonlocal finished, last
+        nonlocal finished
         if strategy.writes:
             pair = (job.name, job.mode.name, job.seed)
-            now = time.perf_counter()
-            record.update(environment, pair_wall_s=now - last)
-            last = now
+            record.update(environment)
             if profile is not None:
                 profile.add(record)
             retried = (lambda r, this=pair: records.pair(r) == this) if pair in done else None
