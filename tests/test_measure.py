@@ -139,7 +139,7 @@ def test_windows_come_every_so_many_seconds_of_training_at_the_speed_timed_befor
 
 
 @pytest.mark.parametrize("every_s, planned, expected", [
-    (5.0, 12, [0, 3, 6, 9, 12]),  # 10 items at 1000/s: 500 steps; a 12-step run of 3-step epochs gets 3 windows from step 3 on
+    (5.0, 12, [0, 5, 8, 11]),  # 10 items at 1000/s: 500 steps; a 12-step run of 3-step epochs: 3 shares of 3 steps from step 3 on
     (0.05, 600, [0, 5, 10, 15, 20]),  # a long run: one every 5 steps (0.05 s), which is more than 3
     (5.0, None, [0]),  # a budgeted run's length is unknown: by the clock alone
 ])
