@@ -17,14 +17,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .gate import baseline as gate_baseline
 from .results import store
 from .errors import UserError
 from .results import runs
 from .results.records import RECORDS, named, read_records
 
 if TYPE_CHECKING:
-    from .config import RunConfig
+    from .configs import RunConfig
 
 
 class _Parser(argparse.ArgumentParser):
@@ -87,9 +86,9 @@ def _add_list(listing: argparse.ArgumentParser) -> None:
 
 
 def _add_run(run: argparse.ArgumentParser) -> None:
-    from . import config as configs
+    from . import configs
     from .measure import modes
-    from .run import shard as shards
+    from .run import shards
     from .data import LOADERS
 
     _add_plugins(run)
@@ -166,7 +165,7 @@ def _add_compare(comparing: argparse.ArgumentParser) -> None:
 
 
 def _add_ab(paired: argparse.ArgumentParser) -> None:
-    from . import config as configs
+    from . import configs
 
     paired.add_argument("base", help="the base revision (a commit, tag or branch)")
     paired.add_argument("candidate", nargs="?", help="the candidate revision (default: the working tree, as it is)")
@@ -191,10 +190,12 @@ def _add_ab(paired: argparse.ArgumentParser) -> None:
 
 
 def _add_baseline(baselines: argparse.ArgumentParser) -> None:
+    from .gate import baseline
+
     baseline_commands = baselines.add_subparsers(dest="baseline_command", required=True, parser_class=_Parser)
     update = baseline_commands.add_parser("update", help="copy one or more runs into the baseline folder")
     update.add_argument("runs", nargs="+", metavar="RUN", help="run folders, records files or run ids: reruns of one suite")
-    update.add_argument("--to", type=Path, default=gate_baseline.DEFAULT_DIR, metavar="DIR", help="default: %(default)s")
+    update.add_argument("--to", type=Path, default=baseline.DEFAULT_DIR, metavar="DIR", help="default: %(default)s")
     update.add_argument("--out", type=Path, default=store.DEFAULT_OUT, metavar="DIR", help="where run folders are")
     update.set_defaults(handler=_baseline_update)
 
@@ -271,11 +272,11 @@ _CONFIGURING_FLAGS = (
 
 
 def _run(args: argparse.Namespace) -> int:
-    from . import config as configs
+    from . import configs
     from .measure import modes, phases
     from .run import parallel, runner
     from .results import report
-    from .run import shard as shards
+    from .run import shards
 
     shard = None  # a resumed run keeps the shard its run.json records
     if args.resume is not None:
@@ -338,18 +339,17 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if failed and config.strict else 0
 
 
-def _strategy(config: RunConfig, isolation: str | None, launch, devices: str | None = None):
+def _strategy(config: RunConfig, isolation: str | None, launch, gpus: str | None = None):
     """How each pair runs: a fresh process (default), this process, a data-parallel group, or fresh processes
-    on several GPUs at once."""
-    from .run import devices as concurrent
-    from .run import isolation as isolated
-    from .run import parallel, runner
+    on several GPUs at once (`gpus`: the --devices flag)."""
+    from .run import devices, parallel, runner
+    from .run.isolation import ChildProcess
 
-    if devices is not None:
+    if gpus is not None:
         if launch is not None or isolation == "none":
             given = "--nproc" if launch is not None else "--isolation none"
             raise UserError(f"--devices runs each pair in its own process on one GPU; it does not go with {given}")
-        return concurrent.Devices(concurrent.parse(devices, config.device), config.arch_timeout)
+        return devices.Devices(devices.parse(gpus, config.device), config.arch_timeout)
     if launch is not None:
         if isolation is not None or config.arch_timeout is not None:
             given = "--isolation" if isolation is not None else "arch_timeout (--arch-timeout or the suite's)"
@@ -362,14 +362,14 @@ def _strategy(config: RunConfig, isolation: str | None, launch, devices: str | N
                 "drop --isolation none"
             )
         return runner.Strategy()
-    return isolated.ChildProcess(config.arch_timeout)
+    return ChildProcess(config.arch_timeout)
 
 
 def _resumed(args: argparse.Namespace):
     """The configuration, strategy and plugin modules of the interrupted run `args.resume`."""
     import architectures
 
-    from . import config as configs
+    from . import configs
     from .run import parallel
 
     info = store.read_run_info(args.resume) if args.resume.is_dir() else {}
@@ -398,7 +398,7 @@ def _resumed(args: argparse.Namespace):
 
 def _ab(args: argparse.Namespace) -> int:
     from .gate import ab
-    from . import config as configs
+    from . import configs
 
     if args.calibrate and args.candidate is not None:
         raise UserError("--calibrate measures BASE against itself; give no CANDIDATE")
@@ -467,17 +467,17 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .gate import compare as gate
+    from .gate import compare
 
     baseline = read_records(store.records_path(args.baseline, args.out))
     candidates = [run.records for run in _merged([store.records_path(run, args.out) for run in args.candidates])]
     names = {record["architecture"] for run in (baseline, *candidates) for record in run}
-    tolerances = gate.load_tolerances(args.tolerances, names)
-    gate.check_accepted(args.accept, names)
+    tolerances = compare.load_tolerances(args.tolerances, names)
+    compare.check_accepted(args.accept, names)
     if args.reference:
         tolerances = dataclasses.replace(tolerances, reference=args.reference)
-    comparison = gate.reproduced([gate.compare(baseline, run, tolerances, tuple(args.accept)) for run in candidates])
-    print(gate.render(comparison))
+    comparison = compare.reproduced([compare.compare(baseline, run, tolerances, tuple(args.accept)) for run in candidates])
+    print(compare.render(comparison))
     failures = comparison.failures  # regressed, missing or not comparable
     if failures:
         named = ", ".join(
@@ -499,7 +499,9 @@ def _merged(paths: list[Path]) -> list[runs.Run]:
 
 
 def _baseline_update(args: argparse.Namespace) -> int:
-    path = gate_baseline.update([store.records_path(run, args.out) for run in args.runs], args.to)
+    from .gate import baseline
+
+    path = baseline.update([store.records_path(run, args.out) for run in args.runs], args.to)
     print(f"baseline: {path}")
     return 0
 

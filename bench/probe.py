@@ -28,7 +28,7 @@ import torch
 
 import architectures
 
-from . import config as configs
+from . import configs
 from .measure import memory, timing
 from .run import runner
 from .errors import UserError

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.results import record as records_module
+from bench.results import schema
 from bench.cli import main
 from support.cli import run_records
 
@@ -53,7 +53,7 @@ def test_every_kind_of_fault_is_a_record_and_the_suite_goes_on(tiny_suite, tmp_p
         "failed", "ValueError: the model's output has shape (2, 20); a classifier must return (batch, classes) = (2, 10)"
     )
     assert got["cnn-baseline"]["status"] == "ok" and got["cnn-baseline"]["isolation"] == "process"
-    assert all(r["record_version"] == records_module.RECORD_VERSION and r["architecture_source"] for r in got.values())
+    assert all(r["record_version"] == schema.RECORD_VERSION and r["architecture_source"] for r in got.values())
     assert f"did not finish: {', '.join(faults[:-1])}" in err
 
 

@@ -11,9 +11,9 @@ from torch import nn
 import architectures
 from bench import data
 from bench.measure import modes
-from bench.results import record as records
+from bench.results import schema
 from bench.cli import main
-from bench.config import RunConfig
+from bench.configs import RunConfig
 from bench.errors import UserError
 from bench.measure.modes import Amp, Mode
 from bench.run.runner import Job, run_pair
@@ -103,7 +103,7 @@ def test_the_mode_is_part_of_config_id_and_auto_shares_the_id_of_what_it_resolve
     settings = ClassifySettings()
 
     def config_id(mode):
-        start = records.start(
+        start = schema.start(
             "cnn-baseline", 0, run_id="r", suite="s", data=tiny, device=CPU, settings=settings, measure=FAST_MEASURE,
             mode=mode,
         )

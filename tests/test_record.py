@@ -1,4 +1,4 @@
-"""The record as a contract: every key a run writes is documented in bench/results/record.py, with version and provenance;
+"""The record as a contract: every key a run writes is documented in bench/results/schema.py, with version and provenance;
 the versions are data (bench.results.records), and records of different versions are never compared."""
 
 import json
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench.run import environment
-from bench.results import record
+from bench.results import schema
 from bench.cli import main
 from bench.results.records import REQUIRED_KEYS, VERSIONS, comparable, version
 from support.records import documented_keys
@@ -28,7 +28,7 @@ def test_every_key_of_a_classify_record_is_documented_and_it_says_where_its_mode
     assert flat["status"] == baseline["status"] == "ok"
     for written in (flat, baseline):
         assert set(written) - documented_keys("classify") == set()
-        assert written["record_version"] == record.RECORD_VERSION
+        assert written["record_version"] == schema.RECORD_VERSION
         assert set(REQUIRED_KEYS) <= set(written)
     times = baseline["curve_train_time_s"]  # 2 epochs of the tiny suite
     assert baseline["train_loop_throughput"] == pytest.approx(baseline["train_samples"] / (times[1] - times[0]))
@@ -39,14 +39,14 @@ def test_every_key_of_a_classify_record_is_documented_and_it_says_where_its_mode
 
 def test_config_id_depends_on_settings_not_on_seed_or_isolation():
     base = {"task": "classify", "dataset": "synthetic", "input_shape": [1, 28, 28], "epochs": 2, "seed": 0, "isolation": "none"}
-    same = record.config_id({**base, "seed": 5, "isolation": "process"}, ["epochs"])
-    assert record.config_id(base, ["epochs"]) == same
-    assert record.config_id({**base, "epochs": 3}, ["epochs"]) != same
+    same = schema.config_id({**base, "seed": 5, "isolation": "process"}, ["epochs"])
+    assert schema.config_id(base, ["epochs"]) == same
+    assert schema.config_id({**base, "epochs": 3}, ["epochs"]) != same
 
 
 def test_the_loop_throughput_counts_the_epochs_after_the_first():
-    assert record.loop_throughput({"train_samples": 1000, "curve_train_time_s": [3.0, 5.0, 7.0]}) == 500.0  # 2 epochs in 4 s
-    assert record.loop_throughput({"train_samples": 1000, "curve_train_time_s": [3.0]}) is None
+    assert schema.loop_throughput({"train_samples": 1000, "curve_train_time_s": [3.0, 5.0, 7.0]}) == 500.0  # 2 epochs in 4 s
+    assert schema.loop_throughput({"train_samples": 1000, "curve_train_time_s": [3.0]}) is None
 
 
 def test_the_cpu_is_named_with_family_model_stepping_and_its_bf16_instructions():
@@ -63,7 +63,7 @@ def test_the_cpu_is_named_with_family_model_stepping_and_its_bf16_instructions()
 def test_the_record_versions_are_data_and_a_run_writes_the_newest():
     assert [v.number for v in VERSIONS] == list(range(1, len(VERSIONS) + 1))
     assert all(v.what_changed.strip() for v in VERSIONS)
-    assert record.RECORD_VERSION == VERSIONS[-1].number
+    assert schema.RECORD_VERSION == VERSIONS[-1].number
 
 
 def test_records_compare_only_with_records_of_the_same_versions():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.run import devices, shard
+from bench.run import devices, shards
 from bench.results import aggregate, store
 from bench.results import runs
 from bench.results.records import read_records
@@ -59,7 +59,7 @@ def test_a_bad_shard_is_one_line_naming_it(text, tiny_suite, tmp_path, capsys):
 
 
 def test_three_shards_cover_every_pair_once_with_costs_within_2x(tmp_path):
-    from bench import config as configs
+    from bench import configs
     from bench.run import runner
 
     suite = tmp_path / "unequal.toml"
@@ -69,22 +69,22 @@ def test_three_shards_cover_every_pair_once_with_costs_within_2x(tmp_path):
     config = configs.load(str(suite), out=tmp_path)
     data = runner.load_data(config)
     pairs = [(name, "fp32", seed) for name in names for seed in config.seeds]
-    costs = shard.estimate_costs(pairs, config, data)
+    costs = shards.estimate_costs(pairs, config, data)
     per_arch = {name: costs[(name, "fp32", 0)] for name in names}
     assert max(per_arch.values()) > 2 * min(per_arch.values())  # unequal: a split by count alone would not balance
 
-    plans = [shard.plan(pairs, shard.Shard(k, 3), config, data) for k in (1, 2, 3)]
+    plans = [shards.plan(pairs, shards.Shard(k, 3), config, data) for k in (1, 2, 3)]
     assigned = [tuple(p) for plan in plans for p in plan["pairs"]]
     assert sorted(assigned) == sorted(pairs) and len(set(assigned)) == len(pairs)
     loads = [sum(costs[tuple(p)] for p in plan["pairs"]) for plan in plans]
     assert max(loads) < 2 * min(loads), loads
     assert len({plan["sweep"] for plan in plans}) == 1
-    assert plans == [shard.plan(pairs, shard.Shard(k, 3), config, data) for k in (1, 2, 3)]  # deterministic
+    assert plans == [shards.plan(pairs, shards.Shard(k, 3), config, data) for k in (1, 2, 3)]  # deterministic
 
 
 def test_the_split_is_by_cost_not_by_name():
     costs = {("a", "fp32", 0): 10.0, ("b", "fp32", 0): 1.0, ("c", "fp32", 0): 9.0, ("d", "fp32", 0): 2.0}
-    first, second = shard.assign(costs, 2)
+    first, second = shards.assign(costs, 2)
     assert (first, second) == ([("a", "fp32", 0), ("b", "fp32", 0)], [("c", "fp32", 0), ("d", "fp32", 0)])
 
 
@@ -92,18 +92,18 @@ def test_the_split_is_by_cost_not_by_name():
 
 def test_slurm_array_variables_give_the_shard():
     env = {"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "5", "SLURM_ARRAY_TASK_COUNT": "4"}
-    assert str(shard.from_environment(env)) == "3/4"
-    assert str(shard.from_environment({**env, "SLURM_ARRAY_TASK_ID": "5"})) == "1/4"
-    assert shard.from_environment({"SLURM_JOB_ID": "12"}) is None  # a plain job: the whole suite
+    assert str(shards.from_environment(env)) == "3/4"
+    assert str(shards.from_environment({**env, "SLURM_ARRAY_TASK_ID": "5"})) == "1/4"
+    assert shards.from_environment({"SLURM_JOB_ID": "12"}) is None  # a plain job: the whole suite
 
 
 def test_kubernetes_completion_index_needs_a_count():
-    assert str(shard.from_environment({"JOB_COMPLETION_INDEX": "0", shard.SHARD_COUNT_ENV: "3"})) == "1/3"
-    assert str(shard.from_environment({"JOB_COMPLETION_INDEX": "2"}, count=3)) == "3/3"
+    assert str(shards.from_environment({"JOB_COMPLETION_INDEX": "0", shards.SHARD_COUNT_ENV: "3"})) == "1/3"
+    assert str(shards.from_environment({"JOB_COMPLETION_INDEX": "2"}, count=3)) == "3/3"
     with pytest.raises(UserError, match="--shard-count"):
-        shard.from_environment({"JOB_COMPLETION_INDEX": "2"})
+        shards.from_environment({"JOB_COMPLETION_INDEX": "2"})
     with pytest.raises(UserError, match="outside 0..2"):
-        shard.from_environment({"JOB_COMPLETION_INDEX": "3"}, count=3)
+        shards.from_environment({"JOB_COMPLETION_INDEX": "3"}, count=3)
 
 
 def test_a_run_takes_its_shard_from_slurm_and_records_it(tiny_suite, tmp_path, capsys, monkeypatch):

@@ -2,7 +2,7 @@
 which records may be compared.
 
 A records file (`RECORDS`) holds one record per line: a flat JSON object that carries its `record_version`
-(bench.results.record says what the keys hold and writes them). `VERSIONS` is every version with what changed in it;
+(bench.results.schema says what the keys hold and writes them). `VERSIONS` is every version with what changed in it;
 records of different versions were measured by different harness code, and `comparable` is where that
 decides whether two sets of records may be compared (the report's speedups and summary lines, the Pareto
 fronts, the regression gate).

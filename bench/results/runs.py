@@ -1,7 +1,7 @@
 """The runs that report and compare read: each records file given is a run of its own, except the shards of one
 sweep (`archbench run --shard K/N`), which are read together as one run that says which pairs none of them holds.
 
-A shard's run.json keeps its sweep's id and every pair of the sweep (bench.run.shard plans them).
+A shard's run.json keeps its sweep's id and every pair of the sweep (bench.run.shards plans them).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from . import store
 from ..errors import UserError
-from .record import Pair, pair
+from .schema import Pair, pair
 from .records import read_records
 
 

@@ -1,5 +1,5 @@
 """Where and how a run's figures were taken: software versions, hardware, the archbench commit and the command
-line, captured once per run into run.json and every record (`bench.results.record.ENVIRONMENT_KEYS`)."""
+line, captured once per run into run.json and every record (`bench.results.schema.ENVIRONMENT_KEYS`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]  # bench/run/environment.py -
 
 
 def capture(device: torch.device, command: str | None = None) -> dict[str, Any]:
-    """The environment of this process running on `device`: the keys `bench.results.record.ENVIRONMENT_KEYS`.
+    """The environment of this process running on `device`: the keys `bench.results.schema.ENVIRONMENT_KEYS`.
 
     `command` defaults to this process's own command line.
     """

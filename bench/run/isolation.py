@@ -31,9 +31,9 @@ from tqdm import tqdm
 
 import architectures
 
-from .. import data as datasets
+from ..data import datasets
 from . import runner
-from ..config import RunConfig
+from ..configs import RunConfig
 
 STDERR_LINES = 40  # how many of a failed child's last stderr lines its record keeps (a crash's stack fits)
 

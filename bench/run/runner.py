@@ -25,13 +25,13 @@ from tqdm import tqdm
 
 import architectures
 
-from .. import data as datasets
-from .. import config as configs
+from ..data import datasets
+from .. import configs
 from ..measure import load, memory, phases
-from ..results import record as records
-from . import shard as shards
+from ..results import schema
+from . import shards
 from ..results import store
-from ..config import RunConfig
+from ..configs import RunConfig
 from .environment import capture
 from ..errors import UserError
 from ..measure.modes import Mode, compile_seconds, fresh_compiler
@@ -60,8 +60,8 @@ class Job:
     shard: str | None = None  # "K/N" of a sharded sweep
 
     def start_record(self, world_size: int = 1) -> dict[str, Any]:
-        """The fields this pair's record starts with (bench.results.record.start); `failed` until a run says otherwise."""
-        return records.start(
+        """The fields this pair's record starts with (bench.results.schema.start); `failed` until a run says otherwise."""
+        return schema.start(
             self.name, self.seed, run_id=self.run_dir.name, suite=self.config.suite, data=self.data,
             device=self.device, settings=self.config.tasks.get(architectures.get_spec(self.name).task),
             measure=self.config.measure, mode=self.mode, world_size=world_size, isolation=self.isolation,
@@ -170,7 +170,7 @@ def run_suite(
 
     With `resume`, that run folder is reopened and the pairs it already holds as ok or diverged (and, unless
     `retry_failed`, as failed) are skipped, and a sharded run keeps to the pairs its run.json assigned it.
-    With `shard`, only that part of the pairs runs (bench.run.shard) and run.json records the plan. `command` is
+    With `shard`, only that part of the pairs runs (bench.run.shards) and run.json records the plan. `command` is
     the command line recorded with every record (default: this process's). `profile` gets each record written
 and the seconds before the first pair. Raises Interrupted on SIGINT or SIGTERM once the running pair is stopped.
     """
@@ -198,7 +198,7 @@ and the seconds before the first pair. Raises Interrupted on SIGINT or SIGTERM o
             run_dir = _new_run(config, info)
         else:
             run_dir = resume
-            done = {records.pair(r): r["status"] for r in read_records(run_dir / RECORDS)}
+            done = {schema.pair(r): r["status"] for r in read_records(run_dir / RECORDS)}
     run_dir = strategy.agree(run_dir)
     todo = [p for p in pairs if p not in done or (retry_failed and done[p] not in FINISHED)]
     quiet = config.quiet or not strategy.writes or not sys.stderr.isatty()
@@ -229,7 +229,7 @@ and the seconds before the first pair. Raises Interrupted on SIGINT or SIGTERM o
             record.update(environment)
             if profile is not None:
                 profile.add(record)
-            retried = (lambda r, this=pair: records.pair(r) == this) if pair in done else None
+            retried = (lambda r, this=pair: schema.pair(r) == this) if pair in done else None
             store.append_record(run_dir, record, replacing=retried)
             echo(summary(record))
         finished += 1
@@ -313,7 +313,7 @@ def _run_pair(
     with load.machine_load() as machine:
         try:
             _build_and_run(job, spec.task, settings, group, train, record)
-            record.update(status="ok", train_loop_throughput=records.loop_throughput(record))
+            record.update(status="ok", train_loop_throughput=schema.loop_throughput(record))
         except Diverged as error:
             record.update(status="diverged", error=str(error), diverged_step=error.step)
         except Exception as error:

@@ -34,9 +34,9 @@ from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 import architectures
 
-from ... import data as datasets
+from ...data import datasets
 from .. import isolation, runner
-from ...config import RunConfig
+from ...configs import RunConfig
 from ...errors import UserError
 from ...tasks import TASKS
 from . import Options, failures, rank

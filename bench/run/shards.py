@@ -24,7 +24,7 @@ import architectures
 
 from ..measure import counts
 from ..errors import UserError
-from ..results.record import Pair
+from ..results.schema import Pair
 
 SHARD_COUNT_ENV = "ARCHBENCH_SHARD_COUNT"  # the count that goes with Kubernetes' JOB_COMPLETION_INDEX
 LOCAL_SETTINGS = ("out", "data_root", "download", "quiet", "strict")  # may differ between shards of one sweep

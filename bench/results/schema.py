@@ -1,4 +1,4 @@
-"""The record: one flat JSON object per (architecture, seed), the contract between runs, reports and the gate.
+"""The record's schema: one flat JSON object per (architecture, seed), the contract between runs, reports and the gate.
 
 A record starts with the fields `start` gives it (identity, data, settings, provenance, `config_id`, and
 `record_version`); its task loop adds the task's figures (the task table's `keys`, bench.tasks), the runner
