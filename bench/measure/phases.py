@@ -77,12 +77,12 @@ def phase(name: str, absorb: bool = False) -> contextlib.AbstractContextManager[
     return _clock.phase(name, absorb) if _clock is not None else contextlib.nullcontext()
 
 
-def add(totals: dict[str, float], more: dict[str, float]) -> dict[str, float]:
+def summed(totals: dict[str, float], more: dict[str, float]) -> dict[str, float]:
     """`totals` and `more` summed phase by phase, in PHASES' order."""
-    summed = dict(totals)
+    both = dict(totals)
     for name, seconds in more.items():
-        summed[name] = summed.get(name, 0.0) + seconds
-    return {name: summed[name] for name in sorted(summed, key=_order)}
+        both[name] = both.get(name, 0.0) + seconds
+    return {name: both[name] for name in sorted(both, key=_order)}
 
 
 @dataclass
@@ -98,7 +98,7 @@ class SuiteProfile:
     pairs: int = 0
 
     def add(self, record: dict) -> None:
-        self.phase_s = add(self.phase_s, record.get("phase_s") or {})
+        self.phase_s = summed(self.phase_s, record.get("phase_s") or {})
         self.pair_wall_s += record.get("pair_wall_s") or 0.0
         self.pairs += 1
 
