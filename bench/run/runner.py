@@ -172,7 +172,7 @@ def run_suite(
     `retry_failed`, as failed) are skipped, and a sharded run keeps to the pairs its run.json assigned it.
     With `shard`, only that part of the pairs runs (bench.run.shards) and run.json records the plan. `command` is
     the command line recorded with every record (default: this process's). `profile` gets each record written
-and the seconds before the first pair. Raises Interrupted on SIGINT or SIGTERM once the running pair is stopped.
+    and the seconds before the first pair. Raises Interrupted on SIGINT or SIGTERM once the running pair is stopped.
     """
     strategy = strategy or Strategy()
     echo = echo if strategy.writes else (lambda line: None)

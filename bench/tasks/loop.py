@@ -189,7 +189,7 @@ class Budget:
 
     @property
     def limited(self) -> bool:
-        return self.settings.budget_s is not None or self.settings.budget_flops is not None
+        return self.settings.budgeted
 
     def spent(self) -> bool:
         if self.settings.budget_flops is not None:
@@ -250,8 +250,7 @@ def training_windows(
     `record`'s training throughput; none in a compiling mode, where a copy of the compiled model would call the
     original."""
     settings = context.measure if not context.mode.compile else dataclasses.replace(context.measure, window_repeats=0)
-    budgeted = training.budget_s is not None or training.budget_flops is not None
-    planned = None if budgeted else training.epochs * steps_per_epoch
+    planned = None if training.budgeted else training.epochs * steps_per_epoch
     return throughput.TrainingWindows(make_step, items_per_step, steps_per_epoch, context.device, settings, record, planned)
 
 

@@ -31,6 +31,11 @@ class TrainingSettings:
     weight_decay: float = 0.0
     schedule: str = "constant"
 
+    @property
+    def budgeted(self) -> bool:
+        """Whether training stops at a budget of seconds or FLOPs rather than after `epochs`."""
+        return self.budget_s is not None or self.budget_flops is not None
+
     def problems(self) -> list[str]:
         """Human-readable reasons these settings are impossible; empty when they are fine."""
         found = []
