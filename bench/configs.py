@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,8 @@ class RunConfig:
     compile_backend: str = "inductor"
     reference: str | None = None  # the architecture the report compares every other one with (default: each table's first)
     tasks: dict[str, TrainingSettings] = field(default_factory=lambda: {n: t.settings() for n, t in TASKS.items()})
+    # task -> architecture name or wildcard -> the settings it changes: a suite's `[classify.resnet18]` tables
+    per_architecture: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     measure: MeasureSettings = field(default_factory=MeasureSettings)
     fid: FidSettings = field(default_factory=FidSettings)
     device: str = "auto"
@@ -72,6 +75,23 @@ class RunConfig:
     out: Path = store.DEFAULT_OUT
     strict: bool = False
     quiet: bool = False
+
+    def settings_of(self, name: str) -> TrainingSettings | None:
+        """The settings architecture `name` trains with: its task's table, changed by each of the task's
+        per-architecture tables whose name or wildcard matches `name`, in the suite's order."""
+        task = architectures.get_spec(name).task
+        if task not in self.tasks:
+            return None
+        tables = self.per_architecture.get(task, {})
+        changes = {k: v for pattern, table in tables.items() if fnmatch.fnmatchcase(name, pattern) for k, v in table.items()}
+        return dataclasses.replace(self.tasks[task], **changes)
+
+    def every_settings(self) -> list[TrainingSettings]:
+        """Every task's settings and every per-architecture variant of them, for checks that hold for all."""
+        return [*self.tasks.values(), *(
+            dataclasses.replace(self.tasks[task], **changes)
+            for task, tables in self.per_architecture.items() for changes in tables.values()
+        )]
 
 
 def suite_names() -> list[str]:
@@ -100,8 +120,8 @@ def load(
 ) -> RunConfig:
     """The RunConfig of `suite`, with command-line `overrides` (None means "not given") applied on top.
 
-    `epochs` and `batch_size` override every task's settings. Raises UserError for a malformed suite
-    or impossible settings.
+    `epochs` and `batch_size` override every task's settings, per-architecture ones included. Raises
+    UserError for a malformed suite or impossible settings.
     """
     path = suite_path(suite)
     config = _from_table(tomlfile.read(path, "suite"), path)
@@ -109,9 +129,13 @@ def load(
     for key, value in overrides.items():
         if value is not None:
             setattr(config, key, value)
+    changes = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size)) if v is not None}
     for name, settings in config.tasks.items():
-        changes = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size)) if v is not None}
         config.tasks[name] = _checked(dataclasses.replace(settings, **changes), f"[{name}]")
+    for tables in config.per_architecture.values():
+        for table in tables.values():
+            for key in changes:
+                table.pop(key, None)
     _check(config)
     return config
 
@@ -131,7 +155,12 @@ def _from_table(table: dict[str, Any], path: Path) -> RunConfig:
         else:
             setattr(config, key, value)
     for name, task in TASKS.items():
-        config.tasks[name] = _settings(task.settings, table.get(name, {}), f"suite {path}: [{name}]")
+        where, section = f"suite {path}: [{name}]", table.get(name, {})
+        config.tasks[name] = _settings(task.settings, {k: v for k, v in section.items() if not isinstance(v, dict)}, where)
+        config.per_architecture[name] = {
+            pattern: _architecture_changes(config.tasks[name], name, pattern, changes, f"suite {path}: [{name}.{pattern}]")
+            for pattern, changes in section.items() if isinstance(changes, dict)
+        }
     config.measure = _settings(MeasureSettings, table.get("measure", {}), f"suite {path}: [measure]")
     config.fid = _fid_settings(table.get("fid", {}), f"suite {path}: [fid]")
     return config
@@ -146,6 +175,25 @@ def _settings(cls: type, table: dict[str, Any], where: str):
             raise UserError(f"{where}: unknown key {key!r} (valid: {', '.join(fields)})")
         values[key] = _typed(value, str(fields[key].type), f"{where} {key}")
     return _checked(cls(**values), where)
+
+
+def _architecture_changes(
+    settings: TrainingSettings, task: str, pattern: str, table: dict[str, Any], where: str, named: bool = True
+) -> dict[str, Any]:
+    """The settings a per-architecture table `[task.pattern]` changes, keys and values checked, and the
+    settings they make checked too; with `named`, `pattern` must match one of the task's architectures."""
+    if named:
+        valid = architectures.list_architectures(task=task)
+        if not fnmatch.filter(valid, pattern):
+            raise UserError(f"{where}: {pattern!r} matches no {task} architecture (valid: {', '.join(valid)})")
+    fields = {f.name: f for f in dataclasses.fields(settings)}
+    changes = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise UserError(f"{where}: unknown key {key!r} (valid: {', '.join(fields)})")
+        changes[key] = _typed(value, str(fields[key].type), f"{where} {key}")
+    _checked(dataclasses.replace(settings, **changes), where)
+    return changes
 
 
 def _fid_settings(table: dict[str, Any], where: str) -> FidSettings:
@@ -222,12 +270,18 @@ def modes(config: RunConfig) -> list[Mode]:
 
 def from_dict(table: dict[str, Any]) -> RunConfig:
     """The RunConfig a run recorded in its run.json (`dataclasses.asdict` of it), for `archbench run --resume`."""
-    plain = {f.name for f in dataclasses.fields(RunConfig)} - {"tasks", "measure", "fid", "out"}
+    plain = {f.name for f in dataclasses.fields(RunConfig)} - {"tasks", "per_architecture", "measure", "fid", "out"}
     config = RunConfig(**{k: v for k, v in table.items() if k in plain})
     config.out = Path(table.get("out", store.DEFAULT_OUT))
     for name, settings in table.get("tasks", {}).items():
         if name in TASKS:
             config.tasks[name] = _settings(TASKS[name].settings, settings, f"[{name}]")
+    for name, tables in table.get("per_architecture", {}).items():
+        if name in TASKS:  # the architectures' plugins are not loaded yet: names are not checked again
+            config.per_architecture[name] = {
+                pattern: _architecture_changes(config.tasks[name], name, pattern, changes, f"[{name}.{pattern}]", named=False)
+                for pattern, changes in tables.items()
+            }
     config.measure = _settings(MeasureSettings, table.get("measure", {}), "[measure]")
     config.fid = _fid_settings(table.get("fid", {}), "[fid]")
     return config

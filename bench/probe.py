@@ -87,7 +87,7 @@ def _wait_for_turn() -> None:
 def probe(name: str, config: configs.RunConfig, data, device: torch.device, mode, seed: int, scratch: Path) -> dict:
     """The cost figures of architecture `name` as one JSON-able dict; a failure is `status: failed` with its error."""
     spec = architectures.get_spec(name)
-    settings = config.tasks[spec.task]
+    settings = config.settings_of(name)
     result = {"probe_version": PROBE_VERSION, "architecture": name, "mode": mode.name, "status": "ok", "error": None,
               "bench_file": __file__, "threads": torch.get_num_threads()}
     try:

@@ -1,10 +1,13 @@
 """The command line end to end: real runs of tiny suites, real files, and every bad input's one-line error."""
 
+import dataclasses
+import json
 import subprocess
 import sys
 
 import pytest
 
+from bench import configs
 from bench.data import datasets
 from bench.cli import main
 from support.cli import run_cli, run_records
@@ -54,6 +57,29 @@ def test_flags_override_the_suite(tiny_suite, tmp_path, capsys):
     got = run_records(tmp_path)
     assert [(r["architecture"], r["seed"]) for r in got] == [("cnn-bn", 3), ("cnn-bn", 4)]
     assert {(r["epochs"], r["batch_size"], r["train_samples"]) for r in got} == {(1, 8, 40)}
+
+
+def test_a_per_architecture_table_changes_that_architecture_only_and_a_resume_keeps_it(tiny_suite, tmp_path, capsys):
+    suite = tiny_suite("cnn-baseline", "cnn-bn", extra='[classify.cnn-bn]\nepochs = 1\n[classify."cnn-b*"]\nlr = 0.002\n')
+    config = configs.load(str(suite), out=tmp_path)
+    assert (config.settings_of("cnn-baseline").epochs, config.settings_of("cnn-baseline").lr) == (2, 0.002)
+    assert (config.settings_of("cnn-bn").epochs, config.settings_of("cnn-bn").lr) == (1, 0.002)
+    assert configs.from_dict(dataclasses.asdict(config)).settings_of("cnn-bn") == config.settings_of("cnn-bn")
+    assert configs.load(str(suite), out=tmp_path, epochs=3).settings_of("cnn-bn").epochs == 3  # the flag wins
+
+    argv = ["run", "--suite", suite, "--out", tmp_path / "runs", "--quiet", "--isolation", "none", "--limit-train", "32"]
+    code, _, err = run_cli(capsys, *argv, "--arch", "cnn-bn")
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    info = json.loads((run_dir / "run.json").read_text())
+    info["config"]["architectures"] = ["cnn-baseline", "cnn-bn"]  # the resume adds the pair the first run left out
+    (run_dir / "run.json").write_text(json.dumps(info))
+    code, _, err = run_cli(capsys, "run", "--resume", run_dir, "--quiet", "--isolation", "process")
+    assert code == 0, err
+    got = {r["architecture"]: r for r in run_records(tmp_path / "runs")}
+    assert {name: (r["epochs"], r["lr"], r["steps_trained"]) for name, r in got.items()} == {
+        "cnn-bn": (1, 0.002, 2), "cnn-baseline": (2, 0.002, 4),
+    }
 
 
 @pytest.mark.slow
@@ -144,6 +170,9 @@ def test_missing_data_files_say_where_and_how(tmp_path, monkeypatch, capsys):
         ('[classify]\noptimizer = "lion"\n', "unknown optimizer 'lion' \\(valid: sgd, adam, adamw\\)"),
         ('[measure]\nrepeats = 2\n', "repeats must be at least 5"),
         ('architectures = "cnn-*"\n', "architectures must be a list"),
+        ('[classify.resnt18]\nepochs = 2\n', r"\[classify.resnt18\]: 'resnt18' matches no classify architecture \(valid: .*resnet18"),
+        ('[classify.resnet18]\nepoch = 2\n', r"\[classify.resnet18\]: unknown key 'epoch'"),
+        ('[vae."vae-*"]\nlr = 0\n', r"\[vae.vae-\*\]: lr must be positive, got 0"),
     ],
 )
 def test_malformed_suites_give_one_line_naming_the_file(text, message, tmp_path, capsys):

@@ -63,7 +63,7 @@ class Job:
         """The fields this pair's record starts with (bench.results.schema.start); `failed` until a run says otherwise."""
         return schema.start(
             self.name, self.seed, run_id=self.run_dir.name, suite=self.config.suite, data=self.data,
-            device=self.device, settings=self.config.tasks.get(architectures.get_spec(self.name).task),
+            device=self.device, settings=self.config.settings_of(self.name),
             measure=self.config.measure, mode=self.mode, world_size=world_size, isolation=self.isolation,
             shard=self.shard,
         )
@@ -85,6 +85,10 @@ class Strategy:
     def select(self, names: list[str], echo: Callable[[str], None]) -> list[str]:
         """The architectures of `names` this strategy can run (echoing why it skips others)."""
         return names
+
+    def prepare(self, names: list[str]) -> None:
+        """Called once with the architectures the suite runs, before the data is loaded: a strategy that starts
+        processes can start what they share (bench.run.isolation) meanwhile."""
 
     def device(self, config: RunConfig) -> torch.device:
         return resolve_device(config.device)
@@ -177,6 +181,7 @@ def run_suite(
     strategy = strategy or Strategy()
     echo = echo if strategy.writes else (lambda line: None)
     names = _architectures(config, strategy, echo)
+    strategy.prepare(names)
     device = strategy.device(config)
     modes = _modes(config, strategy, device)
     data = strategy.load(config, device)
@@ -264,7 +269,7 @@ def _modes(config: RunConfig, strategy: Strategy, device: torch.device) -> dict[
     modes = {mode.name: mode.resolved(device) for mode in configs.modes(config)}
     if not strategy.compiles and any(mode.compile for mode in modes.values()):
         raise UserError("compiling modes are not supported in data-parallel runs (--nproc, torchrun); drop compile")
-    budgeted = [f"[{task}] {key}" for task, settings in config.tasks.items() for key in ("budget_s", "budget_flops")
+    budgeted = [key for settings in config.every_settings() for key in ("budget_s", "budget_flops")
                 if getattr(settings, key, None) is not None]
     if not strategy.budgets and budgeted:
         raise UserError(f"training budgets are not supported in data-parallel runs (--nproc, torchrun): {budgeted[0]}; use epochs")
@@ -304,7 +309,7 @@ def _run_pair(
 ) -> dict[str, Any]:
     config, device = job.config, job.device
     spec = architectures.get_spec(job.name)
-    settings = config.tasks.get(spec.task)
+    settings = config.settings_of(job.name)
     record = job.start_record(group.world_size if group else 1)
     record.update(extra or {}, allocator=memory.steady_allocator())
     if job.mode.compile:

@@ -110,13 +110,13 @@ def estimate_costs(pairs: list[Pair], config: Any, data: Any) -> dict[Pair, floa
         per_sample = {name: _flops_per_sample(name, config, data) for name in dict.fromkeys(p[0] for p in pairs)}
     samples = len(data.train_x)
     return {
-        pair: float(per_sample[pair[0]] * samples * getattr(config.tasks.get(architectures.get_spec(pair[0]).task), "epochs", 1))
+        pair: float(per_sample[pair[0]] * samples * getattr(config.settings_of(pair[0]), "epochs", 1))
         for pair in pairs
     }
 
 
 def _flops_per_sample(name: str, config: Any, data: Any) -> int:
-    settings = config.tasks.get(architectures.get_spec(name).task)
+    settings = config.settings_of(name)
     overrides = settings.model_overrides() if settings else {}
     try:
         model = architectures.create(name, data.input_shape, data.num_classes, **overrides).eval()

@@ -69,7 +69,7 @@ class _DataParallel(runner.Strategy):
         return {"isolation": self.isolation, "distributed": dataclasses.asdict(self.options)}
 
     def fields(self, job: runner.Job, world_size: int, threads: int) -> dict[str, Any]:
-        batch_size = job.config.tasks[architectures.get_spec(job.name).task].batch_size
+        batch_size = job.config.settings_of(job.name).batch_size
         return {
             "backend": self.options.backend,
             "global_batch_size": batch_size * world_size,
