@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .results import store
-from .errors import UserError
+from .errors import Terminated, UserError
 from .results import runs
-from .results.records import RECORDS, named, read_records
+from .results.records import RECORDS, distinct, named, read_records, shared
 
 if TYPE_CHECKING:
     from .configs import RunConfig
@@ -180,7 +180,7 @@ def _add_ab(paired: argparse.ArgumentParser) -> None:
     paired.add_argument("--tolerance", type=_fraction, default=None, metavar="F",
                         help="throughput and latency, e.g. 0.05: 5%% (default)")
     paired.add_argument("--memory-tolerance", type=_fraction, default=None, metavar="F", help="peak memory (default 0.20)")
-    paired.add_argument("--budget", type=_positive_number, default=420.0, metavar="S", help="seconds of rounds at most (default 420)")
+    paired.add_argument("--budget", type=_positive_number, default=420.0, metavar="S", help="seconds of rounds at most once the --min-rounds every verdict needs are done (default 420)")
     paired.add_argument("--min-rounds", type=_positive_int, default=6, metavar="N", help="rounds before judging (default 6, the fewest for a 95%% interval)")
     paired.add_argument("--max-rounds", type=_positive_int, default=40, metavar="N", help="default 40")
     paired.add_argument("--calibrate", action="store_true", help="A/A: BASE on both sides, every round the budget "
@@ -226,9 +226,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    args = build_parser(argv[0] if argv else None).parse_args(argv)
-    args.command_line = shlex.join(["archbench", *argv])
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
+        args = build_parser(argv[0] if argv else None).parse_args(argv)
+        args.command_line = shlex.join(["archbench", *argv])
         if getattr(args, "arch_module", None):
             import architectures
 
@@ -241,6 +243,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("archbench: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("archbench: terminated (SIGTERM)", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -312,8 +320,6 @@ def _run(args: argparse.Namespace) -> int:
         shard = shards.parse(args.shard) if args.shard else shards.from_environment(count=args.shard_count)
     echo = (lambda line: None) if config.quiet else print
     profile = phases.SuiteProfile() if args.profile else None
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         run_dir = runner.run_suite(
             config, strategy, echo, args.command_line, arch_modules, resume=args.resume, retry_failed=args.retry_failed,
@@ -322,15 +328,16 @@ def _run(args: argparse.Namespace) -> int:
     except runner.Interrupted as interrupted:
         print(f"archbench: {interrupted}", file=sys.stderr)
         return interrupted.exit_code
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     if run_dir is None:  # a rank other than 0 under torchrun; rank 0 prints the tables
         return 0
 
     records = read_records(run_dir / RECORDS)
     print(f"\n{report.tables(records)}\n")
-    print(f"records: {run_dir / RECORDS}\nreport: {report.write_report(records, run_dir)}")
+    try:
+        written = report.write_report(records, run_dir)
+    except UserError as error:
+        raise UserError(f"{error}; the records are whole: `archbench report {run_dir}` writes the report again") from None
+    print(f"records: {run_dir / RECORDS}\nreport: {written}")
     failed = [named(r["architecture"], r.get("mode")) for r in records if r["status"] != "ok"]
     if profile is not None:
         print(f"\n{profile.render(phases.process_age_s())}")
@@ -373,10 +380,8 @@ def _resumed(args: argparse.Namespace):
     from .run import parallel
 
     info = store.read_run_info(args.resume) if args.resume.is_dir() else {}
-    if not (args.resume / RECORDS).is_file() or "config" not in info:
-        raise UserError(
-            f"--resume {args.resume}: not a run folder (no {store.RUN_INFO} with a configuration and {RECORDS})"
-        )
+    if "config" not in info:  # a run stopped before its first record has no records file yet
+        raise UserError(f"--resume {args.resume}: not a run folder (no {store.RUN_INFO} with a configuration)")
     given = [flag for flag in _CONFIGURING_FLAGS if getattr(args, flag) not in (None, False, [])]
     if args.suite == configs.DEFAULT_SUITE:
         given = [flag for flag in given if flag != "suite"]
@@ -386,7 +391,12 @@ def _resumed(args: argparse.Namespace):
         raise UserError(f"{flag} cannot change a resumed run; --resume takes the configuration from {where}")
     config = configs.from_dict(info["config"])
     config.quiet, config.strict = bool(args.quiet), bool(args.strict)  # how to show the run, not what it measures
-    arch_modules = tuple(info.get("arch_modules", []))
+    started_in = Path(info.get("working_dir") or ".")  # plugin paths and module names are as given there
+    if str(started_in) not in sys.path:
+        sys.path.insert(0, str(started_in))
+    arch_modules = tuple(
+        str(started_in / module) if module.endswith(".py") else module for module in info.get("arch_modules", [])
+    )
     for module in arch_modules:
         architectures.load_module(module)
     distributed = info.get("distributed")
@@ -441,16 +451,14 @@ def _ab(args: argparse.Namespace) -> int:
 
 
 def _terminate(signum, frame):
-    from .run import runner
-
-    raise runner.Terminated()
+    raise Terminated()
 
 
 def _report(args: argparse.Namespace) -> int:
     from .results import report
 
     paths = [store.records_path(run, args.out) for run in args.runs or [None]]
-    records = [record for run in _merged(paths) for record in run.records]
+    records = distinct([(", ".join(map(str, run.paths)), run.records) for run in _merged(paths)])
     if not records:
         raise UserError(f"{', '.join(map(str, paths))}: no records")
     output = store.writable_folder(args.output, "--output") if args.output else paths[-1].parent
@@ -470,7 +478,11 @@ def _compare(args: argparse.Namespace) -> int:
     from .gate import compare
 
     baseline = read_records(store.records_path(args.baseline, args.out))
-    candidates = [run.records for run in _merged([store.records_path(run, args.out) for run in args.candidates])]
+    merged = _merged([store.records_path(run, args.out) for run in args.candidates])
+    twice = shared([(", ".join(map(str, run.paths)), run.records) for run in merged])
+    if twice:
+        raise UserError(f"{twice[0]} and {twice[1]} hold the same records: a run given twice does not reproduce itself")
+    candidates = [run.records for run in merged]
     names = {record["architecture"] for run in (baseline, *candidates) for record in run}
     tolerances = compare.load_tolerances(args.tolerances, names)
     compare.check_accepted(args.accept, names)

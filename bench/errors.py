@@ -8,6 +8,10 @@ class UserError(Exception):
     """A mistake in the user's input (names, files, settings), reported without a traceback."""
 
 
+class Terminated(BaseException):
+    """Raised in the main thread when SIGTERM arrives, so that a command stops and cleans up as on Ctrl-C."""
+
+
 def json_kind(value: Any) -> str:
     """What a JSON value is, as a message names it: "an object", "an array", "a string", "true/false", "null"
     or "a number"."""

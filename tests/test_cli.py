@@ -126,7 +126,7 @@ def test_report_prints_the_newest_run_and_writes_a_csv(tiny_suite, tmp_path, cap
     code, out, _ = run_cli(capsys, "report", "--out", tmp_path)
     assert code == 0 and " cnn-baseline " in out
     (csv,) = tmp_path.glob("*/records.csv")
-    assert csv.read_text().startswith("record_version,run_id,")
+    assert csv.read_text().startswith("record_version,record_id,run_id,")
 
 
 BAD_INPUTS = [

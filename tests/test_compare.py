@@ -358,7 +358,7 @@ def test_what_a_later_rerun_lacks_is_kept_not_called_noise():
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda p: p.write_text('{"architecture": "x"\n'), "corrupt record"),
+        (lambda p: p.write_text('{"architecture": "x"\n{}\n'), "corrupt record"),
         (lambda p: p.write_text(json.dumps({"architecture": "other", "task": "classify", "dataset": "d", "status": "ok", "config_id": "c"}) + "\n"), "nothing in common"),
         (lambda p: None, "no run records at"),
     ],

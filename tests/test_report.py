@@ -114,13 +114,15 @@ def test_report_of_several_runs_and_html_page(small_run, tmp_path, capsys):
     assert main(["report", str(small_run), str(records_file), "--output", str(tmp_path), "--html"]) == 0
     page = (tmp_path / "REPORT.html").read_text()
     assert page.count("data:image/png;base64,") == 4 and "<table>" in page
-    assert "cnn-baseline" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "cnn-baseline" in captured.out
     seeds = {json.loads(line)["seed"] for line in records_file.read_text().splitlines()}
     assert seeds == {0, 1}
-    # The same two seeds read twice: the page is of both, four records per configuration.
-    assert (tmp_path / "records.csv").read_text().count("\n") == 1 + 8
-    headers, body = report.table_cells(aggregate.aggregate(read_records(records_file) * 2))
-    assert {dict(zip(headers, cells))["seeds"] for cells in body} == {"4"}
+    # The same run given twice (its folder, then its records file): each record counted once, said on stderr.
+    assert (tmp_path / "records.csv").read_text().count("\n") == 1 + 4
+    assert "4 record(s) from " in captured.err and "each counted once" in captured.err
+    headers, body = report.table_cells(aggregate.aggregate(read_records(records_file)))
+    assert {dict(zip(headers, cells))["seeds"] for cells in body} == {"2"}
 
 
 def test_a_moved_run_folder_keeps_its_sample_grids_in_the_report(tmp_path):

@@ -5,6 +5,7 @@ Every function takes aggregated rows (bench.results.aggregate.Row) and writes on
 
 from __future__ import annotations
 
+import io
 import statistics
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from matplotlib import ticker  # noqa: E402
 
 from .aggregate import COST_KEY, COST_LABEL, Row, TaskView, finite  # noqa: E402
 from .records import versions_text  # noqa: E402
+from .store import write_whole  # noqa: E402
 
 DPI = 110
 
@@ -154,6 +156,7 @@ def _log_if_wide(ax, values: list[float], axis: str) -> None:
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
-    return path
+    return write_whole(path, image.getvalue())

@@ -11,6 +11,7 @@ fronts, the regression gate).
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -72,7 +73,8 @@ VERSIONS = (
         "of fp32 cnn-wide faulted 90 MB of pages in at every step and its windows ran 9% below the loop. Added "
         "within 8, as keys and a setting that change no figure's meaning: `phase_s` and `pair_wall_s` (where the "
         "pair's time went), and `min_windows` (where windows fall; a window during training warms up for one step "
-        "and 0.05 s, not two steps: every quick-suite row's windows stayed within 10% of its loop).",
+        "and 0.05 s, not two steps: every quick-suite row's windows stayed within 10% of its loop), and "
+        "`record_id` (what makes a record the same record wherever it is read).",
     ),
 )
 
@@ -84,13 +86,34 @@ def named(architecture: str, mode: str | None) -> str:
     return architecture if mode == "fp32" else f"{architecture} ({mode})"
 
 
+def torn_tail(content: bytes) -> int:
+    """Where the torn last line of a records file's `content` starts (len(content) when there is none).
+
+    Records are appended a whole line at a time, so a crash or a full disk can only leave the last line
+    short, and a short line does not parse as a JSON object: a record's last character is its closing
+    brace. A last line that parses but lacks its newline is a whole record, not torn (the appender adds the
+    newline). Only the last line can be torn; a bad line before it is a corrupt file."""
+    body = content.rstrip(b"\n")
+    start = body.rfind(b"\n") + 1
+    last = body[start:]
+    if not last.strip():
+        return len(content)
+    try:
+        return len(content) if isinstance(json.loads(last.decode("utf-8")), dict) else start
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return start
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
     """Every record of a records file; a line that is no record is a UserError naming file and line.
 
     Each non-blank line must be UTF-8 text holding one JSON object with the keys `REQUIRED_KEYS` (strings).
-    A file a record names (`FILE_KEYS`) that is gone from where it was written but lies beside the records
-    file is named there: a run folder that was moved or copied keeps its files. An unreadable file is a
-    UserError naming it.
+    A torn last line (`torn_tail`) is left out with a one-line warning on stderr: `archbench run --resume`
+    sets it aside and reruns its pair. A record found twice (the same `record_id`, or, in records older
+    than it, the same content) is read once, said on stderr; two records of one pair (architecture, mode,
+    seed) from one run (`run_id`) is a UserError naming both lines. A file a record names (`FILE_KEYS`) that is gone from where it
+    was written but lies beside the records file is named there: a run folder that was moved or copied
+    keeps its files. An unreadable file is a UserError naming it.
     """
     try:
         content = Path(path).read_bytes()
@@ -98,8 +121,16 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         raise UserError(f"{path}: is a folder, expected a records file ({RECORDS})") from None
     except OSError as error:
         raise UserError(f"{path}: cannot read: {error.strerror or error}") from None
-    records = []
-    for number, raw in enumerate(content.split(b"\n"), 1):
+    cut = torn_tail(content)
+    if cut < len(content):
+        number = content.count(b"\n", 0, cut) + 1
+        print(
+            f"archbench: warning: {path}:{number}: torn last line ({len(content) - cut} bytes) left out; "
+            f"`archbench run --resume {Path(path).parent}` sets it aside and reruns its pair",
+            file=sys.stderr,
+        )
+    records, seen, lines = [], set(), {}
+    for number, raw in enumerate(content[:cut].split(b"\n"), 1):
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as error:
@@ -124,8 +155,56 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         wrong = next((key for key in REQUIRED_KEYS if not isinstance(record[key], str)), None)
         if wrong:
             raise UserError(f"{path}:{number}: record key {wrong!r} must be a string, got {json_kind(record[wrong])}")
+        if identity(record) in seen:
+            continue
+        about = (record.get("run_id"), record["architecture"], record.get("mode") or "fp32", record.get("seed"))
+        if about in lines:  # a baseline pools several runs: one record per pair and run
+            _, name, mode, seed = about
+            raise UserError(
+                f"{path}:{lines[about]} and {path}:{number}: two records of {named(name, mode)} seed {seed} in one run; "
+                "a run records each pair once (keep the one you trust)"
+            )
+        seen.add(identity(record))
+        lines[about] = number
         records.append(_relocated(record, Path(path).parent))
+    repeated = sum(1 for raw in content[:cut].split(b"\n") if raw.strip()) - len(records)
+    if repeated:
+        print(f"archbench: {path}: {repeated} record(s) found twice in it, each read once", file=sys.stderr)
     return records
+
+
+def identity(record: dict[str, Any]) -> str:
+    """What makes two records the same record: its `record_id`, or, in records older than ids, its content."""
+    found = record.get("record_id")
+    return found if isinstance(found, str) else json.dumps(record, sort_keys=True)
+
+
+def distinct(sources: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """The records of several `sources` (name, records) pooled, each record once: a record that arrives from
+    two sources (the same run given twice, or two files holding copies) is counted once, said on stderr."""
+    pooled, first, twice = [], {}, {}
+    for name, records in sources:
+        for record in records:
+            key = identity(record)
+            if key in first:
+                twice[first[key], name] = twice.get((first[key], name), 0) + 1
+                continue
+            first[key] = name
+            pooled.append(record)
+    for (one, other), count in twice.items():
+        print(f"archbench: {count} record(s) from {other} were also given by {one}: each counted once", file=sys.stderr)
+    return pooled
+
+
+def shared(sources: list[tuple[str, list[dict[str, Any]]]]) -> tuple[str, str] | None:
+    """The first two of `sources` (name, records) that hold the same record, or None when none do."""
+    first: dict[str, int] = {}
+    for index, (name, records) in enumerate(sources):
+        for record in records:
+            holder = first.setdefault(identity(record), index)
+            if holder != index:
+                return sources[holder][0], name
+    return None
 
 
 def _relocated(record: dict[str, Any], folder: Path) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from .aggregate import (
     reference_rows, task_groups,
 )
 from .records import versions, versions_text
+from .store import write_whole
 
 # What a speedup, Δ or summary line between rows of different record versions says instead of a figure.
 NOT_COMPARABLE = "not comparable"
@@ -259,8 +260,7 @@ def frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def write_csv(records: list[dict[str, Any]], path: Path) -> Path:
-    frame(records).to_csv(path, index=False)
-    return path
+    return write_whole(path, frame(records).to_csv(index=False))
 
 
 def write_report(
@@ -289,12 +289,8 @@ def write_report(
     write_csv(records, folder / "records.csv")
     blocks.append(("p", "Every record, flattened: [records.csv](records.csv)."))
     if html_page:
-        path = folder / "REPORT.html"
-        path.write_text(_render_html(blocks))
-    else:
-        path = folder / "REPORT.md"
-        path.write_text(_render_markdown(blocks, folder))
-    return path
+        return write_whole(folder / "REPORT.html", _render_html(blocks))
+    return write_whole(folder / "REPORT.md", _render_markdown(blocks, folder))
 
 
 def _legend(view: TaskView, rows: list[Row]) -> str:

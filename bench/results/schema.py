@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import uuid
 from datetime import datetime, timezone
 from typing import Any
 
@@ -30,7 +31,7 @@ CONFIG_FIELDS = (
 )
 
 COMMON_KEYS = (
-    "record_version", "run_id", "suite", "shard", "architecture", "family", "task", "dataset", "input_shape",
+    "record_version", "record_id", "run_id", "suite", "shard", "architecture", "family", "task", "dataset", "input_shape",
     "train_samples", "test_samples", "device", "dtype", "seed", "world_size", "isolation", "allocator",
     "mode", "precision", "memory_format", "compile", "compile_backend", "compute_dtype", "compile_time_s",
     "architecture_source", "architecture_source_hash", "config_id", "started_at",
@@ -73,6 +74,7 @@ def start(
     spec = architectures.get_spec(name)
     record = {
         "record_version": RECORD_VERSION,
+        "record_id": uuid.uuid4().hex,  # this record, wherever it is copied: readers count it once
         "run_id": run_id,
         "suite": suite,
         "shard": shard,

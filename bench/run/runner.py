@@ -11,6 +11,7 @@ A failure to build, train or measure becomes a `failed` record with its error, a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import sys
@@ -33,7 +34,7 @@ from . import shards
 from ..results import store
 from ..configs import RunConfig
 from .environment import capture
-from ..errors import UserError
+from ..errors import Terminated, UserError
 from ..measure.modes import Mode, compile_seconds, fresh_compiler
 from ..results.records import RECORDS, read_records
 from ..tasks import TASKS
@@ -136,10 +137,6 @@ class Interrupted(Exception):
         super().__init__(f"interrupted ({signal_name}) after {done} of {total} runs{resume}")
 
 
-class Terminated(BaseException):
-    """Raised in the main thread when SIGTERM arrives, so that the suite stops like on Ctrl-C."""
-
-
 def resolve_device(name: str) -> torch.device:
     """`auto` is CUDA, else MPS, else CPU; asking for a device this machine lacks is a UserError."""
     cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
@@ -172,8 +169,10 @@ def run_suite(
     """Run every selected architecture for every seed of `config`; return the run folder holding the records
     (None in a process that does not write).
 
-    With `resume`, that run folder is reopened and the pairs it already holds as ok or diverged (and, unless
-    `retry_failed`, as failed) are skipped, and a sharded run keeps to the pairs its run.json assigned it.
+    The writing process holds the run folder as its one writer (bench.results.store.writing) until the suite ends.
+    With `resume`, that run folder is reopened, a torn last record set aside, and the pairs it already holds as
+    ok or diverged (and, unless `retry_failed`, as failed) are skipped, and a sharded run keeps to the pairs its
+    run.json assigned it.
     With `shard`, only that part of the pairs runs (bench.run.shards) and run.json records the plan. `command` is
     the command line recorded with every record (default: this process's). `profile` gets each record written
     and the seconds before the first pair. Raises Interrupted on SIGINT or SIGTERM once the running pair is stopped.
@@ -195,15 +194,20 @@ def run_suite(
         pairs = [p for p in pairs if p in assigned]
     done: dict[tuple[str, str, int], str] = {}
     run_dir = None
+    writer = contextlib.ExitStack()  # this process as the run folder's one writer, until the suite ends
     if strategy.writes:
         environment = capture(device, command)
         if resume is None:
             info = {"config": dataclasses.asdict(config), **strategy.info(), "arch_modules": list(arch_modules),
-                    "shard": plan, "environment": environment}
+                    "working_dir": str(Path.cwd()), "shard": plan, "environment": environment}
             run_dir = _new_run(config, info)
+            writer.enter_context(store.writing(run_dir))
         else:
             run_dir = resume
-            done = {schema.pair(r): r["status"] for r in read_records(run_dir / RECORDS)}
+            writer.enter_context(store.writing(run_dir))
+            store.set_aside_torn(run_dir)
+            if (run_dir / RECORDS).is_file():
+                done = {schema.pair(r): r["status"] for r in read_records(run_dir / RECORDS)}
     run_dir = strategy.agree(run_dir)
     todo = [p for p in pairs if p not in done or (retry_failed and done[p] not in FINISHED)]
     quiet = config.quiet or not strategy.writes or not sys.stderr.isatty()
@@ -247,6 +251,7 @@ def run_suite(
         raise Interrupted("SIGTERM", 143, finished, len(pairs), run_dir if strategy.writes else None) from None
     finally:
         strategy.close()
+        writer.close()
     return run_dir if strategy.writes else None
 
 
