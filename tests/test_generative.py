@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
@@ -138,6 +139,23 @@ def test_the_reference_classifier_is_trained_once_cached_and_leaves_the_random_s
     assert len(keys) == 4
     monkeypatch.setenv(reference.CACHE_ENV, "/somewhere/else")
     assert str(reference.cache_dir(FidSettings())) == "/somewhere/else"
+
+
+@pytest.mark.slow
+def test_a_cached_reference_with_flipped_bytes_is_discarded_and_trained_again(trained_reference, shapes, fid_settings, tmp_path, capsys):
+    settings = dataclasses.replace(fid_settings, cache_dir=str(tmp_path))
+    path = reference.cache_path(settings, shapes)
+    for source in (trained_reference.path, trained_reference.path.with_name(trained_reference.path.name + ".sha256")):
+        shutil.copy(source, path.with_name(source.name))
+    content = bytearray(path.read_bytes())
+    content[len(content) // 2 : len(content) // 2 + 64] = bytes(64)  # loadable, same size, other weights
+    path.write_bytes(bytes(content))
+
+    rebuilt = reference.load_or_train(settings, shapes, CPU)
+    err = capsys.readouterr().err
+    assert f"FID reference cache {path}: its checksum does not match; discarded, training it again" in err
+    assert not rebuilt.cached and rebuilt.accuracy == trained_reference.accuracy
+    assert reference.load_or_train(settings, shapes, CPU).cached
 
 
 def test_calibration_sets_score_as_sample_quality_scores_them_real_below_mean_image_below_noise(

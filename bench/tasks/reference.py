@@ -9,9 +9,11 @@ the input shape and the training settings. A later run with the same key loads t
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
+import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -137,22 +139,48 @@ def load_or_train(
         if not cached:
             model = build()  # a file that failed half-way through loading must not leave weights behind
             accuracy = _train(model, settings, data, device, progress)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            key = json.dumps(cache_key(settings, data))
-            torch.save({"state_dict": model.state_dict(), "accuracy": accuracy, "key": key}, partial)
-            os.replace(partial, path)
+            _save(path, {"state_dict": model.state_dict(), "accuracy": accuracy, "key": json.dumps(cache_key(settings, data))})
     model.eval().requires_grad_(False)
     return Reference(settings.classifier, Features(model), accuracy, path, cached)
 
 
+def _save(path: Path, saved: dict[str, Any]) -> None:
+    """`saved` written to `path` with its SHA-256 beside it (`<path>.sha256`, written last), each whole or absent."""
+    content = io.BytesIO()
+    torch.save(saved, content)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for target, data in ((path, content.getvalue()), (_checksum_path(path), hashlib.sha256(content.getvalue()).hexdigest().encode())):
+        partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        partial.write_bytes(data)
+        os.replace(partial, target)
+
+
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}.sha256")
+
+
 def _load(path: Path, model: nn.Module, device: torch.device) -> float | None:
-    """Load the weights saved at `path` into `model` and return the saved test accuracy; None if unreadable."""
+    """Load the weights saved at `path` into `model` and return the saved test accuracy; None if missing.
+
+    A file whose SHA-256 differs from the one saved beside it (bytes flipped on disk, a copy cut short, a
+    cache from before checksums), or that fails to load, is removed with one warning on stderr and None
+    returned: the caller trains the classifier again. Nothing is loaded from an unverified file, so no
+    cached file can crash a run."""
+    if not path.exists():
+        return None
     try:
-        saved = torch.load(path, map_location=device, weights_only=True)
+        content = path.read_bytes()
+        expected = _checksum_path(path).read_text().strip()
+        if hashlib.sha256(content).hexdigest() != expected:
+            raise ValueError("its checksum does not match")
+        saved = torch.load(io.BytesIO(content), map_location=device, weights_only=True)
         model.load_state_dict(saved["state_dict"])
         return float(saved["accuracy"])
-    except (OSError, EOFError, RuntimeError, KeyError, TypeError, ValueError, pickle.UnpicklingError):
+    except (OSError, EOFError, RuntimeError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as error:
+        reason = "its checksum is missing" if isinstance(error, FileNotFoundError) else str(error).splitlines()[0][:200]
+        print(f"archbench: warning: FID reference cache {path}: {reason}; discarded, training it again", file=sys.stderr)
+        path.unlink(missing_ok=True)
+        _checksum_path(path).unlink(missing_ok=True)
         return None
 
 
