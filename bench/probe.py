@@ -19,8 +19,8 @@ import argparse
 import dataclasses
 import json
 import shutil
+import signal
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from . import configs
 from .measure import memory, timing
 from .run import runner
 from .errors import UserError
+from .scratch import folder as scratch_folder
 from .tasks import TASKS
 from .tasks.base import RunContext
 
@@ -48,9 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch-module", action="append", default=[])
     parser.add_argument("--turns", action="store_true", help="wait for a line on stdin before every timed window")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `archbench ab` stopping: the scratch folder goes too
     if args.turns:
         timing.take_turns(_wait_for_turn)
-    scratch = Path(tempfile.mkdtemp(prefix="archbench-probe-"))
+    scratch = scratch_folder("probe")
     try:
         return _probe_all(args, scratch)
     finally:

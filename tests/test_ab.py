@@ -1,8 +1,11 @@
 """The paired A/B speed gate: statistics on known inputs, alternation, worktrees, and real runs on a fake repository."""
 
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -232,6 +235,37 @@ def test_a_revision_without_the_measuring_entry_point_is_a_one_line_error(repo, 
     assert main(["ab", "HEAD", "--repo", str(repo), "--suite", str(repo / "suite.toml")]) == 2
     err = capsys.readouterr().err
     assert "base (HEAD): this revision has no measuring entry point (bench/probe.py)" in err and len(err.splitlines()) == 1
+
+
+def test_a_side_that_does_not_compile_is_named_with_its_file_and_line(repo, capsys):
+    (repo / "bench").mkdir()  # the candidate's own harness, broken
+    (repo / "bench" / "__init__.py").write_text("")
+    (repo / "bench" / "probe.py").write_text("PROBE_VERSION = 2\ndef broken(:\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "broken harness")
+    argv = ["ab", "base", "HEAD", "--repo", repo, "--suite", repo / "suite.toml", "--arch-module", "models.py", "--threads", "1"]
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("archbench: error: candidate (HEAD): SyntaxError: ")
+    assert err.rstrip().endswith("(bench/probe.py:2)")
+
+
+@pytest.mark.slow
+def test_sigterm_stops_ab_in_one_line_and_leaves_no_worktree_or_scratch_folder(repo, tmp_path):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    command = [sys.executable, "-m", "bench", "ab", "base", "slow", "--repo", str(repo), "--suite", str(repo / "suite.toml"),
+               "--arch-module", "models.py", "--threads", "1"]
+    environment = {**os.environ, "TMPDIR": str(scratch), "PYTHONPATH": str(Path(__file__).parents[1])}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+    deadline = time.monotonic() + 60
+    while not any(scratch.glob("archbench-probe-*")) and time.monotonic() < deadline:  # the probes are measuring
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 143 and err.strip() == "archbench: terminated (SIGTERM)", err
+    assert "archbench-ab" not in git(repo, "worktree", "list")
+    assert list(scratch.iterdir()) == []
 
 
 # --- taking turns

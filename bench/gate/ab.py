@@ -35,6 +35,7 @@ from tabulate import tabulate
 
 from ..results.aggregate import finite
 from ..errors import UserError
+from ..scratch import folder as scratch_folder
 from ..tasks import FIGURES
 from ..results.stats import ratio_interval
 
@@ -141,7 +142,7 @@ def checkouts(repo: Path, base: str, candidate: str | None) -> Iterator[tuple[Si
     commits = {"base": commit_of(root, base)}
     if candidate is not None:
         commits["candidate"] = commit_of(root, candidate)
-    scratch = Path(tempfile.mkdtemp(prefix="archbench-ab-"))
+    scratch = scratch_folder("ab")
     added = []
     try:
         sides = {}
@@ -244,10 +245,15 @@ def _taking_turns(request: Request, python: str, sides: tuple[Side, Side]) -> tu
             _give_turns(processes, figures)
         finally:
             timer.cancel()
-            for process in processes:
+            for process in processes:  # asked first, so that a probe removes its scratch folder
                 if process.poll() is None:
+                    process.terminate()
+            for process in processes:
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
                     process.kill()
-                process.wait()
+                    process.wait()
         if expired.is_set():
             raise UserError(f"the probes ran past {request.timeout_s:.0f} s")
         for error in errors:
@@ -299,9 +305,22 @@ def _take(line: str, figures: dict[str, dict]) -> bool:
 
 def _checked(side: Side, returncode: int, figures: dict[str, dict], stderr: str) -> dict[str, dict]:
     if returncode != 0 or not figures:
-        last = (stderr.strip().splitlines() or [f"exit status {returncode}"])[-1]
-        raise UserError(f"{side.label} ({side.rev}): {last}")
+        raise UserError(f"{side.label} ({side.rev}): {_gist(stderr, side.path) or f'exit status {returncode}'}")
     return figures
+
+
+def _gist(stderr: str, folder: Path) -> str:
+    """A failed probe's last stderr line, with the file and line of the innermost frame its traceback names (a
+    SyntaxError's is where the bad code is), relative to the side's checkout."""
+    lines = stderr.strip().splitlines()
+    if not lines:
+        return ""
+    frames = [found for line in lines if (found := re.match(r'\s*File "(.+)", line (\d+)', line))]
+    if not frames:
+        return lines[-1]
+    file = Path(frames[-1][1])
+    shown = file.relative_to(folder) if file.is_relative_to(folder) else file
+    return f"{lines[-1]} ({shown}:{frames[-1][2]})"
 
 
 def order_of_round(index: int) -> tuple[int, int]:

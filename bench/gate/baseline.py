@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import stat
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ..results import store
 from ..errors import UserError
-from ..results.records import RECORDS, read_records
+from ..results.records import RECORDS, distinct, read_records
 
 DEFAULT_DIR = Path("results") / "baseline"
 SOURCE = "baseline.json"
@@ -33,7 +35,7 @@ def update(records_files: list[Path], folder: Path = DEFAULT_DIR) -> Path:
     for path, records in zip(records_files, runs):
         if not records:
             raise UserError(f"{path} holds no records")
-    records = [record for run in runs for record in run]
+    records = distinct([(str(path), run) for path, run in zip(records_files, runs)])
     commits = sorted({str(r.get("git_commit")) for r in records})
     folder = Path(folder)
     store.writable_folder(folder, "--to", create=False)
@@ -49,13 +51,27 @@ def update(records_files: list[Path], folder: Path = DEFAULT_DIR) -> Path:
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.new-", dir=parent))
         try:
+            os.chmod(staging, _mode(folder))
             _write(staging, folder, records, records_files[-1].parent / store.RUN_INFO, source)
-            _swap(staging, folder.absolute())
+            interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C now would not know what it stopped
+            try:
+                _swap(staging, folder.absolute())
+            finally:
+                signal.signal(signal.SIGINT, interrupt)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     except OSError as error:
         raise UserError(f"--to {folder}: cannot write the baseline, left unchanged: {error.strerror or error}") from None
     return folder / RECORDS
+
+
+def _mode(folder: Path) -> int:
+    """The permissions the baseline folder keeps: its own, or a new folder's under this process's umask."""
+    if folder.is_dir():
+        return stat.S_IMODE(folder.stat().st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
 
 
 def _write(staging: Path, old: Path, records: list[dict], run_info: Path, source: dict) -> None:

@@ -17,6 +17,7 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import select
+import shutil
 import signal
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from tqdm import tqdm
 
 import architectures
 
+from .. import scratch
 from ..data import datasets
 from ..tasks import TASKS
 from . import runner
@@ -77,7 +79,7 @@ class ChildProcess(runner.Strategy):
 
     def __init__(self, timeout: float | None = None, env: dict[str, str] | None = None, threads: int | None = None):
         self.timeout, self.env, self.threads = timeout, dict(env or {}), threads
-        self._logs: tempfile.TemporaryDirectory | None = None
+        self._logs: Path | None = None
 
     def load(self, config: RunConfig, device: torch.device) -> datasets.ImageData:
         """The data on the CPU, in shared memory: children map it instead of reading the files again."""
@@ -95,8 +97,8 @@ class ChildProcess(runner.Strategy):
 
     def execute(self, job: runner.Job) -> dict[str, Any]:
         if self._logs is None:
-            self._logs = tempfile.TemporaryDirectory(prefix="archbench-children-")
-        handle, log = tempfile.mkstemp(suffix=".stderr", dir=self._logs.name)  # names may hold any character
+            self._logs = scratch.folder("children")
+        handle, log = tempfile.mkstemp(suffix=".stderr", dir=self._logs)  # names may hold any character
         os.close(handle)
         context = multiprocessing.get_context(start_method())
         receive, send = context.Pipe(duplex=False)
@@ -122,7 +124,7 @@ class ChildProcess(runner.Strategy):
 
     def close(self) -> None:
         if self._logs is not None:
-            self._logs.cleanup()
+            shutil.rmtree(self._logs, ignore_errors=True)
             self._logs = None
 
 
