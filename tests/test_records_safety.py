@@ -8,25 +8,36 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from bench.results import store
 from bench.results.records import RECORDS, read_records
+from bench.cli import main
 from bench.run import runner
 from support.cli import run_cli
+from support.settings import TINY_SUITE
 
 TINY = ("--quiet", "--isolation", "none", "--limit-train", "32", "--epochs", "1")
 
 
-@pytest.fixture
-def two_pairs(tiny_suite, tmp_path, capsys):
-    """A finished run of cnn-baseline and cnn-bn; returns its folder."""
-    code, _, err = run_cli(capsys, "run", "--suite", tiny_suite("cnn-baseline", "cnn-bn"), "--out", tmp_path / "runs", *TINY)
-    assert code == 0, err
-    (run_dir,) = (tmp_path / "runs").iterdir()
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished run of cnn-baseline and cnn-bn, made once for the module."""
+    folder = tmp_path_factory.mktemp("finished")
+    (folder / "tiny.toml").write_text(TINY_SUITE.format(architectures='["cnn-baseline", "cnn-bn"]'))
+    assert main([str(a) for a in ("run", "--suite", folder / "tiny.toml", "--out", folder / "runs", *TINY)]) == 0
+    (run_dir,) = (folder / "runs").iterdir()
     return run_dir
+
+
+@pytest.fixture
+def two_pairs(finished_run, tmp_path, capsys):
+    """A copy of the finished run for one test to damage; returns its folder."""
+    capsys.readouterr()
+    return Path(shutil.copytree(finished_run, tmp_path / "runs" / finished_run.name))
 
 
 def lines(run_dir: Path) -> list[bytes]:
