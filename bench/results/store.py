@@ -155,7 +155,10 @@ def writing(run_dir: Path) -> Iterator[None]:
     if fcntl is None:
         yield
         return
-    handle = os.open(run_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        handle = os.open(run_dir / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise UserError(f"{run_dir}: cannot write in this run folder: {error.strerror or error}") from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -164,8 +167,11 @@ def writing(run_dir: Path) -> Iterator[None]:
             raise UserError(
                 f"{run_dir}: another archbench (PID {holder}) is writing this run folder; wait for it to end or stop it"
             ) from None
-        os.ftruncate(handle, 0)
-        os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(handle, 0)
+            os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
+        except OSError as error:  # a full disk: the records would fail next
+            raise UserError(f"{run_dir}: cannot write in this run folder: {error.strerror or error}") from None
         yield
     finally:
         os.close(handle)  # closing releases the lock

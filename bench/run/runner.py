@@ -284,7 +284,11 @@ def _modes(config: RunConfig, strategy: Strategy, device: torch.device) -> dict[
 def _new_run(config: RunConfig, info: dict[str, Any]) -> Path:
     """A fresh run folder under the configuration's `out`, holding `info` as its run.json."""
     run_dir = store.new_run_dir(Path(config.out), config.suite)
-    store.write_run_info(run_dir, info)
+    try:
+        store.write_run_info(run_dir, info)
+    except UserError:
+        run_dir.rmdir()  # nothing to resume in it
+        raise
     return run_dir
 
 
