@@ -382,3 +382,7 @@ def test_baseline_update_copies_the_runs_and_their_commit(sleepy, tmp_path, caps
     assert len(read_records(tmp_path / "baseline" / "records.jsonl")) == 4
     comparison, verdicts = judge(tmp_path / "baseline" / "records.jsonl", sleepy.baseline)
     assert comparison.failures == [] and verdicts[("sleepy", "train_throughput ÷ sleepy-ref")] == "ok"
+    (tmp_path / "baseline").chmod(0o750)  # a new baseline keeps the folder's mode, and each run counts once
+    assert main(["baseline", "update", str(rerun), str(rerun), "--to", str(tmp_path / "baseline")]) == 0
+    assert (tmp_path / "baseline").stat().st_mode & 0o777 == 0o750
+    assert len(read_records(tmp_path / "baseline" / "records.jsonl")) == 2

@@ -9,10 +9,13 @@ import errno
 import json
 import os
 import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from bench import scratch
 from bench.results import store
 from bench.results.records import RECORDS, read_records
 from bench.cli import main
@@ -183,3 +186,68 @@ def test_a_run_stopped_before_its_first_record_resumes(tiny_suite, tmp_path, cap
 def test_every_record_has_its_own_id(two_pairs):
     ids = [r["record_id"] for r in read_records(two_pairs / RECORDS)]
     assert len(set(ids)) == 2 and all(len(i) == 32 for i in ids)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 300 KB tmpfs at tmp_path/disk, where the test may mount one (root with the capability); else skipped."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_real_full_disk_ends_in_one_line_with_whole_records_and_resumes_once_freed(small_disk, tiny_suite, tmp_path, capsys):
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    fill = small_disk / "fill"
+    fill.write_bytes(bytes(free - 12 * 1024))  # room for run.json and about one record
+    argv = ["run", "--suite", tiny_suite("cnn-baseline", "cnn-bn"), "--out", small_disk / "runs", *TINY]
+    code, _, err = run_cli(capsys, *argv)
+    (run_dir,) = (small_disk / "runs").iterdir()
+    assert code == 2 and "No space left on device" in one_line(err) and str(run_dir) in err
+    whole = (run_dir / RECORDS).read_bytes() if (run_dir / RECORDS).exists() else b""
+    assert whole.endswith(b"\n") or not whole
+    assert [json.loads(line)["architecture"] for line in whole.splitlines()] in ([], ["cnn-baseline"], ["cnn-baseline", "cnn-bn"])
+
+    fill.unlink()
+    code, _, err = run_cli(capsys, "run", "--resume", run_dir, "--quiet", "--isolation", "none")
+    assert code == 0, err
+    assert pairs(run_dir) == ["cnn-baseline", "cnn-bn"]
+
+
+def test_a_resume_from_another_folder_finds_the_plugin_given_as_a_relative_path(tiny_suite, tmp_path, capsys, monkeypatch):
+    (tmp_path / "nets.py").write_text(
+        "from torch import nn\nimport architectures\n"
+        "@architectures.register('flat', task='classify', family='test')\n"
+        "def build(input_shape, num_classes):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", "--suite", tiny_suite("flat", "cnn-baseline"), "--out", tmp_path / "runs", *TINY, "--arch-module", "nets.py"]
+    monkeypatch.setattr(runner, "run_pair", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert run_cli(capsys, *argv)[0] == 130
+    monkeypatch.undo()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    code, _, err = run_cli(capsys, "run", "--resume", run_dir, "--quiet", "--isolation", "none")
+    assert code == 0, err
+    assert pairs(run_dir) == ["cnn-baseline", "flat"]
+
+
+def test_a_temporary_folder_left_by_a_killed_process_is_removed_by_the_next(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a PID no process has now
+    left = tmp_path / f"archbench-children-{gone.pid}-abc"
+    left.mkdir()
+    (left / "x.stderr").write_text("")
+    mine = tmp_path / f"archbench-children-{os.getpid()}-def"
+    mine.mkdir()
+    made = scratch.folder("children")
+    assert not left.exists() and mine.exists() and made.name.startswith(f"archbench-children-{os.getpid()}-")
