@@ -211,11 +211,12 @@ def _end_with(pid: int) -> None:
 
 
 class _Tail:
-    """Follows a child's stderr file: copies it to this process's stderr when `show`, keeps its end."""
+    """Follows a child's stderr file: copies it to this process's stderr when `show` (else only the harness's
+    warnings, lines starting `archbench: warning:`, which a quiet run must still show), keeps its end."""
 
     def __init__(self, path: Path, show: bool, keep: int = 16384):
         self.path, self.show, self.keep = path, show, keep
-        self.text, self._offset = "", 0
+        self.text, self._offset, self._line = "", 0, ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, daemon=True)
         self._thread.start()
@@ -248,4 +249,11 @@ class _Tail:
         self.text = (self.text + text)[-self.keep :]
         if self.show:
             sys.stderr.write(text)
+            sys.stderr.flush()
+            return
+        *lines, rest = (self._line + text).split("\n")
+        self._line = rest[-self.keep :]
+        warnings = [line for line in lines if line.startswith("archbench: warning:")]
+        if warnings:
+            sys.stderr.write("".join(f"{line}\n" for line in warnings))
             sys.stderr.flush()
