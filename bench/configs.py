@@ -168,13 +168,19 @@ def _from_table(table: dict[str, Any], path: Path) -> RunConfig:
 
 def _settings(cls: type, table: dict[str, Any], where: str):
     """An instance of the settings dataclass `cls` from a TOML table, with keys and value types checked."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    return _checked(cls(**_values(cls, table, where)), where)
+
+
+def _values(settings: Any, table: dict[str, Any], where: str) -> dict[str, Any]:
+    """A TOML table's values, each key checked to be a field of the settings dataclass (or instance) `settings`
+    and each value against that field's type."""
+    fields = {f.name: f for f in dataclasses.fields(settings)}
     values = {}
     for key, value in table.items():
         if key not in fields:
             raise UserError(f"{where}: unknown key {key!r} (valid: {', '.join(fields)})")
         values[key] = _typed(value, str(fields[key].type), f"{where} {key}")
-    return _checked(cls(**values), where)
+    return values
 
 
 def _architecture_changes(
@@ -186,12 +192,7 @@ def _architecture_changes(
         valid = architectures.list_architectures(task=task)
         if not fnmatch.filter(valid, pattern):
             raise UserError(f"{where}: {pattern!r} matches no {task} architecture (valid: {', '.join(valid)})")
-    fields = {f.name: f for f in dataclasses.fields(settings)}
-    changes = {}
-    for key, value in table.items():
-        if key not in fields:
-            raise UserError(f"{where}: unknown key {key!r} (valid: {', '.join(fields)})")
-        changes[key] = _typed(value, str(fields[key].type), f"{where} {key}")
+    changes = _values(settings, table, where)
     _checked(dataclasses.replace(settings, **changes), where)
     return changes
 

@@ -11,15 +11,11 @@ from bench.results import schema
 from bench.cli import main
 from bench.results.records import REQUIRED_KEYS, VERSIONS, comparable, version
 from support.records import documented_keys
+from support.settings import FLAT_NET
 
 
 def test_every_key_of_a_classify_record_is_documented_and_it_says_where_its_model_came_from(tiny_suite, tmp_path):
-    (tmp_path / "nets.py").write_text(
-        "from torch import nn\nimport architectures\n"
-        "@architectures.register('flat', task='classify', family='test')\n"
-        "def build(input_shape, num_classes):\n"
-        "    return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))\n"
-    )
+    (tmp_path / "nets.py").write_text(FLAT_NET)
     argv = ["run", "--suite", tiny_suite("flat", "cnn-baseline"), "--out", tmp_path / "runs", "--quiet",
             "--isolation", "none", "--arch-module", tmp_path / "nets.py"]
     assert main([str(a) for a in argv]) == 0

@@ -21,7 +21,7 @@ from bench.results.records import RECORDS, read_records
 from bench.cli import main
 from bench.run import runner
 from support.cli import run_cli
-from support.settings import TINY_SUITE
+from support.settings import FLAT_NET, TINY_SUITE
 
 TINY = ("--quiet", "--isolation", "none", "--limit-train", "32", "--epochs", "1")
 
@@ -220,12 +220,7 @@ def test_a_real_full_disk_ends_in_one_line_with_whole_records_and_resumes_once_f
 
 
 def test_a_resume_from_another_folder_finds_the_plugin_given_as_a_relative_path(tiny_suite, tmp_path, capsys, monkeypatch):
-    (tmp_path / "nets.py").write_text(
-        "from torch import nn\nimport architectures\n"
-        "@architectures.register('flat', task='classify', family='test')\n"
-        "def build(input_shape, num_classes):\n"
-        "    return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))\n"
-    )
+    (tmp_path / "nets.py").write_text(FLAT_NET)
     monkeypatch.chdir(tmp_path)
     argv = ["run", "--suite", tiny_suite("flat", "cnn-baseline"), "--out", tmp_path / "runs", *TINY, "--arch-module", "nets.py"]
     monkeypatch.setattr(runner, "run_pair", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))

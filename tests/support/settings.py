@@ -1,4 +1,4 @@
-"""Measurement settings and a suite that keep tests fast."""
+"""Measurement settings, a suite and a plugin module that keep tests fast."""
 
 import dataclasses
 
@@ -32,3 +32,11 @@ max_time = 0.0
 latency_time = 0.0
 latency_min_calls = 3
 """
+
+FLAT_NET = """from torch import nn
+import architectures
+
+@architectures.register("flat", task="classify", family="test")
+def build(input_shape, num_classes):
+    return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
+"""  # an --arch-module file: one linear layer, named flat
