@@ -111,9 +111,9 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     A torn last line (`torn_tail`) is left out with a one-line warning on stderr: `archbench run --resume`
     sets it aside and reruns its pair. A record found twice (the same `record_id`, or, in records older
     than it, the same content) is read once, said on stderr; two records of one pair (architecture, mode,
-    seed) from one run (`run_id`) is a UserError naming both lines. A file a record names (`FILE_KEYS`) that is gone from where it
-    was written but lies beside the records file is named there: a run folder that was moved or copied
-    keeps its files. An unreadable file is a UserError naming it.
+    seed) from one run (`run_id`) are a UserError naming both lines. A file a record names (`FILE_KEYS`)
+    that is gone from where it was written but lies beside the records file is named there: a run folder
+    that was moved or copied keeps its files. An unreadable file is a UserError naming it.
     """
     try:
         content = Path(path).read_bytes()
@@ -129,7 +129,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
             f"`archbench run --resume {Path(path).parent}` sets it aside and reruns its pair",
             file=sys.stderr,
         )
-    records, seen, lines = [], set(), {}
+    records, seen, lines, repeated = [], set(), {}, 0
     for number, raw in enumerate(content[:cut].split(b"\n"), 1):
         try:
             line = raw.decode("utf-8")
@@ -156,6 +156,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         if wrong:
             raise UserError(f"{path}:{number}: record key {wrong!r} must be a string, got {json_kind(record[wrong])}")
         if identity(record) in seen:
+            repeated += 1
             continue
         about = (record.get("run_id"), record["architecture"], record.get("mode") or "fp32", record.get("seed"))
         if about in lines:  # a baseline pools several runs: one record per pair and run
@@ -167,7 +168,6 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         seen.add(identity(record))
         lines[about] = number
         records.append(_relocated(record, Path(path).parent))
-    repeated = sum(1 for raw in content[:cut].split(b"\n") if raw.strip()) - len(records)
     if repeated:
         print(f"archbench: {path}: {repeated} record(s) found twice in it, each read once", file=sys.stderr)
     return records

@@ -29,7 +29,7 @@ RUN_INFO = "run.json"
 LOCK = ".records.lock"  # what concurrent appenders of one run folder lock, a record at a time
 RUN_LOCK = ".run.lock"  # what the run folder's one writer holds for its whole life; it holds the writer's PID
 TORN = "records.torn"  # torn last lines set aside from the records file, kept for whoever wants to look
-_TAIL = 1 << 20  # bytes at the records file's end read to find its last line (a record is ~20 KB)
+_TAIL = 1 << 20  # bytes at the records file's end read to find its last line (a record is a few KB)
 DEFAULT_OUT = Path("results") / "runs"  # where run folders go unless told
 
 
@@ -144,7 +144,6 @@ def set_aside_torn(run_dir: Path) -> None:
         records.truncate(cut)
         os.fsync(records.fileno())
     print(f"archbench: {path}:{number}: torn last line ({size - cut} bytes) moved to {run_dir / TORN}", file=sys.stderr)
-
 
 
 @contextmanager
