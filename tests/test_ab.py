@@ -243,10 +243,10 @@ def test_a_side_that_does_not_compile_is_named_with_its_file_and_line(repo, caps
     (repo / "bench" / "probe.py").write_text("PROBE_VERSION = 2\ndef broken(:\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "broken harness")
-    argv = ["ab", "base", "HEAD", "--repo", repo, "--suite", repo / "suite.toml", "--arch-module", "models.py", "--threads", "1"]
+    argv = ["ab", "HEAD", "HEAD", "--repo", repo, "--suite", repo / "suite.toml", "--arch-module", "models.py", "--threads", "1"]
     assert main([str(a) for a in argv]) == 2
     err = capsys.readouterr().err
-    assert len(err.splitlines()) == 1 and err.startswith("archbench: error: candidate (HEAD): SyntaxError: ")
+    assert len(err.splitlines()) == 1 and err.startswith("archbench: error: base (HEAD): SyntaxError: ")
     assert err.rstrip().endswith("(bench/probe.py:2)")
 
 

@@ -171,16 +171,16 @@ def test_a_run_stopped_before_its_first_record_resumes(tiny_suite, tmp_path, cap
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner, "run_pair", interrupted)
-    argv = ["run", "--suite", tiny_suite("cnn-baseline", "cnn-bn"), "--out", tmp_path / "runs", *TINY]
+    argv = ["run", "--suite", tiny_suite("cnn-baseline"), "--out", tmp_path / "runs", *TINY]
     code, _, err = run_cli(capsys, *argv)
     (run_dir,) = (tmp_path / "runs").iterdir()
-    assert code == 130 and one_line(err).endswith(f"after 0 of 2 runs; resume with: archbench run --resume {run_dir}")
+    assert code == 130 and one_line(err).endswith(f"after 0 of 1 runs; resume with: archbench run --resume {run_dir}")
     assert not (run_dir / RECORDS).exists()
 
     monkeypatch.undo()
     code, _, err = run_cli(capsys, "run", "--resume", run_dir, "--quiet", "--isolation", "none")
     assert code == 0, err
-    assert pairs(run_dir) == ["cnn-baseline", "cnn-bn"]
+    assert pairs(run_dir) == ["cnn-baseline"]
 
 
 def test_every_record_has_its_own_id(two_pairs):
@@ -222,7 +222,7 @@ def test_a_real_full_disk_ends_in_one_line_with_whole_records_and_resumes_once_f
 def test_a_resume_from_another_folder_finds_the_plugin_given_as_a_relative_path(tiny_suite, tmp_path, capsys, monkeypatch):
     (tmp_path / "nets.py").write_text(FLAT_NET)
     monkeypatch.chdir(tmp_path)
-    argv = ["run", "--suite", tiny_suite("flat", "cnn-baseline"), "--out", tmp_path / "runs", *TINY, "--arch-module", "nets.py"]
+    argv = ["run", "--suite", tiny_suite("flat"), "--out", tmp_path / "runs", *TINY, "--arch-module", "nets.py"]
     monkeypatch.setattr(runner, "run_pair", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
     assert run_cli(capsys, *argv)[0] == 130
     monkeypatch.undo()
@@ -232,7 +232,7 @@ def test_a_resume_from_another_folder_finds_the_plugin_given_as_a_relative_path(
     (run_dir,) = (tmp_path / "runs").iterdir()
     code, _, err = run_cli(capsys, "run", "--resume", run_dir, "--quiet", "--isolation", "none")
     assert code == 0, err
-    assert pairs(run_dir) == ["cnn-baseline", "flat"]
+    assert pairs(run_dir) == ["flat"]
 
 
 def test_a_temporary_folder_left_by_a_killed_process_is_removed_by_the_next(tmp_path, monkeypatch):
