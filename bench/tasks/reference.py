@@ -24,6 +24,7 @@ from torch import nn
 import architectures
 
 from ..data import ImageData
+from ..results.store import write_whole
 from ..measure.timing import MeasureSettings
 from . import classify
 from .base import Diverged, Progress, RunContext
@@ -149,10 +150,8 @@ def _save(path: Path, saved: dict[str, Any]) -> None:
     content = io.BytesIO()
     torch.save(saved, content)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for target, data in ((path, content.getvalue()), (_checksum_path(path), hashlib.sha256(content.getvalue()).hexdigest().encode())):
-        partial = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        partial.write_bytes(data)
-        os.replace(partial, target)
+    write_whole(path, content.getvalue())
+    write_whole(_checksum_path(path), hashlib.sha256(content.getvalue()).hexdigest())
 
 
 def _checksum_path(path: Path) -> Path:
