@@ -4,7 +4,7 @@ Each 16x16 image is one shape (disk, ring, square, frame, bars, cross, X, triang
 position, size, stroke and tilt, lighter or darker than a grey background by a clear margin and slightly
 tinted, with faint blotches and pixel noise. A convolutional net must learn outlines that survive
 translation, not a colour or a pixel; the contrast and the small size let every registered classifier pass
-40% and every generator draw recognisable shapes within the quick suite's two minutes on a CPU. Three
+40% and every generator draw recognisable shapes within the quick suite's couple of minutes on a CPU. Three
 channels, so the quick suite runs the input path that CIFAR-10's models take.
 """
 
