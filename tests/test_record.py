@@ -56,6 +56,11 @@ def test_the_cpu_is_named_with_family_model_stepping_and_its_bf16_instructions()
     assert environment.cpu_model("model name\t: Intel Xeon\nflags\t: avx2\n") == f"Intel Xeon ({capability})"
 
 
+def test_torchvision_is_recorded_by_its_own_version_string_read_without_importing_it():
+    torchvision = pytest.importorskip("torchvision")
+    assert environment.torchvision_version() == torchvision.__version__
+
+
 def test_the_record_versions_are_data_and_a_run_writes_the_newest():
     assert [v.number for v in VERSIONS] == list(range(1, len(VERSIONS) + 1))
     assert all(v.what_changed.strip() for v in VERSIONS)

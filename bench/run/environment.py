@@ -3,7 +3,10 @@ line, captured once per run into run.json and every record (`bench.results.schem
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import platform
+import re
 import shlex
 import socket
 import subprocess
@@ -21,13 +24,11 @@ def capture(device: torch.device, command: str | None = None) -> dict[str, Any]:
 
     `command` defaults to this process's own command line.
     """
-    import torchvision
-
     cuda, cpu = device.type == "cuda", cpu_model()
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": torchvision_version(),
         "device_name": torch.cuda.get_device_name(device) if cuda else cpu,
         "cpu": cpu,
         "cpu_threads": torch.get_num_threads(),
@@ -36,6 +37,20 @@ def capture(device: torch.device, command: str | None = None) -> dict[str, Any]:
         "git_commit": git_commit(),
         "command": command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
+
+
+def torchvision_version() -> str | None:
+    """torchvision's `__version__` ("0.29.1+cu130"), read from its version.py without importing it: the import
+    takes ~1 s, and a run on in-memory data never needs it in the parent. The distribution's version (which may
+    lack the local "+cu130") where that file cannot be read; None where torchvision is missing."""
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or spec.origin is None:
+        return None
+    try:
+        found = re.search(r"^__version__ = ['\"]([^'\"]+)['\"]", (Path(spec.origin).parent / "version.py").read_text(), re.M)
+    except OSError:
+        found = None
+    return found[1] if found else importlib.metadata.version("torchvision")
 
 
 def cpu_model(cpuinfo: str | None = None) -> str:
