@@ -86,13 +86,6 @@ class RunConfig:
         changes = {k: v for pattern, table in tables.items() if fnmatch.fnmatchcase(name, pattern) for k, v in table.items()}
         return dataclasses.replace(self.tasks[task], **changes)
 
-    def every_settings(self) -> list[TrainingSettings]:
-        """Every task's settings and every per-architecture variant of them, for checks that hold for all."""
-        return [*self.tasks.values(), *(
-            dataclasses.replace(self.tasks[task], **changes)
-            for task, tables in self.per_architecture.items() for changes in tables.values()
-        )]
-
 
 def suite_names() -> list[str]:
     return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))

@@ -295,6 +295,8 @@ CASES = [
     ("suite-modes-empty", suite_with("modes = []\n"), "modes must be a non-empty list of modes"),
     ("compile-data-parallel", quick_run("--compile", "--nproc", "2"),
      "compiling modes are not supported in data-parallel runs (--nproc, torchrun); drop compile"),
+    ("budget-of-one-architecture-data-parallel", suite_with("[classify.cnn-baseline]\nbudget_s = 5\n", "--nproc", "2"),
+     "training budgets are not supported in data-parallel runs (--nproc, torchrun): cnn-baseline has one; use epochs"),
     *([("fp16-on-this-cpu", quick_run("--precision", "fp16", "--device", "cpu"),
         "mode fp16: this CPU has no native float16 (AMX-FP16); use bf16 or fp32 on it")] if not native_fp16_cpu() else []),
     # where the run writes: checked before any architecture runs

@@ -182,7 +182,7 @@ def run_suite(
     names = _architectures(config, strategy, echo)
     strategy.prepare(names)
     device = strategy.device(config)
-    modes = _modes(config, strategy, device)
+    modes = _modes(config, strategy, device, names)
     data = strategy.load(config, device)
     pairs = [(name, mode, seed) for name in names for mode in modes for seed in config.seeds]
     planned = len(pairs)
@@ -268,16 +268,17 @@ def _architectures(config: RunConfig, strategy: Strategy, echo: Callable[[str], 
     return names
 
 
-def _modes(config: RunConfig, strategy: Strategy, device: torch.device) -> dict[str, Mode]:
+def _modes(config: RunConfig, strategy: Strategy, device: torch.device, names: list[str]) -> dict[str, Mode]:
     """The suite's modes resolved for `device`, by name; UserError for what `strategy` cannot run (compiling
-    modes, training budgets)."""
+    modes, training budgets of architectures `names`)."""
     modes = {mode.name: mode.resolved(device) for mode in configs.modes(config)}
     if not strategy.compiles and any(mode.compile for mode in modes.values()):
         raise UserError("compiling modes are not supported in data-parallel runs (--nproc, torchrun); drop compile")
-    budgeted = [key for settings in config.every_settings() for key in ("budget_s", "budget_flops")
-                if getattr(settings, key, None) is not None]
+    budgeted = [name for name in names if getattr(config.settings_of(name), "budgeted", False)]
     if not strategy.budgets and budgeted:
-        raise UserError(f"training budgets are not supported in data-parallel runs (--nproc, torchrun): {budgeted[0]}; use epochs")
+        raise UserError(
+            f"training budgets are not supported in data-parallel runs (--nproc, torchrun): {budgeted[0]} has one; use epochs"
+        )
     return modes
 
 
