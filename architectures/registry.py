@@ -8,6 +8,7 @@ imported (their decorators run on import).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 from torch import nn
+
+from . import zoo
 
 ENTRY_POINT_GROUP = "archbench.architectures"
 TASKS = ("classify", "vae", "gan")
@@ -77,14 +80,21 @@ def register(name: str, *, task: str, family: str, description: str = ""):
 
 
 def list_architectures(pattern: str | list[str] = "*", task: str | None = None) -> list[str]:
-    """Sorted names matching the shell-style pattern(s), optionally only those of `task`."""
+    """Sorted names matching the shell-style pattern(s), optionally only those of `task`. A pattern of a zoo
+    (`torchvision:res*`, `timm:convnext_*`) matches that zoo's models (architectures.zoo); `*` only the registry's."""
     load_entry_points()
     patterns = [pattern] if isinstance(pattern, str) else list(pattern)
-    return sorted(
+    found = {
         name
         for name, spec in _REGISTRY.items()
         if (task is None or spec.task == task) and any(fnmatch.fnmatchcase(name, p) for p in patterns)
-    )
+    }
+    if task in (None, zoo.TASK):
+        try:
+            found.update(name for p in patterns if zoo.is_zoo_name(p) for name in zoo.names(p))
+        except zoo.ZooError as error:
+            raise UnknownArchitecture(str(error)) from None
+    return sorted(found)
 
 
 def resolve(patterns: list[str], task: str | None = None) -> list[str]:
@@ -92,6 +102,11 @@ def resolve(patterns: list[str], task: str | None = None) -> list[str]:
     names: list[str] = []
     for pattern in patterns:
         matched = list_architectures(pattern, task)
+        if not matched and zoo.is_zoo_name(pattern):
+            if not any(c in pattern for c in "*?["):
+                get_spec(pattern)  # says which models are close
+            zoo_name = pattern.partition(":")[0]
+            raise UnknownArchitecture(f"no {zoo_name} model matches {pattern!r} (list them: archbench list '{zoo_name}:*')")
         if not matched:
             valid = ", ".join(list_architectures(task=task))
             raise UnknownArchitecture(f"unknown architecture {pattern!r} (valid: {valid})")
@@ -100,7 +115,10 @@ def resolve(patterns: list[str], task: str | None = None) -> list[str]:
 
 
 def get_spec(name: str) -> ArchSpec:
+    """The spec of a registered architecture or of a zoo model (`torchvision:resnet50`); UnknownArchitecture if none."""
     load_entry_points()
+    if zoo.is_zoo_name(name) and name not in _REGISTRY:
+        return _zoo_spec(name)
     if name not in _REGISTRY:
         raise UnknownArchitecture(f"unknown architecture {name!r} (valid: {', '.join(sorted(_REGISTRY))})")
     return _REGISTRY[name]
@@ -109,6 +127,18 @@ def get_spec(name: str) -> ArchSpec:
 def create(name: str, input_shape: tuple[int, ...], num_classes: int = 10, **overrides) -> nn.Module:
     """Build architecture `name` for inputs of `input_shape` (C, H, W) and `num_classes` classes."""
     return get_spec(name).build(tuple(input_shape), num_classes, **overrides)
+
+
+@functools.lru_cache(maxsize=None)
+def _zoo_spec(name: str) -> ArchSpec:
+    try:
+        build, original = zoo.builder(name)
+    except zoo.ZooError as error:
+        raise UnknownArchitecture(str(error)) from None
+    family = name.partition(":")[0]
+    description = f"{family} {zoo.version(family)} {name.partition(':')[2]}, untrained"
+    original = inspect.unwrap(original)  # torchvision wraps its builders
+    return ArchSpec(name, zoo.TASK, family, build, description, zoo.source_of(original), _source_hash(original))
 
 
 def load_entry_points() -> None:

@@ -261,9 +261,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
 def _list(args: argparse.Namespace) -> int:
     import architectures
 
-    names = architectures.list_architectures(args.pattern, task=args.task)
-    if not names:
-        raise UserError(f"no architecture matches {args.pattern!r}" + (f" for task {args.task!r}" if args.task else ""))
+    names = architectures.resolve([args.pattern], task=args.task)
     rows = [architectures.get_spec(n) for n in names]
     width = max(len(s.name) for s in rows)
     for spec in rows:

@@ -77,10 +77,17 @@ def run(
 
 
 def check_outputs(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
-    """Raise ValueError unless `model` maps a batch of `x` to one score per class: (batch, num_classes)."""
+    """Raise ValueError unless `model` maps a batch of `x` to one score per class: (batch, num_classes); one that
+    raises on it (one that cannot take the data's shape, say) is a ValueError naming the shape, on one line."""
     model.eval()
-    with torch.inference_mode():
-        scores = model(x)
+    try:
+        with torch.inference_mode():
+            scores = model(x)
+    except Exception as error:  # a model that cannot take the data's shape, mostly: say which shape, on one line
+        shape = "x".join(map(str, x.shape[1:]))
+        text = str(error).strip()
+        reason = f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+        raise ValueError(f"the model failed on a batch of {len(x)} inputs of {shape}: {reason}") from error
     expected = (len(x), num_classes)
     if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != expected:
         got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
