@@ -74,7 +74,9 @@ VERSIONS = (
         "within 8, as keys and a setting that change no figure's meaning: `phase_s` and `pair_wall_s` (where the "
         "pair's time went), and `min_windows` (where windows fall; a window during training warms up for one step "
         "and 0.05 s, not two steps: every quick-suite row's windows stayed within 10% of its loop), and "
-        "`record_id` (what makes a record the same record wherever it is read).",
+        "`record_id` (what makes a record the same record wherever it is read), and `peak_flops`, `peak_method`, "
+        "`train_flop_rate`, `train_utilization`, `infer_flop_rate`, `infer_utilization` (a matmul's rate in the "
+        "run's mode, and the share of it a model's training and inference reach).",
     ),
 )
 

@@ -61,7 +61,9 @@ LAYOUTS: dict[str, Layout] = {
             Column("generalization_gap", "gap (pts)", POINTS),
             Column("params", "params (M)", MILLIONS),
             Column("flops_per_sample", "FLOPs/sample (M)", Number(1e-6)),
-            *COST_COLUMNS,
+            *COST_COLUMNS[:1],
+            Column("train_utilization", "train % peak", PERCENT),
+            *COST_COLUMNS[1:],
             Column("time_to_target_s", "time to target (s)", SIG3),
         ]
     ),

@@ -28,7 +28,7 @@ import architectures
 
 from ..data import datasets
 from .. import configs
-from ..measure import load, memory, phases
+from ..measure import load, memory, phases, utilization
 from ..results import schema
 from . import shards
 from ..results import store
@@ -180,9 +180,11 @@ def run_suite(
     strategy = strategy or Strategy()
     echo = echo if strategy.writes else (lambda line: None)
     names = _architectures(config, strategy, echo)
-    strategy.prepare(names)
     device = strategy.device(config)
     modes = _modes(config, strategy, device, names)
+    # before any other process starts, so that nothing runs beside the matmul
+    peaks = {name: utilization.matmul_peak(device, mode) for name, mode in modes.items()} if strategy.writes else {}
+    strategy.prepare(names)
     data = strategy.load(config, device)
     pairs = [(name, mode, seed) for name in names for mode in modes for seed in config.seeds]
     planned = len(pairs)
@@ -236,6 +238,7 @@ def run_suite(
         if strategy.writes:
             pair = (job.name, job.mode.name, job.seed)
             record.update(environment)
+            record.update(utilization.figures(record, peaks[job.mode.name], _training_flops_factor(record)))
             if profile is not None:
                 profile.add(record)
             retried = (lambda r, this=pair: schema.pair(r) == this) if pair in done else None
@@ -253,6 +256,12 @@ def run_suite(
         strategy.close()
         writer.close()
     return run_dir if strategy.writes else None
+
+
+def _training_flops_factor(record: dict[str, Any]) -> float | None:
+    """What a training step of the record's task costs in forward passes (bench.tasks.Task), None if unknown."""
+    task = TASKS.get(record.get("task"))
+    return task.training_flops_factor if task is not None else None
 
 
 def _architectures(config: RunConfig, strategy: Strategy, echo: Callable[[str], None]) -> list[str]:

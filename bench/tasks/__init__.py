@@ -55,7 +55,8 @@ FIGURES = (
 class Task:
     """One task: its settings class, its loop's module, its report table (`view`), the record keys its loop
     adds, whether its quality is an FID (which needs the cached reference classifier) and whether it can
-    train data-parallel."""
+    train data-parallel, and what its training step costs in forward passes of the model whose FLOPs its
+    records count (None where it is no multiple of them: a GAN's step runs two networks)."""
 
     name: str
     settings: type[TrainingSettings]
@@ -64,6 +65,7 @@ class Task:
     keys: tuple[str, ...]
     generative: bool = False
     data_parallel: bool = False
+    training_flops_factor: float | None = None  # a training step's FLOPs per forward FLOP (bench.measure.utilization)
 
     def loop(self) -> ModuleType:
         """The module that runs this task (imports torch)."""
@@ -89,6 +91,7 @@ TASKS: dict[str, Task] = {
                 "target_accuracy", "epochs_to_target", "time_to_target_s",
             ),
             data_parallel=True,
+            training_flops_factor=3,
         ),
         Task(
             "vae", VaeSettings, "bench.tasks.vae", "generators",
