@@ -138,6 +138,36 @@ def _add_run(run: argparse.ArgumentParser) -> None:
     run.set_defaults(handler=_run)
 
 
+def _add_speed(speed: argparse.ArgumentParser) -> None:
+    from .measure import modes
+
+    _add_plugins(speed)
+    speed.add_argument("--suite", default="speed", help="a suite name or .toml path: its architectures, modes, "
+                       "[classify] optimizer and [measure] timing (default: speed)")
+    speed.add_argument("--arch", nargs="+", action="extend", metavar="A", help="classifiers or wildcards, e.g. "
+                       "torchvision:resnet50 'timm:convnext_*' resnet18")
+    speed.add_argument("--batch-sizes", nargs="+", type=_positive_int, metavar="N", default=[1, 8, 32],
+                       help="batch sizes (default: 1 8 32)")
+    speed.add_argument("--image-sizes", nargs="+", type=_positive_int, metavar="PX", default=[224],
+                       help="square input sizes in pixels (default: 224)")
+    speed.add_argument("--channels", type=_positive_int, default=3, help="input channels (default: 3)")
+    speed.add_argument("--classes", type=_positive_int, default=1000, help="output classes (default: 1000)")
+    speed.add_argument("--max-memory", type=_positive_number, metavar="MB", help="a training step whose peak memory "
+                       "is above MB counts as out of memory (on a CPU; CUDA says so itself): the sweep steps down to the "
+                       "largest batch that fits and tries no larger one")
+    speed.add_argument("--modes", type=_mode_list, metavar="M,M", help="e.g. fp32,bf16+channels_last")
+    speed.add_argument("--precision", choices=modes.PRECISIONS, help="autocast precision of the one mode")
+    speed.add_argument("--channels-last", action="store_true", default=None, help="models and batches in channels_last")
+    speed.add_argument("--compile", nargs="?", const="default", choices=modes.COMPILE_MODES, metavar="MODE")
+    speed.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
+    speed.add_argument("--out", type=Path, metavar="DIR", help=f"where run folders go (default: {store.DEFAULT_OUT})")
+    speed.add_argument("--quiet", action="store_true", default=None, help="no per-point lines")
+    speed.add_argument("--isolation", choices=("process", "none"), help="process (default): each point in a fresh "
+                       "child process; none: all in this one")
+    speed.add_argument("--arch-timeout", type=_positive_number, metavar="S", help="seconds one point may take")
+    speed.set_defaults(handler=_speed)
+
+
 def _add_report(show: argparse.ArgumentParser) -> None:
     show.add_argument("runs", nargs="*", metavar="RUN", help="run folders, records files or run ids (default: the newest run); "
                       "the shards of a sweep (archbench run --shard) together")
@@ -208,6 +238,7 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "compare": ("the regression gate: compare a candidate run with a baseline", _add_compare),
     "ab": ("the paired speed gate: two git revisions measured here, alternating", _add_ab),
     "baseline": ("manage the committed baseline of the regression gate", _add_baseline),
+    "speed": ("the cost figures alone over batch sizes, image sizes and modes; no training", _add_speed),
 }
 
 
@@ -344,6 +375,33 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if failed and config.strict else 0
 
 
+def _speed(args: argparse.Namespace) -> int:
+    from . import configs
+    from .measure import modes
+    from .results import report
+    from .run import runner, speed
+
+    mode = modes.from_flags(args.precision, bool(args.channels_last), args.compile)
+    if mode is not None and args.modes is not None:
+        raise UserError("--modes lists every mode; it does not go with --precision, --channels-last or --compile")
+    config = configs.load(
+        args.suite, architectures=args.arch, device=args.device, out=args.out, quiet=args.quiet,
+        arch_timeout=args.arch_timeout, modes=args.modes or ([mode] if mode else None),
+    )
+    sweep = speed.Sweep(tuple(args.batch_sizes), tuple(args.image_sizes), args.channels, args.classes, args.max_memory)
+    echo = (lambda line: None) if config.quiet else print
+    try:
+        run_dir = speed.run_sweep(config, sweep, _strategy(config, args.isolation, None), echo, args.command_line,
+                                  tuple(args.arch_module))
+    except runner.Interrupted as interrupted:
+        print(f"archbench: {interrupted}", file=sys.stderr)
+        return interrupted.exit_code
+    records = read_records(run_dir / RECORDS)
+    print(f"\n{report.tables(records)}\n")
+    print(f"records: {run_dir / RECORDS}\nreport: {report.write_report(records, run_dir)}")
+    return 0
+
+
 def _strategy(config: RunConfig, isolation: str | None, launch, gpus: str | None = None):
     """How each pair runs: a fresh process (default), this process, a data-parallel group, or fresh processes
     on several GPUs at once (`gpus`: the --devices flag)."""
@@ -380,6 +438,8 @@ def _resumed(args: argparse.Namespace):
     info = store.read_run_info(args.resume) if args.resume.is_dir() else {}
     if "config" not in info:  # a run stopped before its first record has no records file yet
         raise UserError(f"--resume {args.resume}: not a run folder (no {store.RUN_INFO} with a configuration)")
+    if "speed" in info:
+        raise UserError(f"--resume {args.resume}: a speed sweep's folder; speed sweeps are not resumed (run the sweep again)")
     given = [flag for flag in _CONFIGURING_FLAGS if getattr(args, flag) not in (None, False, [])]
     if args.suite == configs.DEFAULT_SUITE:
         given = [flag for flag in given if flag != "suite"]

@@ -1,7 +1,7 @@
 """How close a model runs to the machine's limit: its achieved FLOP rate against the rate of a large matmul
 timed on the same device, in the same precision, in the same run.
 
-The peak is one square matmul (`MATMUL_SIZE` by device), in the mode's autocast dtype (fp32 without one), timed
+The peak is one square matmul (`MATMUL_SIZE` by device, `CPU_FP32_SIZE` for fp32 on a CPU), in the mode's autocast dtype (fp32 without one), timed
 like every figure (bench.measure.timing: warm-up, repeats, median). A matmul has no memory format, so
 channels_last and fp32 share the fp32 peak. The achieved rate of training is the FLOPs of a training step per
 sample times the training throughput: counted where they were (`train_flops_per_step`, for a FLOPs budget),
@@ -12,30 +12,32 @@ inference is the forward FLOPs times the inference throughput.
 
 from __future__ import annotations
 
-import statistics
-
 import torch
 
 from ..results.stats import iqr
 from .modes import Mode
 from .timing import MeasureSettings, time_repeats
 
+# Where the rate levels off. On a 2-core Xeon (AMX): fp32 351 GFLOP/s at 1024, 319-378 at 2048-4096; bf16 1447 at
+# 1024, 2461 at 2048, 2088 at 4096. On an H200, bf16 reaches ~790 TFLOP/s at 8192.
 MATMUL_SIZE = {"cpu": 2048, "cuda": 8192, "mps": 4096}
-PEAK_TIMING = MeasureSettings(repeats=5, warmup_time=0.1, min_repeat_time=0.05, max_time=0.0)
+CPU_FP32_SIZE = 1024  # a quarter of the time per repeat for the same rate: every run times its peak
+PEAK_TIMING = MeasureSettings(repeats=8, warmup_time=0.05, min_repeat_time=0.02, max_time=0.0)
 
 
-def matmul_peak(device: torch.device, mode: Mode, settings: MeasureSettings = PEAK_TIMING) -> dict[str, object]:
-    """`peak_flops` (FLOP/s, the median repeat), its IQR and repeats, and `peak_method` (what was timed) of a
-    large square matmul on `device` in `mode`'s precision."""
+def matmul_peak(device: torch.device, mode: Mode, settings: MeasureSettings | None = None) -> dict[str, object]:
+    """`peak_flops` (FLOP/s, the fastest repeat: what the machine can do, which interference only slows; the
+    first calls in a process ran at a third of it for 0.1-0.2 s on a 2-core Xeon), its IQR, and `peak_method`
+    (what was timed) of a large square matmul on `device` in `mode`'s precision."""
     dtype = mode.autocast_dtype or torch.float32
-    size = MATMUL_SIZE.get(device.type, 2048)
+    size = CPU_FP32_SIZE if device.type == "cpu" and dtype == torch.float32 else MATMUL_SIZE.get(device.type, 2048)
     generator = torch.Generator(device=device).manual_seed(0)
     a, b = (torch.randn(size, size, device=device, dtype=dtype, generator=generator) for _ in range(2))
     with torch.inference_mode():
-        seconds = time_repeats(lambda: torch.mm(a, b), device, settings)
+        seconds = time_repeats(lambda: torch.mm(a, b), device, settings or PEAK_TIMING)
     rates = [2 * size**3 / s for s in seconds]
     return {
-        "peak_flops": statistics.median(rates),
+        "peak_flops": max(rates),
         "peak_flops_iqr": iqr(rates),
         "peak_method": f"{size}x{size} matmul, {str(dtype).removeprefix('torch.')}, {device.type}",
     }

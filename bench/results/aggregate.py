@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import stats
-from .records import comparable, named, versions
+from .records import comparable, named, point, versions
 from ..tasks import TASKS
 
 COST_KEY, COST_LABEL = "train_throughput", "training throughput (samples/s)"
@@ -92,6 +92,7 @@ VIEWS: dict[str, TaskView] = {
     ),
 }
 VIEW_OF_TASK = {task: name for name, view in VIEWS.items() for task in view.tasks}
+SPEED = "speed"  # the table of `archbench speed`'s records, whatever their task: cost figures only
 
 
 @dataclass
@@ -118,9 +119,15 @@ class Row:
         return (self.records[0].get("mode") if self.records else None) or "fp32"
 
     @property
+    def point(self) -> tuple[int, int] | None:
+        """(image size, batch size) of a speed sweep's row (bench.results.records.point), None for a run's."""
+        return point(self.records[0]) if self.records else None
+
+    @property
     def label(self) -> str:
-        """The architecture, with its mode unless that is fp32: how a row is named outside a table."""
-        return named(self.architecture, self.mode)
+        """The architecture, with its mode unless that is fp32 and its point if a speed sweep's: how a row is named
+        outside a table."""
+        return named(self.architecture, self.mode, self.point)
 
     @property
     def config_id(self) -> Any:
@@ -192,8 +199,13 @@ def reference_rows(rows: list[Row]) -> dict[str, Row]:
     runs record the modes in the suite's order): what other modes of it are compared with."""
     first: dict[str, Row] = {}
     for row in rows:
-        first.setdefault(row.architecture, row)
+        first.setdefault(subject(row), row)
     return first
+
+
+def subject(row: Row) -> str:
+    """What a row measures, modes aside: its architecture, at its point for a speed sweep's row."""
+    return named(row.architecture, None, row.point)
 
 
 def mark_pareto(rows: list[Row], quality: str, higher_is_better: bool, cost: str = COST_KEY) -> None:
@@ -222,11 +234,17 @@ def beats(a: Row, b: Row, quality: str, higher_is_better: bool, cost: str = COST
 
 
 def task_groups(rows: list[Row]) -> dict[tuple[str, str], list[Row]]:
-    """Rows by (table, dataset): a task's view name (generators share one), else the task itself."""
+    """Rows by (table, dataset): `table_of` each."""
     groups: dict[tuple[str, str], list[Row]] = {}
     for row in rows:
-        groups.setdefault((VIEW_OF_TASK.get(row.task, row.task), row.dataset), []).append(row)
+        groups.setdefault((table_of(row), row.dataset), []).append(row)
     return groups
+
+
+def table_of(row: Row) -> str:
+    """The table a row belongs in: `speed` for a speed sweep's, else its task's view (generators share one), else
+    the task itself."""
+    return SPEED if row.point else VIEW_OF_TASK.get(row.task, row.task)
 
 
 def finite(value: Any) -> bool:

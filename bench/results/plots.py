@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
 from .aggregate import COST_KEY, COST_LABEL, Row, TaskView, finite  # noqa: E402
-from .records import versions_text  # noqa: E402
+from .records import named, versions_text  # noqa: E402
 from .store import write_whole  # noqa: E402
 
 DPI = 110
@@ -160,3 +160,34 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(image, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return write_whole(path, image.getvalue())
+
+
+def throughput_against_batch(rows: list[Row], path: Path) -> Path | None:
+    """Training and inference samples/s against batch size (log-log), a line per architecture, mode and image size
+    of a speed sweep's rows; None without two points on one line."""
+    lines: dict[str, list[tuple[int, float, float | None]]] = {}
+    several_sizes = len({row.point[0] for row in rows if row.point}) > 1
+    for row in rows:
+        if row.point and finite(row.mean("train_throughput")):
+            size, batch = row.point
+            label = named(row.architecture, row.mode) + (f", {size} px" if several_sizes else "")
+            lines.setdefault(label, []).append((batch, row.mean("train_throughput"), row.mean("infer_throughput")))
+    if not any(len(points) > 1 for points in lines.values()):
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
+    for label, points in sorted(lines.items()):
+        points.sort()
+        for ax, index in zip(axes, (1, 2)):
+            shown = [(p[0], p[index]) for p in points if finite(p[index])]
+            ax.plot([b for b, _ in shown], [v for _, v in shown], marker="o", label=label)
+    for ax, title in zip(axes, ("training step", "inference")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("samples/s")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[1].legend(fontsize=7, loc="best")
+    return _save(fig, path)

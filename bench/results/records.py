@@ -81,11 +81,18 @@ VERSIONS = (
 )
 
 
-def named(architecture: str, mode: str | None) -> str:
+def named(architecture: str, mode: str | None, at: tuple[int, int] | None = None) -> str:
     """How a row or record is named outside a table: the architecture, with its mode unless that is fp32
-    (records from before modes have none, and were fp32)."""
+    (records from before modes have none, and were fp32), and a speed record's point (`point`)."""
     mode = mode or "fp32"
-    return architecture if mode == "fp32" else f"{architecture} ({mode})"
+    name = architecture if mode == "fp32" else f"{architecture} ({mode})"
+    return f"{name} at {at[0]} px, batch {at[1]}" if at else name
+
+
+def point(record: dict[str, Any]) -> tuple[int, int] | None:
+    """(image size, batch size) of a speed record (`archbench speed` measures several per architecture and
+    mode), None for a run's record."""
+    return (record.get("image_size"), record.get("batch_size")) if record.get("kind") == "speed" else None
 
 
 def torn_tail(content: bytes) -> int:
@@ -160,12 +167,12 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         if identity(record) in seen:
             repeated += 1
             continue
-        about = (record.get("run_id"), record["architecture"], record.get("mode") or "fp32", record.get("seed"))
+        about = (record.get("run_id"), record["architecture"], record.get("mode") or "fp32", record.get("seed"), point(record))
         if about in lines:  # a baseline pools several runs: one record per pair and run
-            _, name, mode, seed = about
+            _, name, mode, seed, _ = about
             raise UserError(
-                f"{path}:{lines[about]} and {path}:{number}: two records of {named(name, mode)} seed {seed} in one run; "
-                "a run records each pair once (keep the one you trust)"
+                f"{path}:{lines[about]} and {path}:{number}: two records of {named(name, mode, point(record))} seed "
+                f"{seed} in one run; a run records each pair once (keep the one you trust)"
             )
         seen.add(identity(record))
         lines[about] = number

@@ -18,8 +18,8 @@ from tabulate import tabulate
 
 from . import plots
 from .aggregate import (
-    CLOCK_AGREEMENT, COST_KEY, LOADED_SHARE, VIEW_OF_TASK, VIEWS, Number, Row, TaskView, aggregate, finite,
-    reference_rows, task_groups,
+    CLOCK_AGREEMENT, COST_KEY, LOADED_SHARE, SPEED, VIEWS, Number, Row, TaskView, aggregate, finite, reference_rows,
+    subject, table_of, task_groups,
 )
 from .records import versions, versions_text
 from .store import write_whole
@@ -55,6 +55,20 @@ COST_COLUMNS = [
 ]
 
 LAYOUTS: dict[str, Layout] = {
+    SPEED: Layout(
+        [
+            Column("image_size", "px", Number(decimals=0)),
+            Column("batch_size", "batch", Number(decimals=0)),
+            Column("params", "params (M)", MILLIONS),
+            Column("flops_per_sample", "GFLOPs/sample", Number(1e-9, decimals=2)),
+            Column("train_throughput", "train (samples/s)", SIG3),
+            Column("train_utilization", "train % peak", PERCENT),
+            Column("infer_throughput", "infer (samples/s)", SIG3),
+            Column("infer_utilization", "infer % peak", PERCENT),
+            Column("latency_p50_ms", "latency p50 (ms)", SIG3),
+            Column("peak_memory_mb", "train peak mem (MB)", SIG3),
+        ]
+    ),
     "classify": Layout(
         [
             Column("test_accuracy", "test acc (%)", PERCENT),
@@ -143,7 +157,7 @@ def task_table(rows: list[Row], fmt: str = "github") -> str:
 
 def table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     """The header and the body cells (strings) of one table's rows, as `task_table` shows them."""
-    layout = LAYOUTS.get(VIEW_OF_TASK.get(rows[0].task, "")) if rows else None
+    layout = LAYOUTS.get(table_of(rows[0])) if rows else None
     columns = layout.columns if layout else []
     if any((r.get("world_size") or 1) > 1 for row in rows for r in row.records):
         columns = columns + DISTRIBUTED_COLUMNS
@@ -152,25 +166,26 @@ def table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     if any(r.get("budget_s") is not None or r.get("budget_flops") is not None for row in rows for r in row.records):
         columns = columns + BUDGET_COLUMNS
     show_task = bool(layout and layout.show_task)
-    view = VIEWS.get(VIEW_OF_TASK.get(rows[0].task, "")) if rows else None
+    view = VIEWS.get(table_of(rows[0])) if rows else None
     show_modes = len({row.mode for row in rows}) > 1
     references = reference_rows(rows)
     headers = ["architecture", *(["mode"] if show_modes else []), *(["task"] if show_task else []), "seeds", "status"]
     if show_modes:
-        headers += ["train speedup", f"Δ {view.quality_name if view else 'quality'}"]
+        headers += ["train speedup", *([f"Δ {view.quality_name}"] if view else [])]
     headers += [c.header for c in columns]
     body = []
     for row in rows:
         name = f"★ {row.architecture}" if row.pareto else row.architecture
         cells = [name, *([_mode_shown(row)] if show_modes else []), *([row.task] if show_task else []), str(row.seeds), row.status()]
         if show_modes:
-            reference = references[row.architecture]
+            reference = references[subject(row)]
             if reference is row:
                 cells += ["", ""]
             elif not row.comparable(reference):
                 cells += [NOT_COMPARABLE, NOT_COMPARABLE]
             else:
                 cells += [_speedup(row, reference), _quality_change(row, reference, view)]
+            cells = cells if view else cells[:-1]
         body.append([*cells, *(c.number(row.mean(c.key), _half_width(row, c.key)) for c in columns)])
     body += _calibration_cells(rows, headers, columns)
     return headers, body
@@ -249,7 +264,7 @@ def tables(records: list[dict[str, Any]], reference: str | None = None) -> str:
     """Every task's table under a heading naming the task and dataset, and its summary lines, for the terminal."""
     parts = []
     for (table, dataset), rows in task_groups(aggregate(records)).items():
-        title = VIEWS[table].title if table in VIEWS else table
+        title = _title(table)
         summary = summary_lines(rows, VIEWS[table], reference) if table in VIEWS else []
         parts.append(f"### {title} on {dataset}\n\n{task_table(rows)}" + "".join(f"\n{line}" for line in summary))
     return "\n\n".join(parts)
@@ -275,10 +290,14 @@ def write_report(
     blocks: list[tuple] = [("h1", "archbench report"), *_environment_blocks(records)]
     for (table, dataset), group in task_groups(rows).items():
         view = VIEWS.get(table)
-        title = view.title if view else table
-        blocks.append(("h2", f"{title} on {dataset}"))
+        blocks.append(("h2", f"{_title(table)} on {dataset}"))
         headers, body = table_cells(group)
         blocks.append(("table", headers, body))
+        if table == SPEED:
+            blocks.append(("p", SPEED_LEGEND))
+            path = folder / "plots" / f"speed-{dataset.replace(' ', '-')}.png"
+            if plots.throughput_against_batch(group, path):
+                blocks.append(("img", path, "samples/s against batch size, per architecture, mode and image size"))
         if not view:
             continue
         blocks.append(("p", _legend(view, group)))
@@ -293,6 +312,18 @@ def write_report(
     if html_page:
         return write_whole(folder / "REPORT.html", _render_html(blocks))
     return write_whole(folder / "REPORT.md", _render_markdown(blocks, folder))
+
+
+def _title(table: str) -> str:
+    return VIEWS[table].title if table in VIEWS else "Speed" if table == SPEED else table
+
+
+SPEED_LEGEND = (
+    "Cost figures alone (`archbench speed`), on random inputs, no training: the training step (zero_grad, forward, "
+    "backward, optimizer step) and inference (no_grad forward) in samples/s, batch-1 latency, the training step's "
+    "peak memory, and the share of this machine's matmul peak in the same precision each reaches (`% peak`). "
+    "A batch out of memory is a failed row; the largest batch that fits below it follows."
+)
 
 
 def _legend(view: TaskView, rows: list[Row]) -> str:

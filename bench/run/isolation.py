@@ -81,9 +81,8 @@ class ChildProcess(runner.Strategy):
         self.timeout, self.env, self.threads = timeout, dict(env or {}), threads
         self._logs: Path | None = None
 
-    def load(self, config: RunConfig, device: torch.device) -> datasets.ImageData:
+    def place(self, data: datasets.ImageData, device: torch.device) -> datasets.ImageData:
         """The data on the CPU, in shared memory: children map it instead of reading the files again."""
-        data = runner.load_data(config)
         for tensor in (data.train_x, data.train_y, data.test_x, data.test_y):
             tensor.share_memory_()
         return data

@@ -59,15 +59,19 @@ class Job:
     isolation: str = "none"
     mode: Mode = field(default_factory=Mode)
     shard: str | None = None  # "K/N" of a sharded sweep
+    measure_only: bool = False  # the cost figures alone, no training (`archbench speed`)
+    max_memory_mb: float | None = None  # a training step's peak memory above this is out of memory
+    extra: dict[str, Any] = field(default_factory=dict)  # fields the record starts with besides schema.start's
 
     def start_record(self, world_size: int = 1) -> dict[str, Any]:
         """The fields this pair's record starts with (bench.results.schema.start); `failed` until a run says otherwise."""
-        return schema.start(
+        record = schema.start(
             self.name, self.seed, run_id=self.run_dir.name, suite=self.config.suite, data=self.data,
             device=self.device, settings=self.config.settings_of(self.name),
             measure=self.config.measure, mode=self.mode, world_size=world_size, isolation=self.isolation,
             shard=self.shard,
         )
+        return {**record, **self.extra}
 
 
 class Strategy:
@@ -95,7 +99,11 @@ class Strategy:
         return resolve_device(config.device)
 
     def load(self, config: RunConfig, device: torch.device) -> datasets.ImageData:
-        return load_data(config).to(device)
+        return self.place(load_data(config), device)
+
+    def place(self, data: datasets.ImageData, device: torch.device) -> datasets.ImageData:
+        """`data` (on the CPU) where the pairs this strategy runs take it from: here, on the run's device."""
+        return data.to(device)
 
     def agree(self, run_dir: Path | None) -> Path:
         """The run folder every process of the run uses (the writer's)."""
@@ -128,12 +136,20 @@ class Strategy:
         """Release what the strategy holds (processes, groups); called once the suite ends or is interrupted."""
 
 
+class OverMemoryLimit(RuntimeError):
+    """A pair's training step took more memory than its limit (`Job.max_memory_mb`): on a CPU, what running
+    out of memory is on CUDA."""
+
+
 class Interrupted(Exception):
     """The suite was stopped by SIGINT or SIGTERM; finished records are on disk, nothing partial is."""
 
-    def __init__(self, signal_name: str, exit_code: int, done: int, total: int, run_dir: Path | None):
+    def __init__(
+        self, signal_name: str, exit_code: int, done: int, total: int, run_dir: Path | None, resumable: bool = True
+    ):
         self.signal_name, self.exit_code, self.done, self.total, self.run_dir = signal_name, exit_code, done, total, run_dir
-        resume = f"; resume with: archbench run --resume {run_dir}" if run_dir else ""
+        resume = f"; resume with: archbench run --resume {run_dir}" if run_dir and resumable else ""
+        resume += f"; what finished is in {run_dir}" if run_dir and not resumable else ""
         super().__init__(f"interrupted ({signal_name}) after {done} of {total} runs{resume}")
 
 
@@ -179,9 +195,9 @@ def run_suite(
     """
     strategy = strategy or Strategy()
     echo = echo if strategy.writes else (lambda line: None)
-    names = _architectures(config, strategy, echo)
+    names = architectures_of(config, strategy, echo)
     device = strategy.device(config)
-    modes = _modes(config, strategy, device, names)
+    modes = modes_of(config, strategy, device, names)
     # before any other process starts, so that nothing runs beside the matmul
     peaks = {name: utilization.matmul_peak(device, mode) for name, mode in modes.items()} if strategy.writes else {}
     strategy.prepare(names)
@@ -202,7 +218,7 @@ def run_suite(
         if resume is None:
             info = {"config": dataclasses.asdict(config), **strategy.info(), "arch_modules": list(arch_modules),
                     "working_dir": str(Path.cwd()), "shard": plan, "environment": environment}
-            run_dir = _new_run(config, info)
+            run_dir = new_run(config, info)
             writer.enter_context(store.writing(run_dir))
         else:
             run_dir = resume
@@ -237,8 +253,7 @@ def run_suite(
         nonlocal finished
         if strategy.writes:
             pair = (job.name, job.mode.name, job.seed)
-            record.update(environment)
-            record.update(utilization.figures(record, peaks[job.mode.name], _training_flops_factor(record)))
+            finish(record, environment, peaks[job.mode.name])
             if profile is not None:
                 profile.add(record)
             retried = (lambda r, this=pair: schema.pair(r) == this) if pair in done else None
@@ -258,13 +273,15 @@ def run_suite(
     return run_dir if strategy.writes else None
 
 
-def _training_flops_factor(record: dict[str, Any]) -> float | None:
-    """What a training step of the record's task costs in forward passes (bench.tasks.Task), None if unknown."""
+def finish(record: dict[str, Any], environment: dict[str, Any], peak: dict[str, Any]) -> None:
+    """Add to a pair's record, as the writing process gets it, the environment and the run's matmul `peak` for its
+    mode, with the share of that peak it reached (bench.measure.utilization)."""
+    record.update(environment)
     task = TASKS.get(record.get("task"))
-    return task.training_flops_factor if task is not None else None
+    record.update(utilization.figures(record, peak, task.training_flops_factor if task is not None else None))
 
 
-def _architectures(config: RunConfig, strategy: Strategy, echo: Callable[[str], None]) -> list[str]:
+def architectures_of(config: RunConfig, strategy: Strategy, echo: Callable[[str], None]) -> list[str]:
     """The suite's architectures that `strategy` runs; UserError for an unknown name, or for an FID cache folder
     that generators would need and cannot write to."""
     try:
@@ -277,7 +294,7 @@ def _architectures(config: RunConfig, strategy: Strategy, echo: Callable[[str], 
     return names
 
 
-def _modes(config: RunConfig, strategy: Strategy, device: torch.device, names: list[str]) -> dict[str, Mode]:
+def modes_of(config: RunConfig, strategy: Strategy, device: torch.device, names: list[str]) -> dict[str, Mode]:
     """The suite's modes resolved for `device`, by name; UserError for what `strategy` cannot run (compiling
     modes, training budgets of architectures `names`)."""
     modes = {mode.name: mode.resolved(device) for mode in configs.modes(config)}
@@ -291,7 +308,7 @@ def _modes(config: RunConfig, strategy: Strategy, device: torch.device, names: l
     return modes
 
 
-def _new_run(config: RunConfig, info: dict[str, Any]) -> Path:
+def new_run(config: RunConfig, info: dict[str, Any]) -> Path:
     """A fresh run folder under the configuration's `out`, holding `info` as its run.json."""
     run_dir = store.new_run_dir(Path(config.out), config.suite)
     try:
@@ -331,6 +348,7 @@ def _run_pair(
     settings = config.settings_of(job.name)
     record = job.start_record(group.world_size if group else 1)
     record.update(extra or {}, allocator=memory.steady_allocator())
+    _settle_heap()
     if job.mode.compile:
         fresh_compiler()
     started, compiled = time.perf_counter(), compile_seconds()
@@ -345,7 +363,8 @@ def _run_pair(
                 raise
             what = "torch.compile failed: " if job.mode.compile and _from_compiler(error) else ""
             record.update(
-                status="failed", error=f"{what}{type(error).__name__}: {error}", traceback=traceback.format_exc()
+                status="failed", error=f"{what}{type(error).__name__}: {error}", traceback=traceback.format_exc(),
+                out_of_memory=isinstance(error, (torch.cuda.OutOfMemoryError, OverMemoryLimit)),
             )
         finally:
             record["wall_time_s"] = time.perf_counter() - started
@@ -372,7 +391,22 @@ def _build_and_run(
     context = RunContext(
         job.device, job.seed, job.config.measure, job.run_dir, progress, group or Group(), job.config.fid, job.mode
     )
-    (train or task.loop().run)(model, job.data, settings, context, record)
+    if job.measure_only:
+        task.loop().run(model, job.data, settings, context, record, train=False)
+    else:
+        (train or task.loop().run)(model, job.data, settings, context, record)
+    peak = record.get("peak_memory_mb")
+    if job.max_memory_mb is not None and peak is not None and peak > job.max_memory_mb:
+        raise OverMemoryLimit(f"training at batch {settings.batch_size} took {peak:.0f} MB, over the limit of {job.max_memory_mb:g} MB")
+
+
+def _settle_heap() -> None:
+    """Collect what earlier work left unreachable, then set every object still alive aside (gc.freeze), so that the
+    collections during the pair (memory measurement, the end of the pair, Python's own) look at the pair's
+    objects only: with torch imported, a full collection takes 60-80 ms (twice that in a test process) and a pair
+    made two or three."""
+    gc.collect()
+    gc.freeze()
 
 
 def _from_compiler(error: BaseException) -> bool:

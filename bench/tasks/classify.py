@@ -83,6 +83,8 @@ def check_outputs(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
     try:
         with torch.inference_mode():
             scores = model(x)
+    except torch.cuda.OutOfMemoryError:
+        raise
     except Exception as error:  # a model that cannot take the data's shape, mostly: say which shape, on one line
         shape = "x".join(map(str, x.shape[1:]))
         text = str(error).strip()

@@ -1,0 +1,156 @@
+"""`archbench speed`: the cost figures alone, over architectures x image sizes x batch sizes x modes; no training.
+
+Each point (architecture, image size, batch size, mode) runs as a run's pair does (runner.run_pair, in a
+fresh process by default) and measures what its task's `run(..., train=False)` measures: training-step
+(zero_grad, forward, backward, optimizer step) and inference (no_grad forward) throughput with their spread,
+batch-1 latency, peak training memory, parameters and FLOPs, and, against the matmul peak the sweep times
+before its first point, utilization. Inputs are random (as timm's benchmark.py's), seeded, of the point's
+shape. Its records are a run's records with `kind` "speed" and `image_size`, so report and compare read them.
+
+The largest batch that fits: a point that runs out of memory (CUDA's OutOfMemoryError; on a CPU, a training
+step whose peak memory is over `max_memory_mb`) is a failed record marked `out_of_memory`. The sweep then steps
+down from its batch size as timm's `decay_batch_step` does (64, 48, 32, 24, 16, ...) while the batch is above
+the largest one measured so far, records the first that fits (`stepped_down_from` says from where), and tries
+no larger batch of that architecture, size and mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Generator
+
+import torch
+
+import architectures
+
+from ..configs import RunConfig
+from ..data.datasets import ImageData
+from ..errors import Terminated, UserError
+from ..measure import utilization
+from ..measure.modes import Mode
+from ..results import store
+from . import runner
+from .environment import capture
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The points of a speed sweep besides architectures and modes (those are the configuration's)."""
+
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    image_sizes: tuple[int, ...] = (224,)
+    channels: int = 3
+    classes: int = 1000
+    max_memory_mb: float | None = None
+
+
+def decay_batch_step(batch_size: int, num_intra_steps: int = 2) -> int:
+    """The next smaller batch size to try, stepping between powers of two in `num_intra_steps` steps (timm's
+    `decay_batch_step`): 64, 48, 32, 24, 16, 12, 8, 6, 4, 3, 2, 1, then 0."""
+    if batch_size <= 1:
+        return 0
+    base = 2 ** int(math.log2(batch_size - 1))
+    step = max(base // num_intra_steps, 1)
+    return base + ((batch_size - base - 1) // step) * step
+
+
+def random_data(channels: int, size: int, classes: int, samples: int, seed: int = 0) -> ImageData:
+    """`samples` random images (uniform in [0, 1]) of channels x size x size with random labels, as both splits."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(samples, channels, size, size, generator=generator)
+    y = torch.randint(0, classes, (samples,), generator=generator)
+    return ImageData(f"random {channels}x{size}x{size}", x, y, x, y, classes)
+
+
+def run_sweep(
+    config: RunConfig, sweep: Sweep, strategy: runner.Strategy, echo: Callable[[str], None], command: str,
+    arch_modules: tuple[str, ...] = (),
+) -> Path:
+    """Measure every point of `sweep` x the configuration's classifiers and modes; return the run folder."""
+    names = runner.architectures_of(config, strategy, echo)
+    others = [name for name in names if architectures.get_spec(name).task != "classify"]
+    if others:
+        raise UserError(f"archbench speed measures classifiers; {others[0]} is a {architectures.get_spec(others[0]).task}")
+    device = strategy.device(config)
+    modes = runner.modes_of(config, strategy, device, names)
+    peaks = {name: utilization.matmul_peak(device, mode) for name, mode in modes.items()}
+    strategy.prepare(names)
+    environment = capture(device, command)
+    info = {"config": dataclasses.asdict(config), "speed": dataclasses.asdict(sweep), **strategy.info(),
+            "arch_modules": list(arch_modules), "working_dir": str(Path.cwd()), "environment": environment}
+    run_dir = runner.new_run(config, info)
+    points = len(names) * len(modes) * len(sweep.image_sizes) * len(sweep.batch_sizes)
+    echo(f"run {run_dir.name}: speed of {len(names)} architecture(s) x {len(modes)} mode(s) x image sizes "
+         f"{', '.join(map(str, sweep.image_sizes))} x batch sizes {', '.join(map(str, sweep.batch_sizes))} "
+         f"({points} points) on {strategy.describe(device)}")
+    done = 0
+    try:
+        with store.writing(run_dir):
+            for size in sweep.image_sizes:
+                samples = 2 * max(sweep.batch_sizes)  # two batches: a step draws a fresh one as training would
+                data = strategy.place(random_data(sweep.channels, size, sweep.classes, samples), device)
+                for name in names:
+                    for mode in modes.values():
+                        jobs = _points(config, sweep, data, device, run_dir, arch_modules, strategy, mode, name, size, echo)
+                        job = next(jobs)
+                        while job is not None:
+                            record = strategy.execute_timed(job)
+                            runner.finish(record, environment, peaks[mode.name])
+                            store.append_record(run_dir, record)
+                            echo(summary(record))
+                            done += 1
+                            job = jobs.send(record)  # the next point depends on how this one went
+    except KeyboardInterrupt:
+        raise runner.Interrupted("SIGINT", 130, done, points, run_dir, resumable=False) from None
+    except Terminated:
+        raise runner.Interrupted("SIGTERM", 143, done, points, run_dir, resumable=False) from None
+    finally:
+        strategy.close()
+    return run_dir
+
+
+def _points(
+    config: RunConfig, sweep: Sweep, data: ImageData, device: torch.device, run_dir: Path, arch_modules: tuple[str, ...],
+    strategy: runner.Strategy, mode: Mode, name: str, size: int, echo: Callable[[str], None],
+) -> Generator[runner.Job | None, dict[str, Any], None]:
+    """The jobs of one architecture, size and mode, batch sizes ascending, stepping down after one out of memory;
+    each job's record is sent back before the next is chosen, and None follows the last."""
+    largest_fit = 0
+    queue = sorted(set(sweep.batch_sizes))
+    stepped_from = None
+    while queue:
+        batch = queue.pop(0)
+        job = runner.Job(
+            name, 0, _at_batch(config, batch), data, device, run_dir, config.quiet, arch_modules, strategy.isolation,
+            mode, measure_only=True, max_memory_mb=sweep.max_memory_mb,
+            extra={"kind": "speed", "image_size": size, "stepped_down_from": stepped_from},
+        )
+        record = yield job
+        if record.get("out_of_memory"):
+            below = decay_batch_step(batch)
+            if queue:
+                echo(f"  {name}: batch {batch} is out of memory; not trying {', '.join(map(str, queue))}")
+            queue, stepped_from = ([below], stepped_from or batch) if below > largest_fit else ([], None)
+        elif record["status"] == "ok":
+            largest_fit, stepped_from = batch, None
+    yield None
+
+
+def _at_batch(config: RunConfig, batch: int) -> RunConfig:
+    """`config` with every classifier at batch size `batch`, per-architecture tables included."""
+    tables = {task: {pattern: {k: v for k, v in table.items() if k != "batch_size"} for pattern, table in by_name.items()}
+              for task, by_name in config.per_architecture.items()}
+    classify = dataclasses.replace(config.tasks["classify"], batch_size=batch)
+    return dataclasses.replace(config, tasks={**config.tasks, "classify": classify}, per_architecture=tables)
+
+
+def summary(record: dict[str, Any]) -> str:
+    """One line per point as it ends."""
+    head = f"  {record['architecture']:<24} {record.get('mode', 'fp32'):<18} {record['image_size']:>4} px  batch {record['batch_size']:<5}"
+    if record["status"] != "ok":
+        return f"{head} {record['status']}: {record['error']}"
+    return (f"{head} train {record['train_throughput']:.4g}/s  infer {record['infer_throughput']:.4g}/s  "
+            f"p50 {record['latency_p50_ms']:.3g} ms  {record['peak_memory_mb']:.0f} MB")
