@@ -1,7 +1,6 @@
 """`archbench speed`: cost figures over batch sizes, image sizes and modes as records that report and compare read,
 and the step down to the largest batch that fits."""
 
-import json
 
 import pytest
 

@@ -37,7 +37,6 @@ from .. import scratch
 from ..data import datasets
 from ..tasks import TASKS
 from . import runner
-from ..configs import RunConfig
 
 STDERR_LINES = 40  # how many of a failed child's last stderr lines its record keeps (a crash's stack fits)
 
