@@ -145,12 +145,13 @@ class Interrupted(Exception):
     """The suite was stopped by SIGINT or SIGTERM; finished records are on disk, nothing partial is."""
 
     def __init__(
-        self, signal_name: str, exit_code: int, done: int, total: int, run_dir: Path | None, resumable: bool = True
+        self, signal_name: str, exit_code: int, done: int, total: int | None, run_dir: Path | None, resumable: bool = True
     ):
         self.signal_name, self.exit_code, self.done, self.total, self.run_dir = signal_name, exit_code, done, total, run_dir
         resume = f"; resume with: archbench run --resume {run_dir}" if run_dir and resumable else ""
         resume += f"; what finished is in {run_dir}" if run_dir and not resumable else ""
-        super().__init__(f"interrupted ({signal_name}) after {done} of {total} runs{resume}")
+        of = f" of {total}" if total is not None else ""
+        super().__init__(f"interrupted ({signal_name}) after {done}{of} runs{resume}")
 
 
 def resolve_device(name: str) -> torch.device:

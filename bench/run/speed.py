@@ -104,9 +104,9 @@ def run_sweep(
                             done += 1
                             job = jobs.send(record)  # the next point depends on how this one went
     except KeyboardInterrupt:
-        raise runner.Interrupted("SIGINT", 130, done, points, run_dir, resumable=False) from None
+        raise runner.Interrupted("SIGINT", 130, done, None, run_dir, resumable=False) from None  # step-downs add runs
     except Terminated:
-        raise runner.Interrupted("SIGTERM", 143, done, points, run_dir, resumable=False) from None
+        raise runner.Interrupted("SIGTERM", 143, done, None, run_dir, resumable=False) from None
     finally:
         strategy.close()
     return run_dir
@@ -151,6 +151,7 @@ def summary(record: dict[str, Any]) -> str:
     """One line per point as it ends."""
     head = f"  {record['architecture']:<24} {record.get('mode', 'fp32'):<18} {record['image_size']:>4} px  batch {record['batch_size']:<5}"
     if record["status"] != "ok":
-        return f"{head} {record['status']}: {record['error']}"
+        error = record["error"] if len(record["error"]) <= 100 else record["error"][:99] + "…"  # the record has it all
+        return f"{head} {'out of memory' if record.get('out_of_memory') else record['status']}: {error}"
     return (f"{head} train {record['train_throughput']:.4g}/s  infer {record['infer_throughput']:.4g}/s  "
             f"p50 {record['latency_p50_ms']:.3g} ms  {record['peak_memory_mb']:.0f} MB")
