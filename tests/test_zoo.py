@@ -130,3 +130,17 @@ def test_params_and_flops_of_every_torchvision_model_match_its_published_metadat
         if ours != params or abs(flops / 2e9 / gflops - 1) > 0.02:
             disagree.append(f"{weights}: params {ours} vs {params}, GFLOPS {flops / 2e9:.4g} vs {gflops}")
     assert disagree == []
+
+
+def test_attention_is_counted_as_a_run_counts_it_on_the_device():
+    """A run counts FLOPs on the real model under inference_mode, where nn.MultiheadAttention takes a fused path
+    the FLOP counter does not see into; counted as its matrix products, ViT-B/16 is what torchvision publishes."""
+    import torchvision
+
+    model = architectures.create("torchvision:vit_b_16", (3, 224, 224), 1000).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.inference_mode():
+        counted = counts.flops(lambda: model(x))
+        assert torch.backends.mha.get_fastpath_enabled()  # switched off only while counting
+    published = torchvision.models.ViT_B_16_Weights.IMAGENET1K_V1.meta["_ops"]
+    assert counted / 2e9 == pytest.approx(published, rel=0.01)

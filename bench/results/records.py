@@ -76,7 +76,9 @@ VERSIONS = (
         "and 0.05 s, not two steps: every quick-suite row's windows stayed within 10% of its loop), and "
         "`record_id` (what makes a record the same record wherever it is read), and `peak_flops`, `peak_method`, "
         "`train_flop_rate`, `train_utilization`, `infer_flop_rate`, `infer_utilization` (a matmul's rate in the "
-        "run's mode, and the share of it a model's training and inference reach).",
+        "run's mode, and the share of it a model's training and inference reach). `flops_per_sample` counts "
+        "attention as its matrix products (fused attention kernels went uncounted): no registered architecture "
+        "has attention, so theirs are unchanged.",
     ),
 )
 
