@@ -163,31 +163,41 @@ def _save(fig, path: Path) -> Path:
 
 
 def throughput_against_batch(rows: list[Row], path: Path) -> Path | None:
-    """Training and inference samples/s against batch size (log-log), a line per architecture, mode and image size
-    of a speed sweep's rows; None without two points on one line."""
-    lines: dict[str, list[tuple[int, float, float | None]]] = {}
+    """Training and inference samples/s against batch size (log-log) of a speed sweep's rows: a colour per
+    architecture (and image size, where there are several), a line style per mode; None without two points on
+    one line."""
+    lines: dict[tuple[str, str], list[tuple[int, float, float | None]]] = {}
     several_sizes = len({row.point[0] for row in rows if row.point}) > 1
     for row in rows:
         if row.point and finite(row.mean("train_throughput")):
             size, batch = row.point
-            label = named(row.architecture, row.mode) + (f", {size} px" if several_sizes else "")
-            lines.setdefault(label, []).append((batch, row.mean("train_throughput"), row.mean("infer_throughput")))
+            subject = row.architecture + (f", {size} px" if several_sizes else "")
+            lines.setdefault((subject, row.mode), []).append((batch, row.mean("train_throughput"), row.mean("infer_throughput")))
     if not any(len(points) > 1 for points in lines.values()):
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
-    for label, points in sorted(lines.items()):
+    subjects = list(dict.fromkeys(subject for subject, _ in lines))
+    modes = list(dict.fromkeys(mode for _, mode in lines))
+    colours = plt.get_cmap("tab20" if len(subjects) > 10 else "tab10")
+    styles = ["-", "--", ":", "-."]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharex=True)
+    for (subject, mode), points in lines.items():
         points.sort()
         for ax, index in zip(axes, (1, 2)):
             shown = [(p[0], p[index]) for p in points if finite(p[index])]
-            ax.plot([b for b, _ in shown], [v for _, v in shown], marker="o", label=label)
+            ax.plot([b for b, _ in shown], [v for _, v in shown], marker="o", markersize=4,
+                    color=colours(subjects.index(subject)), linestyle=styles[modes.index(mode) % len(styles)],
+                    label=named(subject, mode))
+    plain = ticker.FuncFormatter(lambda value, _: f"{value:g}")
     for ax, title in zip(axes, ("training step", "inference")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.xaxis.set_major_formatter(ticker.ScalarFormatter())
+        ax.xaxis.set_major_formatter(plain)
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel("batch size")
         ax.set_ylabel("samples/s")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-    axes[1].legend(fontsize=7, loc="best")
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
