@@ -12,7 +12,7 @@ from torch import nn
 import architectures
 from architectures import registry
 from bench.measure import counts
-from tests.support.cli import run_cli, run_records
+from support.cli import run_cli, run_records
 
 timm = pytest.importorskip("timm")  # the `timm` extra; the dev extra installs it
 
