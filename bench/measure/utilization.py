@@ -34,7 +34,7 @@ def matmul_peak(device: torch.device, mode: Mode, settings: MeasureSettings | No
     generator = torch.Generator(device=device).manual_seed(0)
     a, b = (torch.randn(size, size, device=device, dtype=dtype, generator=generator) for _ in range(2))
     # fp32 on CUDA: cuDNN's convolutions run in TF32 by default (torch.backends.cudnn.allow_tf32), so the mode's
-    # peak is TF32's wherever they may; timed against true fp32 matmuls, ResNets read 108-157% on an H200.
+    # peak is TF32's wherever they may; timed against true fp32 matmuls, ResNets read 95-157% on an H200.
     tf32 = device.type == "cuda" and dtype == torch.float32 and torch.backends.cudnn.allow_tf32
     allowed = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = allowed or tf32
