@@ -122,15 +122,21 @@ def load(
     for key, value in overrides.items():
         if value is not None:
             setattr(config, key, value)
-    changes = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size)) if v is not None}
-    for name, settings in config.tasks.items():
-        config.tasks[name] = _checked(dataclasses.replace(settings, **changes), f"[{name}]")
-    for tables in config.per_architecture.values():
-        for table in tables.values():
-            for key in changes:
-                table.pop(key, None)
+    config = overridden(config, epochs=epochs, batch_size=batch_size)
     _check(config)
     return config
+
+
+def overridden(config: RunConfig, *, epochs: int | None = None, batch_size: int | None = None) -> RunConfig:
+    """A copy of `config` whose every task trains for `epochs` at `batch_size` (None: as it was), per-architecture
+    tables included; UserError for settings that become impossible."""
+    changes = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size)) if v is not None}
+    tasks = {name: _checked(dataclasses.replace(settings, **changes), f"[{name}]") for name, settings in config.tasks.items()}
+    tables = {
+        task: {pattern: {k: v for k, v in table.items() if k not in changes} for pattern, table in by_name.items()}
+        for task, by_name in config.per_architecture.items()
+    }
+    return dataclasses.replace(config, tasks=tasks, per_architecture=tables)
 
 
 def _from_table(table: dict[str, Any], path: Path) -> RunConfig:

@@ -26,6 +26,7 @@ import torch
 
 import architectures
 
+from .. import configs
 from ..configs import RunConfig
 from ..data.datasets import ImageData
 from ..errors import Terminated, UserError
@@ -124,7 +125,7 @@ def _points(
     while queue:
         batch = queue.pop(0)
         job = runner.Job(
-            name, 0, _at_batch(config, batch), data, device, run_dir, config.quiet, arch_modules, strategy.isolation,
+            name, 0, configs.overridden(config, batch_size=batch), data, device, run_dir, config.quiet, arch_modules, strategy.isolation,
             mode, measure_only=True, max_memory_mb=sweep.max_memory_mb,
             extra={"kind": "speed", "image_size": size, "stepped_down_from": stepped_from},
         )
@@ -137,14 +138,6 @@ def _points(
         elif record["status"] == "ok":
             largest_fit, stepped_from = batch, None
     yield None
-
-
-def _at_batch(config: RunConfig, batch: int) -> RunConfig:
-    """`config` with every classifier at batch size `batch`, per-architecture tables included."""
-    tables = {task: {pattern: {k: v for k, v in table.items() if k != "batch_size"} for pattern, table in by_name.items()}
-              for task, by_name in config.per_architecture.items()}
-    classify = dataclasses.replace(config.tasks["classify"], batch_size=batch)
-    return dataclasses.replace(config, tasks={**config.tasks, "classify": classify}, per_architecture=tables)
 
 
 def summary(record: dict[str, Any]) -> str:
