@@ -41,6 +41,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _natural_int(text: str) -> int:
+    value = _positive_int(text) if text.strip() not in ("0", "+0", "-0") else 0
+    return value
+
+
 def _positive_number(text: str) -> float:
     try:
         value = float(text)
@@ -94,7 +99,8 @@ def _add_run(run: argparse.ArgumentParser) -> None:
     _add_plugins(run)
     run.add_argument("--suite", default=configs.DEFAULT_SUITE, help="a built-in suite name or a .toml path")
     run.add_argument("--arch", nargs="+", action="extend", metavar="A", help="architectures or wildcards")
-    run.add_argument("--dataset", help=f"one of: {', '.join(LOADERS)}")
+    run.add_argument("--dataset", help=f"one of: {', '.join(LOADERS)}; or folder:PATH, an image folder (PATH/train/<class>/*, "
+                     "PATH/val/<class>/*, or PATH/<class>/* with a seeded hold-out)")
     run.add_argument("--epochs", type=_positive_int, help="epochs for every task (overrides the suite)")
     run.add_argument("--batch-size", type=_positive_int, help="batch size for every task (overrides the suite)")
     run.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
@@ -103,6 +109,17 @@ def _add_run(run: argparse.ArgumentParser) -> None:
     run.add_argument("--limit-test", type=_positive_int, metavar="N", help="use the first N test samples")
     run.add_argument("--data-root", metavar="DIR", help="dataset folder (default: $ARCHBENCH_DATA or ~/.cache/archbench/data)")
     run.add_argument("--download", action="store_true", default=None, help="download missing dataset files")
+    run.add_argument("--image-size", type=_positive_int, metavar="PX", help="folder datasets: the side of the crops "
+                     "the models see (default 224)")
+    run.add_argument("--workers", type=_natural_int, metavar="N", help="folder datasets: DataLoader workers that "
+                     "decode the images (default: one fewer than the CPUs, 1 to 8; 0: in the training process)")
+    run.add_argument("--data-path", choices=("auto", "memory", "stream"), help="folder datasets: decode every image "
+                     "once into memory, or stream batches through the workers every epoch (auto: memory when it fits "
+                     "the [data] cache_mb and training does not augment)")
+    run.add_argument("--no-augment", action="store_true", default=None, help="folder datasets: "
+                     "train on the evaluation transform (resize, center crop) instead of RandomResizedCrop + flip")
+    run.add_argument("--skip-bad-images", action="store_const", const=True, help="folder datasets: skip unreadable, "
+                     "corrupt or oversized images and count them in the records, instead of stopping")
     run.add_argument("--out", type=Path, metavar="DIR", help=f"where run folders go (default: {store.DEFAULT_OUT})")
     run.add_argument("--strict", action="store_true", default=None, help="exit 1 if any architecture failed")
     run.add_argument("--quiet", action="store_true", default=None, help="no progress bars or per-run lines")
@@ -305,6 +322,7 @@ _CONFIGURING_FLAGS = (
     "suite", "arch", "dataset", "epochs", "batch_size", "device", "seeds", "limit_train", "limit_test", "data_root",
     "download", "out", "arch_timeout", "nproc", "backend", "scaling", "dist_timeout", "arch_module",
     "precision", "channels_last", "compile", "modes", "compile_backend", "shard", "shard_count",
+    "image_size", "workers", "data_path", "no_augment", "skip_bad_images",
 )
 
 
@@ -342,6 +360,8 @@ def _run(args: argparse.Namespace) -> int:
             arch_timeout=args.arch_timeout,
             modes=args.modes or ([mode] if mode else None),
             compile_backend=args.compile_backend,
+            data={"image_size": args.image_size, "num_workers": args.workers, "data_path": args.data_path,
+                  "augment": False if args.no_augment else None, "skip_bad_images": args.skip_bad_images},
         )
         arch_modules = tuple(args.arch_module)
         launch = parallel.from_flags(args.nproc, args.backend, args.scaling, args.dist_timeout)

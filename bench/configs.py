@@ -18,6 +18,7 @@ from .errors import UserError
 from .measure.timing import MeasureSettings
 from .tasks import TASKS
 from .tasks.settings import FidSettings, TrainingSettings
+from .data.folder import FolderSettings
 
 SUITES_DIR = Path(__file__).parent / "suites"
 DEFAULT_SUITE = "quick"
@@ -69,6 +70,7 @@ class RunConfig:
     per_architecture: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     measure: MeasureSettings = field(default_factory=MeasureSettings)
     fid: FidSettings = field(default_factory=FidSettings)
+    data: FolderSettings = field(default_factory=FolderSettings)  # the `[data]` table: how a folder dataset is read
     device: str = "auto"
     data_root: str | None = None
     download: bool = False
@@ -109,11 +111,13 @@ def load(
     *,
     epochs: int | None = None,
     batch_size: int | None = None,
+    data: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> RunConfig:
     """The RunConfig of `suite`, with command-line `overrides` (None means "not given") applied on top.
 
-    `epochs` and `batch_size` override every task's settings, per-architecture ones included. Raises
+    `epochs` and `batch_size` override every task's settings, per-architecture ones included; `data` the
+    `[data]` table's keys (a folder dataset's). Raises
     UserError for a malformed suite or impossible settings.
     """
     path = suite_path(suite)
@@ -123,6 +127,7 @@ def load(
         if value is not None:
             setattr(config, key, value)
     config = overridden(config, epochs=epochs, batch_size=batch_size)
+    config.data = _checked(dataclasses.replace(config.data, **{k: v for k, v in (data or {}).items() if v is not None}), "[data]")
     _check(config)
     return config
 
@@ -141,7 +146,7 @@ def overridden(config: RunConfig, *, epochs: int | None = None, batch_size: int 
 
 def _from_table(table: dict[str, Any], path: Path) -> RunConfig:
     config = RunConfig()
-    sections = {"measure", "fid", *TASKS}
+    sections = {"measure", "fid", "data", *TASKS}
     for key, value in table.items():
         if key in sections:
             if not isinstance(value, dict):
@@ -162,6 +167,7 @@ def _from_table(table: dict[str, Any], path: Path) -> RunConfig:
         }
     config.measure = _settings(MeasureSettings, table.get("measure", {}), f"suite {path}: [measure]")
     config.fid = _fid_settings(table.get("fid", {}), f"suite {path}: [fid]")
+    config.data = _settings(FolderSettings, table.get("data", {}), f"suite {path}: [data]")
     return config
 
 
@@ -258,6 +264,12 @@ def _check(config: RunConfig) -> None:
         raise UserError(
             f"unknown compile_backend {config.compile_backend!r} (valid: {', '.join(compile_backends())})"
         )
+    if not config.dataset.startswith("folder:") and config.data != FolderSettings():
+        changed = [f.name for f in dataclasses.fields(FolderSettings) if getattr(config.data, f.name) != f.default]
+        raise UserError(
+            f"{', '.join(changed)}: [data] settings (--image-size, --workers, --data-path, --no-augment, "
+            f"--skip-bad-images) apply to folder datasets (--dataset folder:PATH), not to {config.dataset}"
+        )
     if config.arch_timeout is not None and not (config.arch_timeout > 0 and math.isfinite(config.arch_timeout)):
         raise UserError(f"arch_timeout must be a positive number of seconds, got {config.arch_timeout}")
     store.writable_folder(Path(config.out), "--out", create=False)
@@ -270,7 +282,7 @@ def modes(config: RunConfig) -> list[Mode]:
 
 def from_dict(table: dict[str, Any]) -> RunConfig:
     """The RunConfig a run recorded in its run.json (`dataclasses.asdict` of it), for `archbench run --resume`."""
-    plain = {f.name for f in dataclasses.fields(RunConfig)} - {"tasks", "per_architecture", "measure", "fid", "out"}
+    plain = {f.name for f in dataclasses.fields(RunConfig)} - {"tasks", "per_architecture", "measure", "fid", "data", "out"}
     config = RunConfig(**{k: v for k, v in table.items() if k in plain})
     config.out = Path(table.get("out", store.DEFAULT_OUT))
     for name, settings in table.get("tasks", {}).items():
@@ -284,4 +296,5 @@ def from_dict(table: dict[str, Any]) -> RunConfig:
             }
     config.measure = _settings(MeasureSettings, table.get("measure", {}), "[measure]")
     config.fid = _fid_settings(table.get("fid", {}), "[fid]")
+    config.data = _settings(FolderSettings, table.get("data", {}), "[data]")
     return config

@@ -57,7 +57,7 @@ def test_a_classifier_trained_to_a_flops_budget_records_what_it_bought(tmp_path)
     tiny = data.load("synthetic", limit_train=128, limit_test=64)  # 4 steps of 32 per epoch
     model = architectures.create("cnn-baseline", tiny.input_shape, tiny.num_classes)
     probe = ClassifySettings(batch_size=32, optimizer="adam", budget_flops=1.0)
-    costs = classify.training_costs(model, tiny.standardized, probe, RunContext(CPU, 0, FAST_MEASURE, tmp_path))
+    costs = classify.training_costs(model, tiny.splits(), probe, RunContext(CPU, 0, FAST_MEASURE, tmp_path))
     per_step = costs["train_flops_per_step"]
     assert per_step == pytest.approx(3 * 32 * costs["flops_per_sample"], rel=0.05)  # forward and backward: about 3x
 

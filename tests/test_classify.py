@@ -105,7 +105,7 @@ def test_a_nan_loss_raises_diverged_with_its_step(tiny, tmp_path):
     with pytest.raises(Diverged, match="step 4 ") as error:
         settings = ClassifySettings(epochs=2, batch_size=32)
         model = architectures.create("nan-after-3", tiny.input_shape, 10)
-        classify.fit(model, tiny.standardized, settings, RunContext(CPU, 0, FAST_MEASURE, tmp_path), {})
+        classify.fit(model, tiny.splits(), settings, RunContext(CPU, 0, FAST_MEASURE, tmp_path), {})
     assert error.value.step == 4
 
 
@@ -122,7 +122,7 @@ def test_the_timed_training_step_runs_on_the_batches_training_draws(monkeypatch,
     monkeypatch.setattr(classify, "train_step", lambda model, opt, x, y, amp: seen.append(y.clone()) or real_step(model, opt, x, y, amp))
     settings = ClassifySettings(batch_size=25)
     model = architectures.create("cnn-baseline", shapes.input_shape, shapes.num_classes)
-    costs = classify.training_costs(model, shapes.standardized, settings, RunContext(CPU, 7, FAST_MEASURE, tmp_path))
+    costs = classify.training_costs(model, shapes.splits(), settings, RunContext(CPU, 7, FAST_MEASURE, tmp_path))
     assert costs["train_throughput"] > 0
     drawn = data.training_batches(shapes.standardized.train_x, shapes.train_y, 25, seed=7)
     first = [next(drawn)[1] for _ in range(3)]

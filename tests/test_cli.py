@@ -131,8 +131,8 @@ def test_report_prints_the_newest_run_and_writes_a_csv(tiny_suite, tmp_path, cap
 
 BAD_INPUTS = [
     (["run", "--arch", "nope"], "unknown architecture 'nope' (valid: cnn-baseline, cnn-bn"),
-    (["run", "--dataset", "imagenet"], "unknown dataset 'imagenet' (valid: synthetic, fashion-mnist, mnist, cifar10)"),
-    (["run", "--suite", "nope"], "unknown suite 'nope' (valid: cifar10, quick, speed, standard"),
+    (["run", "--dataset", "imagenet"], "unknown dataset 'imagenet' (valid: synthetic, fashion-mnist, mnist, cifar10, or folder:PATH"),
+    (["run", "--suite", "nope"], "unknown suite 'nope' (valid: cifar10, folder, imagenet, quick, speed, standard"),
     (["run", "--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
     (["run", "--batch-size", "-4"], "argument --batch-size: must be at least 1, got -4"),
     (["run", "--epochs", "many"], "argument --epochs: expected a whole number, got 'many'"),

@@ -1,4 +1,5 @@
-"""Datasets as tensors: each split is loaded once into memory and moved to the run's device.
+"""Datasets by name: each split is loaded once into memory (an ImageData, bench.data.images) and moved to the
+run's device; `folder:PATH` reads an image folder (bench.data.stream).
 
 `load(name, ...)` returns an `ImageData` whose pixels are float32 in [0, 1]; `standardized()` gives the
 per-channel zero-mean unit-variance copy classifiers train on. Batches come from a source over its tensors
@@ -12,8 +13,8 @@ import math
 import os
 import struct
 import zlib
-from dataclasses import dataclass, field, replace
-from functools import cache, cached_property
+from dataclasses import replace
+from functools import cache
 from pathlib import Path
 from typing import Callable
 
@@ -21,44 +22,14 @@ import numpy as np
 import torch
 
 from . import synthetic
+from .folder import FolderSettings
+from .images import ImageData
 from ..errors import UserError
 
 DEFAULT_ROOT = Path(os.environ.get("ARCHBENCH_DATA", Path.home() / ".cache" / "archbench" / "data"))
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 10_000, 2_000
-
-
-@dataclass(frozen=True)
-class ImageData:
-    """Train and test images (N, C, H, W) with integer labels (N,), all on one device."""
-
-    name: str
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    num_classes: int
-    # Where each of train_x, train_y, test_x, test_y came from (files, for messages); empty when not from files.
-    sources: dict[str, str] | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train_x.shape[1:])
-
-    def to(self, device: torch.device | str) -> "ImageData":
-        return replace(self, **{f: getattr(self, f).to(device) for f in ("train_x", "train_y", "test_x", "test_y")})
-
-    @cached_property
-    def channel_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel mean and standard deviation (1, C, 1, 1) of the training split; the std is at least 1e-6."""
-        mean = self.train_x.mean(dim=(0, 2, 3), keepdim=True)
-        return mean, self.train_x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-
-    @cached_property
-    def standardized(self) -> "ImageData":
-        """A copy with every channel at zero mean and unit variance, by the training split's statistics."""
-        mean, std = self.channel_stats
-        return replace(self, train_x=(self.train_x - mean) / std, test_x=(self.test_x - mean) / std)
+FOLDER_PREFIX = "folder:"
 
 
 def load(
@@ -67,17 +38,25 @@ def load(
     download: bool = False,
     limit_train: int | None = None,
     limit_test: int | None = None,
+    folder: FolderSettings | None = None,
 ) -> ImageData:
     """Dataset `name` with pixels in [0, 1], cut to the first `limit_train`/`limit_test` samples.
+
+    `folder:PATH` is an image folder read with `folder`'s settings (bench.data.stream.open_folder): an ImageData,
+    or a FolderStream that decodes batches as training draws them.
 
     Raises UserError for an unknown name, a root that is no folder, missing or malformed files (naming the
     file and saying where it looked), splits that do not fit together, or impossible limits.
     """
-    if name not in LOADERS:
-        raise UserError(f"unknown dataset {name!r} (valid: {', '.join(LOADERS)})")
+    if not name.startswith(FOLDER_PREFIX) and name not in LOADERS:
+        raise UserError(f"unknown dataset {name!r} (valid: {', '.join(LOADERS)}, or {FOLDER_PREFIX}PATH for an image folder)")
     for flag, limit in (("--limit-train", limit_train), ("--limit-test", limit_test)):
         if limit is not None and limit < 1:
             raise UserError(f"{flag} must be a positive number of samples, got {limit}")
+    if name.startswith(FOLDER_PREFIX):
+        from .stream import open_folder
+
+        return open_folder(name[len(FOLDER_PREFIX) :], folder or FolderSettings(), limit_train, limit_test)
     folder = Path(root) if root else DEFAULT_ROOT
     if folder.exists() and not folder.is_dir():
         given = "--data-root" if root else "$ARCHBENCH_DATA"

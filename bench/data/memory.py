@@ -8,7 +8,8 @@ device: no per-sample Python, no DataLoader workers on the hot path.
 from __future__ import annotations
 
 import math
-from typing import Iterator, Protocol
+from dataclasses import dataclass
+from typing import Any, Iterator, Protocol
 
 import torch
 
@@ -32,6 +33,23 @@ class Source(Protocol):
     def in_order(self, batch_size: int) -> Iterator[Batch]:
         """One pass over the split in its stored order, for evaluation."""
 
+    def head(self, n: int) -> torch.Tensor:
+        """The split's first `n` images in stored order, as its batches hold them (cost figures run on these)."""
+
+
+@dataclass
+class Splits:
+    """What a classifier trains and is evaluated on, ready on the run's device in the run's mode: the training
+    and test splits, the probe (the first len(test) training samples, as evaluation sees them: the
+    generalization gap compares like with like), and the loader that streams the training split, where one does
+    (None for tensors in memory)."""
+
+    train: Source
+    test: Source
+    probe: Source
+    num_classes: int
+    loader: Any = None
+
 
 class TensorSource:
     """A split held as tensors on one device: images `x` (N, ...) and, unless None, labels `y` (N,)."""
@@ -53,6 +71,9 @@ class TensorSource:
 
     def in_order(self, batch_size: int) -> Iterator[Batch]:
         return batches(self.x, self.y, batch_size)
+
+    def head(self, n: int) -> torch.Tensor:
+        return self.x[:n]
 
 
 def batches(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 PHASES = (
-    "startup", "build", "flops", "warmup", "windows", "memory", "train", "evaluate", "fid_reference", "fid_features",
+    "startup", "build", "flops", "warmup", "windows", "memory", "loader", "train", "evaluate", "fid_reference", "fid_features",
     "fid_calibration", "latency", "other",
 )  # the order a report lists them in; `startup` is the child process's, before its clock starts
 

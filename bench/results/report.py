@@ -125,6 +125,43 @@ DISTRIBUTED_COLUMNS = [
 ]
 
 
+# Shown when a table holds a record whose training data streamed from a folder: what bounded its training.
+INPUT_COLUMNS = [
+    Column("end_to_end_throughput", "loop (samples/s)", SIG3),
+    Column("loader_throughput", "loader (samples/s)", SIG3),
+]
+WELL_BELOW, CLOSE = 0.8, 0.8  # the verdict's thresholds: see `bound_by`
+
+
+def end_to_end(record: dict[str, Any]) -> float | None:
+    """The samples/s a record's training loop achieved end to end: after its first epoch where it trained two or
+    more (`train_loop_throughput`), else over all of its training."""
+    if finite(record.get("train_loop_throughput")):
+        return record["train_loop_throughput"]
+    samples, seconds = (record.get("epochs_trained") or 0) * record.get("train_samples", 0), record.get("train_time_s")
+    return samples / seconds if samples and finite(seconds) and seconds > 0 else None
+
+
+def bound_by(loop: float | None, ceiling: float | None, loader: float | None) -> str:
+    """What bounded training, from the loop's samples/s, the model's ceiling (timed steps on batches already on
+    the device) and the loader's alone: `model` where the loop reaches at least WELL_BELOW of the ceiling;
+    `input` where it runs well below the ceiling and within CLOSE of the loader; `both` (neither alone: the
+    loader's workers and the model contend for the same cores, say) where it runs well below both; "" without
+    the three figures."""
+    if not (finite(loop) and finite(ceiling) and finite(loader)):
+        return ""
+    if loop >= WELL_BELOW * ceiling:
+        return "model"
+    return "input" if loop >= CLOSE * loader else "both"
+
+
+def _input_cells(row: Row) -> list[str]:
+    loops = [v for v in (end_to_end(r) for r in row.ok) if finite(v)]
+    loop = sum(loops) / len(loops) if loops else None
+    return [INPUT_COLUMNS[0].number(loop), INPUT_COLUMNS[1].number(row.mean("loader_throughput")),
+            bound_by(loop, row.mean(COST_KEY), row.mean("loader_throughput"))]
+
+
 def _mode_shown(row: Row) -> str:
     """The row's mode as written, with the precision it resolved to where it was `auto`."""
     precision = row.records[0].get("precision")
@@ -173,6 +210,9 @@ def table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     if show_modes:
         headers += ["train speedup", *([f"Δ {view.quality_name}"] if view else [])]
     headers += [c.header for c in columns]
+    streamed = any(finite(r.get("loader_throughput")) for row in rows for r in row.records)
+    if streamed:
+        headers += [c.header for c in INPUT_COLUMNS] + ["bound by"]
     body = []
     for row in rows:
         name = f"★ {row.architecture}" if row.pareto else row.architecture
@@ -186,7 +226,10 @@ def table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
             else:
                 cells += [_speedup(row, reference), _quality_change(row, reference, view)]
             cells = cells if view else cells[:-1]
-        body.append([*cells, *(c.number(row.mean(c.key), _half_width(row, c.key)) for c in columns)])
+        body.append([
+            *cells, *(c.number(row.mean(c.key), _half_width(row, c.key)) for c in columns),
+            *(_input_cells(row) if streamed else []),
+        ])
     body += _calibration_cells(rows, headers, columns)
     return headers, body
 
@@ -361,10 +404,21 @@ def _legend(view: TaskView, rows: list[Row]) -> str:
             f"`train speedup` and `Δ {view.quality_name}`{scale} compare a mode with the first mode of the same "
             "architecture (training throughput ratio; difference of the means)."
         )
+    if any(finite(row.mean("loader_throughput")) for row in rows):
+        parts.append(
+            "Where training streamed its images from a folder, `train (samples/s)` is the model's ceiling (timed "
+            "steps on batches already on the device), `loop` what the training loop achieved end to end (after its "
+            "first epoch where it trained two or more), and `loader` what the input pipeline delivers alone (its "
+            "workers, transforms and copy to the device, no model). `bound by`: **model** where the loop reaches "
+            f"{WELL_BELOW:.0%} of the ceiling; **input** where it stays below that and within {CLOSE:.0%} of the "
+            "loader (more CPU cores or workers, or a cheaper transform, would speed it up; a faster accelerator "
+            "would not); **both** where it runs well below both (the loader's workers and the model share the "
+            "CPU's cores)."
+        )
     disagree = {
         row.label: (row.mean(COST_KEY), row.mean("train_loop_throughput"))
         for row in rows
-        if finite(row.mean(COST_KEY)) and finite(row.mean("train_loop_throughput"))
+        if not finite(row.mean("loader_throughput")) and finite(row.mean(COST_KEY)) and finite(row.mean("train_loop_throughput"))
         and abs(row.mean(COST_KEY) / row.mean("train_loop_throughput") - 1) > CLOCK_AGREEMENT
     }
     if disagree:

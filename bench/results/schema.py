@@ -54,6 +54,13 @@ DATA_PARALLEL_KEYS = (
 ENVIRONMENT_KEYS = (
     "python", "torch", "torchvision", "device_name", "cpu", "cpu_threads", "cuda", "hostname", "git_commit", "command",
 )
+# What a folder dataset's records add (bench.data.stream.folder_fields); those of FOLDER_FIELDS enter config_id,
+# so that records of other folders' sizes, augmentation, normalization or data paths are not compared.
+FOLDER_FIELDS = ("data_path", "image_size", "augmentation", "normalization")
+FOLDER_KEYS = (
+    "data_folder", "data_layout", *FOLDER_FIELDS, "normalize_mean", "normalize_std", "num_workers", "images_skipped",
+    "images_skipped_examples", "files_ignored", "loader_throughput", "loader_throughput_iqr",
+)
 # Settings added within version 3 (training budgets): they enter config_id only when set, so that the records
 # of runs without them keep the config_id they had.
 UNSET_OMITTED = ("budget_s", "budget_flops")
@@ -67,7 +74,7 @@ def start(
     """The fields every record of architecture `name` in `mode` at `seed` starts with; `failed` until a run says
     otherwise.
 
-    `data` is the run's ImageData, `settings` the task's training settings (a dataclass, or None when the
+    `data` is the run's ImageData or FolderStream, `settings` the task's training settings (a dataclass, or None when the
     task has none), `measure` the measurement settings and `mode` the resolved bench.measure.modes.Mode. `shard` is the
     part of a sharded sweep the run was ("2/3"), None for a whole suite.
     """
@@ -85,10 +92,10 @@ def start(
         "task": spec.task,
         "dataset": data.name,
         "input_shape": list(data.input_shape),
-        "train_samples": len(data.train_x),
-        "test_samples": len(data.test_x),
+        "train_samples": data.train_samples,
+        "test_samples": data.test_samples,
         "device": device.type,
-        "dtype": str(data.train_x.dtype).removeprefix("torch."),
+        "dtype": data.dtype,
         "seed": seed,
         "world_size": world_size,
         "isolation": isolation,
@@ -96,12 +103,14 @@ def start(
         **spec.provenance,
         **(dataclasses.asdict(settings) if settings else {}),
         **{f"measure_{k}": v for k, v in dataclasses.asdict(measure).items()},
+        **(data.fields or {}),
         "status": "failed",
         "error": None,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     keys = [f.name for f in dataclasses.fields(settings)] if settings else []
-    record["config_id"] = config_id(record, [key for key in keys if key not in UNSET_OMITTED or record[key] is not None])
+    keys = [key for key in keys if key not in UNSET_OMITTED or record[key] is not None]
+    record["config_id"] = config_id(record, [*keys, *(key for key in FOLDER_FIELDS if key in record)])
     return record
 
 

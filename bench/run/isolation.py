@@ -81,10 +81,9 @@ class ChildProcess(runner.Strategy):
         self._logs: Path | None = None
 
     def place(self, data: datasets.ImageData, device: torch.device) -> datasets.ImageData:
-        """The data on the CPU, in shared memory: children map it instead of reading the files again."""
-        for tensor in (data.train_x, data.train_y, data.test_x, data.test_y):
-            tensor.share_memory_()
-        return data
+        """The data on the CPU, in shared memory: children map it instead of reading the files again (a streamed
+        folder has nothing decoded to share: each child's loader reads the files)."""
+        return data.share_memory_()
 
     def describe(self, device: torch.device) -> str:
         limit = f", at most {self.timeout:g} s each" if self.timeout else ""

@@ -27,6 +27,7 @@ from tqdm import tqdm
 import architectures
 
 from ..data import datasets
+from ..data.stream import FolderStream
 from .. import configs
 from ..measure import load, memory, phases, utilization
 from ..results import schema
@@ -169,7 +170,7 @@ def resolve_device(name: str) -> torch.device:
 def load_data(config: RunConfig, download: bool | None = None) -> datasets.ImageData:
     """The run's dataset on the CPU, cut to its limits; `download` overrides the configuration's."""
     download = config.download if download is None else download
-    return datasets.load(config.dataset, config.data_root, download, config.limit_train, config.limit_test)
+    return datasets.load(config.dataset, config.data_root, download, config.limit_train, config.limit_test, config.data)
 
 
 def run_suite(
@@ -203,6 +204,7 @@ def run_suite(
     peaks = {name: utilization.matmul_peak(device, mode) for name, mode in modes.items()} if strategy.writes else {}
     strategy.prepare(names)
     data = strategy.load(config, device)
+    _check_streamed(data, names)
     pairs = [(name, mode, seed) for name in names for mode in modes for seed in config.seeds]
     planned = len(pairs)
     plan = store.read_run_info(resume).get("shard") if resume is not None else None
@@ -293,6 +295,16 @@ def architectures_of(config: RunConfig, strategy: Strategy, echo: Callable[[str]
         what = "FID cache folder ([fid] cache_dir or $ARCHBENCH_FID_CACHE)"
         store.writable_folder(reference.cache_dir(config.fid), what, create=False)
     return names
+
+
+def _check_streamed(data: Any, names: list[str]) -> None:
+    """UserError when generators would train on a streamed folder: their tasks take their data in memory."""
+    generators = [n for n in names if TASKS[architectures.get_spec(n).task].generative]
+    if isinstance(data, FolderStream) and generators:
+        raise UserError(
+            f"{generators[0]} is a generator, and generators train on data in memory, but {data.name} streams; "
+            "pass --data-path memory --no-augment (or leave the generators out)"
+        )
 
 
 def modes_of(config: RunConfig, strategy: Strategy, device: torch.device, names: list[str]) -> dict[str, Mode]:

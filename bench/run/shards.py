@@ -108,7 +108,7 @@ def estimate_costs(pairs: list[Pair], config: Any, data: Any) -> dict[Pair, floa
     (`latent_dim`) is counted at 2 FLOPs per parameter."""
     with torch.random.fork_rng(devices=[]):  # building the models must not move the runs' random state
         per_sample = {name: _flops_per_sample(name, config, data) for name in dict.fromkeys(p[0] for p in pairs)}
-    samples = len(data.train_x)
+    samples = data.train_samples
     return {
         pair: float(per_sample[pair[0]] * samples * getattr(config.settings_of(pair[0]), "epochs", 1))
         for pair in pairs
@@ -122,7 +122,7 @@ def _flops_per_sample(name: str, config: Any, data: Any) -> int:
         model = architectures.create(name, data.input_shape, data.num_classes, **overrides).eval()
     except Exception:  # the run itself records why it cannot be built
         return 1
-    x = data.train_x[:1].cpu()
+    x = torch.zeros(1, *data.input_shape)  # FLOPs depend on the shape only
     inputs = [x] + ([torch.zeros(1, model.latent_dim)] if hasattr(model, "latent_dim") else [])
     with torch.inference_mode():
         for sample in inputs:

@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import ImageData, Source, TensorSource
+from ..data import Source, Splits
+from ..data.stream import loader_throughput
+from ..measure.phases import phase
 from ..measure.modes import Amp
 from . import costs, loop
 from .base import Diverged, RunContext, make_optimizer
@@ -53,27 +55,33 @@ def evaluate(model: nn.Module, source: Source, batch_size: int) -> tuple[float, 
 
 
 def run(
-    model: nn.Module, data: ImageData, settings: ClassifySettings, context: RunContext, record: dict, train: bool = True
+    model: nn.Module, data, settings: ClassifySettings, context: RunContext, record: dict, train: bool = True
 ) -> None:
     """Measure `model`'s training costs, train and evaluate it, then measure inference; fills `record` as it goes.
     The training throughput is timed in windows before and during training (measure.throughput.TrainingWindows).
     Without `train`, only the cost figures (what `python -m bench.probe` measures).
 
+    `data` is an ImageData or a streamed folder (bench.data.stream.FolderStream): anything whose `splits` gives
+    the sources. Where the training split streams, the loader alone is timed too (`loader_throughput`), so that
+    the report can say whether training was bound by the input pipeline.
+
     Everything runs in the context's mode: the standardized images and the model in its memory format, the
     measured copies and then the model compiled when it compiles, forward passes under its autocast."""
-    mode = context.mode
-    data = mode.data(data.standardized)
-    model = mode.prepare(model)
-    check_outputs(model, data.train_x[:2], data.num_classes)
-    make_step = step_maker(model, data, settings, context)
-    record.update(training_costs(model, data, settings, context, make_step))
-    steps_per_epoch = TensorSource(data.train_x).steps_per_epoch(settings.batch_size)
+    splits = data.splits(context.mode, context.seed)
+    model = context.mode.prepare(model)
+    check_outputs(model, splits.train.head(2), splits.num_classes)
+    make_step = step_maker(model, splits, settings, context)
+    record.update(training_costs(model, splits, settings, context, make_step))
+    if splits.loader is not None:
+        with phase("loader"):
+            record.update(loader_throughput(splits.loader, settings.batch_size, context.measure.max_time, context.seed))
+    steps_per_epoch = splits.train.steps_per_epoch(settings.batch_size)
     windows = training_windows(make_step, settings.batch_size, steps_per_epoch, settings, context, record)
-    mode.compile_modules(*compiled_parts(model))
+    context.mode.compile_modules(*compiled_parts(model))
     if train:
         torch.manual_seed(context.seed)
-        fit(model, data, settings, context, record, windows.after_step)
-    record.update(inference_costs(model, data, settings, context))
+        fit(model, splits, settings, context, record, windows.after_step)
+    record.update(inference_costs(model, splits, settings, context))
 
 
 def check_outputs(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
@@ -96,33 +104,33 @@ def check_outputs(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
         raise ValueError(f"the model's output has shape {got}; a classifier must return (batch, classes) = {expected}")
 
 
-def step_maker(model: nn.Module, data: ImageData, settings: ClassifySettings, context: RunContext) -> Callable[..., Callable[[], object]]:
+def step_maker(model: nn.Module, splits: Splits, settings: ClassifySettings, context: RunContext) -> Callable[..., Callable[[], object]]:
     """The timed training step (loop.step_maker) of this task's `steps` over `model`, on the training split."""
     build = lambda copied, amp: steps(copied, settings, amp)
-    return loop.step_maker(model, build, compiled_parts, TensorSource(data.train_x, data.train_y), settings.batch_size, context)
+    return loop.step_maker(model, build, compiled_parts, splits.train, settings.batch_size, context)
 
 
 def training_costs(
-    model: nn.Module, data: ImageData, settings: ClassifySettings, context: RunContext,
+    model: nn.Module, splits: Splits, settings: ClassifySettings, context: RunContext,
     make_step: Callable[..., Callable[[], object]] | None = None,
 ) -> dict:
     """Parameters, FLOPs per sample (counted on the eager model), the dtype its layers compute in, and
     training-step throughput and peak memory of `make_step`'s steps (by default `step_maker`'s)."""
-    make_step = make_step or step_maker(model, data, settings, context)
-    x = data.train_x[: settings.batch_size]
+    make_step = make_step or step_maker(model, splits, settings, context)
+    x = splits.train.head(settings.batch_size)
     count_flops = settings.budget_flops is not None
     return costs.training_costs(model, lambda n: model(x[:n]), make_step, len(x), context, count_flops)
 
 
-def inference_costs(model: nn.Module, data: ImageData, settings: ClassifySettings, context: RunContext) -> dict:
+def inference_costs(model: nn.Module, splits: Splits, settings: ClassifySettings, context: RunContext) -> dict:
     """Inference throughput at the suite's batch size and batch-1 latency percentiles, in eval mode, in the
     context's mode."""
-    x = data.test_x[: settings.batch_size]
+    x = splits.test.head(settings.batch_size)
     return costs.inference_costs(model, lambda n: model(x[:n]), len(x), context)
 
 
 def fit(
-    model: nn.Module, data: ImageData, settings: ClassifySettings, context: RunContext, record: dict,
+    model: nn.Module, splits: Splits, settings: ClassifySettings, context: RunContext, record: dict,
     after_step: AfterStep = lambda clock, optimizers: None,
 ) -> None:
     """Train for `settings.epochs` (or its budget) in the one loop (loop.fit), evaluating after each epoch;
@@ -139,9 +147,7 @@ def fit(
     (identical to rank 0's, whose figures are recorded); nothing of the evaluation is all-reduced.
     """
     training = steps(model, settings, Amp(context.mode, context.device))
-    train = TensorSource(data.train_x, data.train_y)
-    test = TensorSource(data.test_x, data.test_y)
-    probe = TensorSource(data.train_x[: len(data.test_x)], data.train_y[: len(data.test_x)])
+    train, test, probe = splits.train, splits.test, splits.probe
     steps_per_epoch = train.steps_per_epoch(settings.batch_size, context.group.world_size)
     record.update(epochs_to_target=None, time_to_target_s=None)
 

@@ -193,7 +193,7 @@ def _train(model: Standardized, settings: FidSettings, data: ImageData, device: 
     )
     record: dict[str, Any] = {}
     try:
-        classify.fit(model, data, training, context, record)
+        classify.fit(model, data.splits(standardize=False), training, context, record)  # the model standardizes
     except Diverged as error:
         raise RuntimeError(f"FID reference classifier {settings.classifier} diverged: {error}") from None
     return record["test_accuracy"]

@@ -90,7 +90,7 @@ class GroupLaunch(_DataParallel):
     def load(self, config: RunConfig, device: torch.device) -> datasets.ImageData:
         """The launcher's CPU copy, which torch.multiprocessing hands to the ranks in shared memory."""
         data = runner.load_data(config)
-        _check_shards(len(data.train_x), self.options.nproc)
+        _check_shards(data.train_samples, self.options.nproc)
         return data
 
     def describe(self, device: torch.device) -> str:
@@ -156,7 +156,7 @@ class RankOfGroup(_DataParallel):
         data = runner.load_data(config, download=config.download and first)
         if config.download and first:
             group.barrier()
-        _check_shards(len(data.train_x), group.world_size)
+        _check_shards(data.train_samples, group.world_size)
         return data.to(group.device)
 
     def agree(self, run_dir: Path | None) -> Path:

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ...measure import memory, timing
-from ...data import ImageData
+from ...data import Splits
 from ...tasks import classify, costs
 from ...tasks.base import Group, RunContext
 
@@ -84,27 +84,27 @@ def join(backend: str, device_type: str, timeout: float) -> DDPGroup:
 
 
 def train(
-    model: nn.Module, data: ImageData, settings: classify.Settings, context: RunContext, record: dict, scaling: bool
+    model: nn.Module, data, settings: classify.Settings, context: RunContext, record: dict, scaling: bool
 ) -> None:
     """classify.run under DistributedDataParallel: costs, then training on every rank, then rank 0's inference costs.
 
     `context.group` is this rank's DDPGroup. With `scaling`, rank 0 first measures the single-process training
     throughput of the same setup while the other ranks wait, for the scaling efficiency.
     """
-    data = context.mode.data(data.standardized)
+    splits = data.splits(context.mode, context.seed)
     model = context.mode.prepare(model)
-    classify.check_outputs(model, data.train_x[:2], data.num_classes)
+    classify.check_outputs(model, splits.train.head(2), splits.num_classes)
     group = context.group
-    record.update(training_costs(model, data, settings, context, scaling))
+    record.update(training_costs(model, splits, settings, context, scaling))
     torch.manual_seed(context.seed + group.rank)  # the same initial weights (DDP broadcasts rank 0's); own dropout
-    classify.fit(group.wrap(model), data, settings, context, record)
+    classify.fit(group.wrap(model), splits, settings, context, record)
     if group.rank == 0:
-        record.update(classify.inference_costs(model, data, settings, context))
+        record.update(classify.inference_costs(model, splits, settings, context))
     group.barrier()
 
 
 def training_costs(
-    model: nn.Module, data: ImageData, settings: classify.Settings, context: RunContext, scaling: bool
+    model: nn.Module, splits: Splits, settings: classify.Settings, context: RunContext, scaling: bool
 ) -> dict:
     """Parameters, FLOPs, DDP training throughput, all-reduce wait share and peak memory, on copies of `model`.
 
@@ -114,9 +114,9 @@ def training_costs(
     Peak memory is rank 0's over two DDP steps of a fresh copy.
     """
     group, device, measuring = context.group, context.device, context.measure
-    x = data.train_x[: settings.batch_size]
+    x = splits.train.head(settings.batch_size)
     figures = costs.model_figures(model, lambda n: model(x[:n]), context)
-    make_step = classify.step_maker(model, data, settings, context)
+    make_step = classify.step_maker(model, splits, settings, context)
     single = None
     if scaling:
         if group.rank == 0:
@@ -130,7 +130,7 @@ def training_costs(
         step()
         step()
         del step
-    per_rank_batch = min(settings.batch_size, len(data.train_x) // group.world_size)  # what training_batches draws
+    per_rank_batch = min(settings.batch_size, len(splits.train) // group.world_size)  # what training_batches draws
     rates = timing.summarize_rates(synced, per_rank_batch * group.world_size)
     step_s, local_s = statistics.median(synced), statistics.median(unsynced)
     return {
