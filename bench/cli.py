@@ -112,7 +112,7 @@ def _add_run(run: argparse.ArgumentParser) -> None:
     run.add_argument("--image-size", type=_positive_int, metavar="PX", help="folder datasets: the side of the crops "
                      "the models see (default 224)")
     run.add_argument("--workers", type=_natural_int, metavar="N", help="folder datasets: DataLoader workers that "
-                     "decode the images (default: one fewer than the CPUs, 1 to 8; 0: in the training process)")
+                     "decode the images (default: one fewer than the CPUs, at most 8; 0, in the training process, on 2 CPUs or fewer)")
     run.add_argument("--data-path", choices=("auto", "memory", "stream"), help="folder datasets: decode every image "
                      "once into memory, or stream batches through the workers every epoch (auto: memory when it fits "
                      "the [data] cache_mb and training does not augment)")

@@ -176,17 +176,25 @@ def test_no_windows_during_training_when_window_repeats_is_0():
     assert record == unchanged and clock.pauses == 0
 
 
-def test_machine_load_counts_the_cpu_other_processes_take():
-    """A busy loop in another process shows as other_cpu_s; this process's own work does not."""
+def test_machine_load_counts_the_cpu_other_processes_take_and_not_its_own_childrens(tmp_path):
+    """A busy loop in another process shows as other_cpu_s; this process's own work and its children's (a pair's
+    DataLoader workers) do not."""
+    burn = "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass\nopen({done!r}, 'w').close()"
     with load.machine_load() as alone:
         deadline = time.perf_counter() + 0.5
         while time.perf_counter() < deadline:
             pass
-    burner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 1.5\nwhile time.time() < end: pass"])
+    with load.machine_load() as own:
+        subprocess.run([sys.executable, "-c", burn.format(done=str(tmp_path / "child"))], check=True)
+    done = tmp_path / "orphan"
+    # started through a shell that exits at once: the loop runs on as nobody's child of this process
+    subprocess.run(["sh", "-c", f"{sys.executable} -c \"{burn.format(done=str(done))}\" &"], check=True)
     with load.machine_load() as loaded:
-        burner.wait()
+        while not done.exists():
+            time.sleep(0.05)
     assert alone["load_1min"] is not None and loaded["other_cpu_s"] > alone["other_cpu_s"] + 0.5
     assert 0 <= alone["other_cpu_share"] < loaded["other_cpu_share"] <= 1
+    assert own["other_cpu_s"] < loaded["other_cpu_s"] - 0.5
 
 
 def test_a_copy_trained_beside_its_model_does_not_fault_its_pages_in_at_every_step():

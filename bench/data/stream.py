@@ -42,12 +42,18 @@ class _Plan:
         return len(self.batches)
 
 
+def _in_order(n: int, batch_size: int) -> _Plan:
+    plan = _Plan()
+    plan.batches = [list(range(start, min(start + batch_size, n))) for start in range(0, n, batch_size)]
+    return plan
+
+
 class StreamSource:
     """A split of a folder dataset (`images`) read by `workers` DataLoader workers, its batches normalized by
     `mean`/`std` (per channel, of pixels in [0, 1]) on `device` and put in the mode's memory format by `inputs`.
 
-    Training passes (`epoch`) share one pool of persistent workers; evaluation passes (`in_order`) start
-    theirs for each pass. Augmentation is random in the workers, seeded from `seed`."""
+    Training passes (`epoch`) share one pool of persistent workers, evaluation passes (`in_order`) another per
+    batch size. Augmentation is random in the workers, seeded from `seed`."""
 
     def __init__(
         self, images: FolderImages, workers: int, prefetch_factor: int, device: torch.device,
@@ -58,7 +64,7 @@ class StreamSource:
         self.inputs, self.seed = inputs, seed
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
-        self._plan, self._training, self._drawn = _Plan(), None, {}
+        self._plan, self._training, self._drawn, self._ordered = _Plan(), None, {}, {}
         self._augmentation = torch.Generator().manual_seed(seed)  # one seed per training pass, its samples' from it
 
     def __len__(self) -> int:
@@ -94,13 +100,13 @@ class StreamSource:
         return itertools.cycle(self._drawn[key])
 
     def in_order(self, batch_size: int) -> Iterator[Batch]:
-        plan = _Plan()
-        plan.batches = [list(range(start, min(start + batch_size, len(self)))) for start in range(0, len(self), batch_size)]
-        return self._delivered(self._loader(plan, persistent=False))
+        if batch_size not in self._ordered:  # evaluation passes every epoch: their workers stay too
+            self._ordered[batch_size] = self._loader(_in_order(len(self), batch_size), persistent=True)
+        return self._delivered(self._ordered[batch_size])
 
     def head(self, n: int) -> torch.Tensor:
         """The first `n` images in stored order (this split's transform), normalized, on the device."""
-        return next(iter(self.in_order(n)))[0]
+        return next(iter(self._delivered(self._loader(_in_order(min(n, len(self)), n), persistent=False))))[0]
 
     def _loader(self, plan: _Plan, persistent: bool) -> torch.utils.data.DataLoader:
         workers = self.workers
