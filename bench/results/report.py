@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -347,7 +348,7 @@ def write_report(
         summary = summary_lines(group, view, reference)
         if summary:
             blocks.append(("p", " ".join(summary)))
-        stem = f"{table}-{dataset}"
+        stem = re.sub(r"[^\w.+-]", "-", f"{table}-{dataset}")  # a file name on every system: folder:NAME has a colon
         for path, alt in plots.task_figures(group, view, folder / "plots", stem):
             blocks.append(("img", path, alt))
     write_csv(records, folder / "records.csv")
@@ -412,8 +413,8 @@ def _legend(view: TaskView, rows: list[Row]) -> str:
             "workers, transforms and copy to the device, no model). `bound by`: **model** where the loop reaches "
             f"{WELL_BELOW:.0%} of the ceiling; **input** where it stays below that and within {CLOSE:.0%} of the "
             "loader (more CPU cores or workers, or a cheaper transform, would speed it up; a faster accelerator "
-            "would not); **both** where it runs well below both (the loader's workers and the model share the "
-            "CPU's cores)."
+            "would not); **both** where it runs well below both: with no workers the loader and the model take "
+            "turns (the loop near 1 / (1/ceiling + 1/loader)), with workers on a CPU they share its cores."
         )
     disagree = {
         row.label: (row.mean(COST_KEY), row.mean("train_loop_throughput"))
