@@ -45,6 +45,8 @@ STDERR_LINES = 40  # how many of a failed child's last stderr lines its record k
 _PRELOAD = [__name__, "torch._dynamo"]
 # A generator's child computes FID and KID through torchmetrics (~0.7 s to import), a classifier's never.
 FID_PRELOAD = ["torchmetrics.image.fid", "torchmetrics.image.kid"]
+# A folder's children build torchvision's v2 transforms (~1.5 s to import), other runs' never.
+FOLDER_PRELOAD = ["torchvision.transforms.v2"]
 _preload = list(_PRELOAD)
 
 
@@ -56,13 +58,13 @@ def start_method() -> str:
     return "forkserver"
 
 
-def start_server(names: list[str]) -> None:
+def start_server(names: list[str], folder: bool = False) -> None:
     """Start this process's fork server now, so that it imports while this process gets on with loading the data,
-    with what the children of architectures `names` need preloaded: torchmetrics where one is a generator.
-    Once the server runs, a later call changes nothing."""
+    with what the children of architectures `names` need preloaded: torchmetrics where one is a generator,
+    torchvision's transforms where the data is a `folder`. Once the server runs, a later call changes nothing."""
     global _preload
     generative = any(TASKS[architectures.get_spec(name).task].generative for name in names)
-    _preload = [*_PRELOAD, *(FID_PRELOAD if generative else [])]
+    _preload = [*_PRELOAD, *(FID_PRELOAD if generative else []), *(FOLDER_PRELOAD if folder else [])]
     if start_method() == "forkserver":
         multiprocessing.forkserver.ensure_running()
 
@@ -89,8 +91,8 @@ class ChildProcess(runner.Strategy):
         limit = f", at most {self.timeout:g} s each" if self.timeout else ""
         return f"{device}, each architecture in a fresh process{limit}"
 
-    def prepare(self, names: list[str]) -> None:
-        start_server(names)
+    def prepare(self, names: list[str], dataset: str = "") -> None:
+        start_server(names, folder=dataset.startswith(datasets.FOLDER_PREFIX))
 
     def execute(self, job: runner.Job) -> dict[str, Any]:
         if self._logs is None:

@@ -92,9 +92,9 @@ class Strategy:
         """The architectures of `names` this strategy can run (echoing why it skips others)."""
         return names
 
-    def prepare(self, names: list[str]) -> None:
-        """Called once with the architectures the suite runs, before the data is loaded: a strategy that starts
-        processes can start what they share (bench.run.isolation) meanwhile."""
+    def prepare(self, names: list[str], dataset: str = "") -> None:
+        """Called once with the architectures the suite runs and its dataset's name, before the data is loaded: a
+        strategy that starts processes can start what they share (bench.run.isolation) meanwhile."""
 
     def device(self, config: RunConfig) -> torch.device:
         return resolve_device(config.device)
@@ -202,7 +202,7 @@ def run_suite(
     modes = modes_of(config, strategy, device, names)
     # before any other process starts, so that nothing runs beside the matmul
     peaks = {name: utilization.matmul_peak(device, mode) for name, mode in modes.items()} if strategy.writes else {}
-    strategy.prepare(names)
+    strategy.prepare(names, config.dataset)
     data = strategy.load(config, device)
     _check_streamed(data, names)
     pairs = [(name, mode, seed) for name in names for mode in modes for seed in config.seeds]
