@@ -96,12 +96,18 @@ def batches(
         for start in range(0, n, batch_size):
             yield x[start : start + batch_size], None if y is None else y[start : start + batch_size]
         return
-    order = torch.randperm(n, generator=generator).to(x.device)
-    if world_size > 1:
-        order = order[: n - n % world_size][rank::world_size]
+    order = drawn_order(n, generator, rank, world_size).to(x.device)
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
         yield x[index], None if y is None else y[index]
+
+
+def drawn_order(n: int, generator: torch.Generator, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """The indices of one pass over `n` samples in a random order from `generator`, as `batches` draws them: with
+    `world_size` > 1, rank `rank`'s shard of it (every `world_size`-th index from `rank` of the order cut to a
+    multiple of `world_size`)."""
+    order = torch.randperm(n, generator=generator)
+    return order[: n - n % world_size][rank::world_size] if world_size > 1 else order
 
 
 def training_batches(

@@ -22,7 +22,7 @@ import torch
 from ..errors import UserError
 from .images import ImageData
 from .folder import IMAGENET_MEAN, IMAGENET_STD, MEASURED_IMAGES, FolderImages, FolderIndex, FolderSettings, index
-from .memory import Batch, Splits, batch_count
+from .memory import Batch, Splits, batch_count, drawn_order
 
 
 _GOLDEN = 0x9E3779B97F4A7C15  # spreads a pass's per-sample seeds over the 64-bit range
@@ -74,9 +74,7 @@ class StreamSource:
         return batch_count(len(self), batch_size, world_size)
 
     def epoch(self, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1) -> Iterator[Batch]:
-        order = torch.randperm(len(self), generator=generator)
-        if world_size > 1:
-            order = order[: len(order) - len(order) % world_size][rank::world_size]
+        order = drawn_order(len(self), generator, rank, world_size)
         batches = [order[start : start + batch_size].tolist() for start in range(0, len(order), batch_size)]
         if self.images.train:
             base = int(torch.randint(2**62, (), generator=self._augmentation))
