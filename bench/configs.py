@@ -18,7 +18,7 @@ from .errors import UserError
 from .measure.timing import MeasureSettings
 from .tasks import TASKS
 from .tasks.settings import FidSettings, TrainingSettings
-from .data.folder import FolderSettings
+from .data.folder import FOLDER_PREFIX, FolderSettings
 
 SUITES_DIR = Path(__file__).parent / "suites"
 DEFAULT_SUITE = "quick"
@@ -264,7 +264,7 @@ def _check(config: RunConfig) -> None:
         raise UserError(
             f"unknown compile_backend {config.compile_backend!r} (valid: {', '.join(compile_backends())})"
         )
-    if not config.dataset.startswith("folder:") and config.data != FolderSettings():
+    if not config.dataset.startswith(FOLDER_PREFIX) and config.data != FolderSettings():
         changed = [f.name for f in dataclasses.fields(FolderSettings) if getattr(config.data, f.name) != f.default]
         raise UserError(
             f"{', '.join(changed)}: [data] settings (--image-size, --workers, --data-path, --no-augment, "

@@ -22,14 +22,13 @@ import numpy as np
 import torch
 
 from . import synthetic
-from .folder import FolderSettings
+from .folder import FOLDER_PREFIX, FolderSettings
 from .images import ImageData
 from ..errors import UserError
 
 DEFAULT_ROOT = Path(os.environ.get("ARCHBENCH_DATA", Path.home() / ".cache" / "archbench" / "data"))
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = 10_000, 2_000
-FOLDER_PREFIX = "folder:"
 
 
 def load(

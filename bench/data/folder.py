@@ -23,6 +23,7 @@ from ..errors import UserError
 # and all that this reads, so the warning (raised on every decode, in every worker) says nothing to act on here.
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning)
 
+FOLDER_PREFIX = "folder:"  # a dataset named folder:PATH is the image folder at PATH
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 FORMATS = ("JPEG", "PNG", "WEBP")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

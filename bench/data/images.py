@@ -75,6 +75,6 @@ class ImageData:
 
     @cached_property
     def standardized(self) -> "ImageData":
-        """A copy with every channel at zero mean and unit variance, by the training split's statistics."""
+        """A copy with every channel at zero mean and unit variance, by `channel_stats`."""
         mean, std = self.channel_stats
         return replace(self, train_x=(self.train_x - mean) / std, test_x=(self.test_x - mean) / std)

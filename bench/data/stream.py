@@ -107,26 +107,26 @@ class StreamSource:
         return next(iter(self._delivered(self._loader(_in_order(min(n, len(self)), n), persistent=False))))[0]
 
     def _loader(self, plan: _Plan, persistent: bool) -> torch.utils.data.DataLoader:
-        workers = self.workers
-        return torch.utils.data.DataLoader(
-            self.images, batch_sampler=plan, num_workers=workers, pin_memory=self.device.type == "cuda",
-            persistent_workers=persistent and workers > 0, prefetch_factor=self.prefetch_factor if workers else None,
-            generator=torch.Generator().manual_seed(self.seed), multiprocessing_context=_worker_start() if workers else None,
+        return _loader(
+            self.images, self.workers, batch_sampler=plan, pin_memory=self.device.type == "cuda",
+            persistent_workers=persistent and self.workers > 0,
+            prefetch_factor=self.prefetch_factor if self.workers else None, generator=torch.Generator().manual_seed(self.seed),
         )
 
     def _delivered(self, loader: torch.utils.data.DataLoader) -> Iterator[Batch]:
         for x, y in loader:
-            x = x.to(self.device, non_blocking=True).float().div_(255)
-            yield self.inputs((x - self.mean) / self.std), y.to(self.device, non_blocking=True)
+            x = x.to(self.device, non_blocking=True).float().div_(255).sub_(self.mean).div_(self.std)
+            yield self.inputs(x), y.to(self.device, non_blocking=True)
 
 
-def _worker_start() -> str | None:
-    """Workers are forked where the platform can (they touch no GPU, and a fork costs milliseconds), whatever start
-    method the process was given: a pair's child is started by a fork server, which would start each worker as
-    slowly as a fresh process."""
+def _loader(images: FolderImages, workers: int, **options) -> torch.utils.data.DataLoader:
+    """A DataLoader over `images` with `workers` workers, forked where the platform can (they touch no GPU, and a
+    fork costs milliseconds) whatever start method the process was given: a pair's child is started by a fork
+    server, which would start each worker as slowly as a fresh process."""
     import multiprocessing
 
-    return "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    fork = "fork" if workers and "fork" in multiprocessing.get_all_start_methods() else None
+    return torch.utils.data.DataLoader(images, num_workers=workers, multiprocessing_context=fork, **options)
 
 
 @dataclass(frozen=True)
@@ -229,10 +229,7 @@ def open_folder(path: str, settings: FolderSettings, limit_train: int | None = N
 def _decoded(files: np.ndarray, labels: np.ndarray, settings: FolderSettings) -> torch.Tensor:
     """Every image of `files` through the evaluation transform, as float32 pixels in [0, 1] (N, 3, size, size)."""
     images = FolderImages(files, labels, settings.image_size, train=False)
-    workers = settings.workers
-    loader = torch.utils.data.DataLoader(
-        images, batch_size=64, num_workers=workers, multiprocessing_context=_worker_start() if workers else None
-    )
+    loader = _loader(images, settings.workers, batch_size=64)
     return torch.cat([x for x, _ in loader]).float().div_(255)
 
 
