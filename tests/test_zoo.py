@@ -73,16 +73,17 @@ def test_timm_models_without_timm_name_the_extra(capsys, monkeypatch):
 
 def test_a_zoo_model_that_cannot_take_the_input_fails_in_one_line_and_the_suite_goes_on(tiny_suite, tmp_path, capsys):
     suite = tiny_suite("torchvision:inception_v3", "timm:resnet18", "torchvision:maxvit_t")
-    code, out, err = run_cli(capsys, "run", "--suite", suite, "--out", tmp_path, "--quiet", "--isolation", "none", "--epochs", "1")
+    runs = tmp_path / "runs"  # not tmp_path itself, which holds the suite file too
+    code, out, err = run_cli(capsys, "run", "--suite", suite, "--out", runs, "--quiet", "--isolation", "none", "--epochs", "1")
     assert code == 0, err
-    inception, resnet, maxvit = run_records(tmp_path)
+    inception, resnet, maxvit = run_records(runs)
     assert resnet["status"] == "ok" and resnet["architecture"] == "timm:resnet18"
     assert resnet["params"] == sum(p.numel() for p in architectures.create("timm:resnet18", (3, 16, 16)).parameters())
     assert inception["status"] == maxvit["status"] == "failed"
     assert inception["error"].startswith("ValueError: the model failed on a batch of 2 inputs of 3x16x16: RuntimeError: ")
     assert maxvit["error"].startswith("ValueError: torchvision:maxvit_t cannot be built for 3x16x16 inputs: ValueError: ")
     assert "\n" not in inception["error"] + maxvit["error"]
-    code, out, err = run_cli(capsys, "report", next(tmp_path.iterdir()))
+    code, out, err = run_cli(capsys, "report", next(runs.iterdir()))
     assert code == 0 and "timm:resnet18" in out
 
 
