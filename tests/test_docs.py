@@ -135,7 +135,7 @@ def test_readme_starts_with_the_two_setup_commands_and_ci_runs_the_second():
     blocks, _ = split_page((ROOT / "README.md").read_text())
     assert blocks[:2] == [
         ["python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/archbench run"],
-        ["python3 -m venv .venv && .venv/bin/pip install -e '.[dev]' && .venv/bin/pytest"],
+        ["python3 -m venv .venv && .venv/bin/pip install -e '.[dev]' && .venv/bin/pytest -n auto"],
     ]
     assert blocks[1][0] in (ROOT / ".ci" / "run").read_text().splitlines()
 
