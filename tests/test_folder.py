@@ -56,7 +56,7 @@ def test_every_format_and_colour_mode_decodes_to_rgb_bytes(tmp_path, kind):
     path = image(tmp_path / f"x{kind[0]}", size=(24, 20), kind=kind)
     pixels = decode(str(path))
     assert pixels.shape == (3, 20, 24) and pixels.dtype == torch.uint8
-    expected = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+    expected = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
     # PIL and libjpeg-turbo differ by a few levels in YCbCr and CMYK; lossless formats agree exactly
     tolerance = 0 if kind[1] == "PNG" else 12
     assert (pixels.int() - expected.int()).abs().float().mean() <= tolerance
