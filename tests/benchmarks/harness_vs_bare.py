@@ -7,7 +7,8 @@ mode's speedup? Run from the project's root:
 Per mode and round, in turn:
 
 - the bare loop (`bare_step` below): the model on one fixed random batch of 3x32x32 images, in channels_last
-  when the mode asks for it, SGD (lr 0.001, momentum 0.9), the forward pass and loss under CPU autocast in the
+  when the mode asks for it, SGD (lr 0.001, momentum 0.9; PyTorch's default implementation, where the harness
+  takes the fused one: bench.tasks.base.make_optimizer), the forward pass and loss under CPU autocast in the
   mode's dtype, and `torch.compile` in the mode's compile mode when it compiles; nothing of the harness;
 - the harness's training step (`classify.train_step` on a `trainee` with its `Amp`: what `train_throughput`
   times);
