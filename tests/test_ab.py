@@ -127,8 +127,10 @@ def test_a_round_taken_in_turns_is_judged_on_its_windows_side_by_side():
     "low, high, higher_is_better, expected",
     [
         (0.70, 0.85, True, "regressed"),  # throughput down by more than 10% in the whole interval
-        (0.85, 0.95, True, "inconclusive"),
+        (0.85, 0.95, True, "inconclusive"),  # perhaps down by more than 10%
         (0.95, 1.05, True, "ok"),
+        (1.05, 1.15, True, "ok"),  # up, perhaps by more than 10%, but in no case down by more
+        (0.85, 1.02, False, "ok"),  # latency likewise
         (1.20, 1.30, True, "improved"),
         (1.15, 1.30, False, "regressed"),  # latency up by more than 10%
         (0.50, 0.85, False, "improved"),
