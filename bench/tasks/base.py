@@ -81,8 +81,8 @@ def compute_dtype(model: nn.Module, call: Callable[[], object], context: RunCont
 def make_optimizer(params: Iterable[torch.nn.Parameter], settings: TrainingSettings) -> torch.optim.Optimizer:
     """The settings' optimizer over `params`, in PyTorch's fused implementation wherever it has one for their
     device and dtype (CPU and CUDA for SGD, Adam and AdamW): one kernel per step, where PyTorch's default on a CPU
-    is a Python loop of several operations per parameter tensor. That loop cost the quick suite's small models
-    5-30% of a training step (tests/benchmarks/optimizer_step.py); the update computed is the same."""
+    is a Python loop of several operations per parameter tensor. That loop cost the quick suite's models 4-31%
+    of a training step (tests/benchmarks/optimizer_step.py). The update is the same up to float rounding."""
     params = list(params)
     if settings.optimizer == "sgd":
         cls, options = torch.optim.SGD, dict(lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
