@@ -3,8 +3,12 @@ that tests import live in tests/support."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import sys
+import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 # Under pytest-xdist (README: `pytest -n auto`) each worker has a core to itself: left at the default, every
@@ -18,6 +22,38 @@ import torch
 
 from architectures import registry
 from support.settings import TINY_SUITE
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):  # the run itself, not one of its xdist workers
+        config.test_locks = tempfile.mkdtemp(prefix="archbench-test-locks-")
+
+
+def pytest_unconfigure(config):
+    if hasattr(config, "test_locks"):
+        shutil.rmtree(config.test_locks, ignore_errors=True)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    node.workerinput["test_locks"] = node.config.test_locks
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Under xdist, a test marked `alone` (it reads the whole machine's load) runs with no other test beside it,
+    its fixtures' set-up included: every test holds a shared lock on one file of the run while it runs, an `alone`
+    one an exclusive lock; a second file, which an `alone` test holds while it waits, keeps new tests from starting."""
+    folder = getattr(item.config, "workerinput", {}).get("test_locks")
+    alone = item.get_closest_marker("alone") is not None
+    with ExitStack() as held:
+        if folder is not None:
+            waiting, running = (held.enter_context(open(Path(folder) / name, "a")) for name in ("waiting", "running"))
+            fcntl.flock(waiting, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+            if not alone:
+                fcntl.flock(waiting, fcntl.LOCK_UN)
+            fcntl.flock(running, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -176,6 +176,7 @@ def test_no_windows_during_training_when_window_repeats_is_0():
     assert record == unchanged and clock.pauses == 0
 
 
+@pytest.mark.alone
 def test_machine_load_counts_the_cpu_other_processes_take_and_not_its_own_childrens(tmp_path):
     """A busy loop in another process shows as other_cpu_s; this process's own work and its children's (a pair's
     DataLoader workers) do not."""
