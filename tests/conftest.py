@@ -25,7 +25,7 @@ from support.settings import TINY_SUITE
 
 
 def pytest_configure(config):
-    if not hasattr(config, "workerinput"):  # the run itself, not one of its xdist workers
+    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):  # xdist's controller
         config.test_locks = tempfile.mkdtemp(prefix="archbench-test-locks-")
 
 

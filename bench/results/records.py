@@ -78,7 +78,7 @@ VERSIONS = (
         "`train_flop_rate`, `train_utilization`, `infer_flop_rate`, `infer_utilization` (a matmul's rate in the "
         "run's mode, and the share of it a model's training and inference reach). `flops_per_sample` counts "
         "attention as its matrix products (fused attention kernels went uncounted): no registered architecture "
-"has attention, so theirs are unchanged. A folder dataset's records add what it was and how it was "
+        "has attention, so theirs are unchanged. A folder dataset's records add what it was and how it was "
         "read (`data_folder`, `data_layout`, `data_path`, `image_size`, `augmentation`, `normalization`, "
         "`normalize_mean`, `normalize_std`, `num_workers`, `images_skipped`, `images_skipped_examples`, "
         "`files_ignored`), the first four in config_id, and a streamed one `loader_throughput` and "
