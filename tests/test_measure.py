@@ -37,6 +37,13 @@ def test_time_repeats_calibrates_calls_per_repeat():
     assert len(calls) > 2 + 6  # fast calls are batched so a repeat fills min_repeat_time
 
 
+def test_time_repeats_without_a_warm_up_calibrates_on_the_time_per_call_it_is_given():
+    calls = []
+    settings = timing.MeasureSettings(repeats=5, warmup_time=0, min_repeat_time=0.5, max_time=0)
+    timing.time_repeats(lambda: calls.append(1), CPU, settings, warmup_calls=0, per_call=0.1)
+    assert len(calls) == 5 * 5  # no warm-up call; 5 calls of 0.1 s fill a repeat
+
+
 def scripted_clock(monkeypatch, repeat_seconds):
     """Make every timed repeat take the next of `repeat_seconds` (per call); the warm-up's calls take 0.1 s."""
     durations = iter(repeat_seconds)
@@ -150,6 +157,34 @@ def test_a_short_run_gets_min_windows_evenly_spaced_from_the_first_epochs_end(ev
     for _ in range(min(planned or 20, 20)):
         windows.after_step(CountingClock())
     assert record["train_throughput_window_steps"] == expected
+
+
+def test_a_one_epoch_runs_windows_fall_and_pool_in_its_second_half_where_its_loop_figure_is_taken():
+    assert throughput.loop_stretch(12, 12) == 6 and throughput.loop_stretch(24, 12) == 12
+    assert throughput.loop_stretch(None, 12) == 12  # a time budget: from the first epoch's end, as before
+    record = {"train_throughput": 1000.0, "train_throughput_windows": [1000.0], "train_throughput_repeats": [1000.0] * 5}
+    settings = dataclasses.replace(FAST_MEASURE, window_every=5.0, window_repeats=1, min_windows=3)
+    windows = throughput.TrainingWindows(lambda trained=(): lambda: time.sleep(0.001), 10, 12, CPU, settings, record, 12)
+    for _ in range(12):
+        windows.after_step(CountingClock())
+    assert record["train_throughput_window_steps"] == [0, 7, 9, 11]  # 3 shares of 2 steps from step 6 on
+    during = record["train_throughput_windows"][1:]
+    assert record["train_throughput"] == pytest.approx(3 / sum(1 / w for w in during))
+
+
+@pytest.mark.parametrize("samples_per_s, calls", [(1000.0, 2), (50.0, 1)])  # 10 items: 10 ms or 200 ms a step
+def test_a_windows_copy_warms_up_for_one_step_unless_a_step_takes_a_tenth_of_a_second(samples_per_s, calls):
+    made = []
+
+    def make_step(trained=()):
+        made.append(0)
+        return lambda: made.__setitem__(-1, made[-1] + 1)
+
+    record = {"train_throughput": samples_per_s, "train_throughput_windows": [samples_per_s], "train_throughput_repeats": [1.0] * 5}
+    settings = dataclasses.replace(FAST_MEASURE, window_every=1e-9, window_repeats=1)
+    windows = throughput.TrainingWindows(make_step, 10, 2, CPU, settings, record)
+    windows.after_step(CountingClock())
+    assert made == [calls]  # a warm-up call and a timed one; or the timed one alone
 
 
 def test_a_window_during_training_times_a_copy_resumed_from_trainings_optimizers():

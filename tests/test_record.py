@@ -45,6 +45,12 @@ def test_the_loop_throughput_counts_the_epochs_after_the_first():
     assert schema.loop_throughput({"train_samples": 1000, "curve_train_time_s": [3.0]}) is None
 
 
+def test_a_one_epoch_runs_loop_throughput_is_its_second_halfs():
+    one_epoch = {"train_samples": 1000, "curve_train_time_s": [4.0], "loop_start_s": 2.5, "loop_start_samples": 500}
+    assert schema.loop_throughput(one_epoch) == pytest.approx(500 / 1.5)
+    assert schema.loop_throughput({**one_epoch, "loop_start_s": None}) is None
+
+
 def test_the_cpu_is_named_with_family_model_stepping_and_its_bf16_instructions():
     cpuinfo = (
         "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"

@@ -42,6 +42,17 @@ def training_costs(
 
 
 WINDOW_WARMUP_S = 0.05
+# A window's copy whose step takes this long needs no warm-up step: its first ran at 0.96-1.01 of its third for
+# resnet18, googlenet and vgg11-bn (0.1-0.2 s steps, bf16 on a 2-core CPU), and 1.03-1.14 for the small CNNs' 6-15 ms.
+COLD_STEP_S = 0.1
+
+
+def loop_stretch(planned_steps: int | None, steps_per_epoch: int) -> int:
+    """The step from which a training loop's own speed is taken, leaving out its warm-up: the first epoch's end, or
+    the middle of a run planned to train one epoch or less (`planned_steps`; None: not known in advance)."""
+    if planned_steps is None or planned_steps > steps_per_epoch:
+        return steps_per_epoch
+    return planned_steps // 2
 
 
 class TrainingWindows:
@@ -53,22 +64,24 @@ class TrainingWindows:
     `make_step(trained=optimizers)`: a copy of the model as training has left it, with optimizers resumed from
     a copy of training's own, training's random stream left as it was, after a warm-up of one step and
     WINDOW_WARMUP_S, or `warmup_time` where that is shorter (the runtime is warm: training runs the same step;
-    the copy is not). Fresh optimizers made the windows of vae-mlp 6% slower than its loop (Adam; 40
-    interleaved pairs), resumed ones 1.5%: a window times the steps training takes next, not an optimizer's
-    first ones. Where the run's length is known (`planned_steps`), the windows come more often if that is what
-    it takes for `settings.min_windows` of them to fall from the first epoch's end on: a short run gets that
-    many, each in the middle of an equal share of those steps, a long one one every `window_every` seconds.
+    the copy is not), and none where a step takes COLD_STEP_S or more. Fresh optimizers made the windows of
+    vae-mlp 6% slower than its loop (Adam; 40 interleaved pairs), resumed ones 1.5%: a window times the steps
+    training takes next, not an optimizer's first ones. Where the run's length is known (`planned_steps`), the
+    windows come more often if that is what it takes for `settings.min_windows` of them to fall in the loop's
+    stretch (`loop_stretch`: from the first epoch's end on, or the second half of a one-epoch run): a short run
+    gets that many, each in the middle of an equal share of those steps, a long one one every `window_every`
+    seconds.
     (vae-mlp's loop runs 25% slower from its 12th epoch of 40 on: three windows at the ends of the shares all
     fell in the slow stretch and read 7% below the loop.)
 
-    `record`'s `train_throughput` pools the windows from the first epoch's end on, the stretch of the run whose
-    speed the loop's own figure gives (it leaves out its first epoch): each window's median, pooled as training
-    pools its steps, samples over seconds. The windows stand for equal numbers of steps, so that is their
-    harmonic mean, and it follows the loop's clock wherever the machine's speed moved meanwhile. A shared CPU's
-    speed moves by 10-40% over seconds to minutes, and often between two levels (gan-dcgan in a standard run:
-    2,300 samples/s for two minutes, then 3,300 for one): a window after every epoch sampled too few moments of
-    that, and their median took the level most of them saw. Without a window from the first epoch's end on,
-    the windows during training are pooled; without any, the window before training gives the figure.
+    `record`'s `train_throughput` pools the windows in the loop's stretch, the stretch of the run whose speed
+    the loop's own figure gives: each window's median, pooled as training pools its steps, samples over
+    seconds. The windows stand for equal numbers of steps, so that is their harmonic mean, and it follows the
+    loop's clock wherever the machine's speed moved meanwhile. A shared CPU's speed moves by 10-40% over seconds
+    to minutes, and often between two levels (gan-dcgan in a standard run: 2,300 samples/s for two minutes, then
+    3,300 for one): a window after every epoch sampled too few moments of that, and their median took the level
+    most of them saw. Without a window in the loop's stretch, the windows during training are pooled; without
+    any, the window before training gives the figure.
     `train_throughput_windows` lists every window's median (the one before training first) and
     `train_throughput_window_steps` the training steps done before each; `train_throughput_repeats` and its IQR
     keep every repeat.
@@ -80,17 +93,20 @@ class TrainingWindows:
     ):
         self.make_step, self.items_per_step, self.device, self.settings = make_step, items_per_step, device, settings
         self.steps_per_epoch, self.record, self.steps = steps_per_epoch, record, 0
-        seconds_per_step = items_per_step / record["train_throughput"]
+        self.seconds_per_step = seconds_per_step = items_per_step / record["train_throughput"]
         self.every = max(1, round(settings.window_every / seconds_per_step))
         self.first = self.every  # the step of the first window; then one every `every` steps
+        self.stretch = loop_stretch(planned_steps, steps_per_epoch)
         if planned_steps and settings.min_windows:
-            start = steps_per_epoch if planned_steps > steps_per_epoch else 0
+            start = self.stretch
             spread = max(1, (planned_steps - start) // settings.min_windows)
             if spread < self.every:  # each window in the middle of an equal share of the steps it stands for
                 self.every, self.first = spread, start + (spread + 1) // 2
         record["train_throughput_window_steps"] = [0] * len(record["train_throughput_windows"])
-        warmup_time = min(settings.warmup_time, WINDOW_WARMUP_S)
+        cold = seconds_per_step >= COLD_STEP_S
+        warmup_time = 0.0 if cold else min(settings.warmup_time, WINDOW_WARMUP_S)
         self._window = replace(settings, repeats=settings.window_repeats, warmup_time=warmup_time, max_time=0.0)
+        self._warmup_calls = 0 if cold else 1
 
     def after_step(self, clock, optimizers: Sequence[torch.optim.Optimizer] = ()) -> None:
         """Count one training step; when a window is due, time it inside `clock.paused()` (the fit's TrainClock),
@@ -105,12 +121,15 @@ class TrainingWindows:
         cuda = [self.device] if self.device.type == "cuda" else []
         # the timed steps' dropout must not move training's random stream
         with phase("windows"), torch.random.fork_rng(devices=cuda):
-            seconds = time_repeats(self.make_step(trained=optimizers), self.device, self._window, warmup_calls=1)
+            step = self.make_step(trained=optimizers)
+            seconds = time_repeats(
+                step, self.device, self._window, warmup_calls=self._warmup_calls, per_call=self.seconds_per_step
+            )
         record = self.record
         steps = [*record["train_throughput_window_steps"], self.steps]
         windows = [*record["train_throughput_windows"], statistics.median([self.items_per_step / s for s in seconds])]
         repeats = [*record["train_throughput_repeats"], *(self.items_per_step / s for s in seconds)]
-        pooled = [w for w, step in zip(windows, steps) if step >= self.steps_per_epoch] or windows[1:]
+        pooled = [w for w, step in zip(windows, steps) if step >= self.stretch] or windows[1:]
         record.update(_throughput_figures(repeats, windows, pooled), train_throughput_window_steps=steps)
 
 

@@ -29,7 +29,7 @@ class MeasureSettings:
     latency_min_calls: int = 20
     window_every: float = 5.0  # during training, a window every this many seconds of it (counted in steps) ...
     window_repeats: int = 2  # ... of this many repeats on the model as it stands (0: no windows during training)
-    min_windows: int = 0  # at least this many from the first epoch's end on, evenly spaced, in a run of known length
+    min_windows: int = 0  # at least this many where the loop's figure is taken, evenly spaced (a run of known length)
 
     def problems(self) -> list[str]:
         found = [] if self.repeats >= 5 else [f"repeats must be at least 5, got {self.repeats}"]
@@ -69,7 +69,7 @@ Timer = Callable[[Callable[[], object], int], float]  # seconds that `calls` cal
 
 def time_repeats(
     call: Callable[[], object], device: torch.device, settings: MeasureSettings, timer: Timer | None = None,
-    warmup_calls: int = 2,
+    warmup_calls: int = 2, per_call: float | None = None,
 ) -> list[float]:
     """Seconds per `call()` in each repeat, after a warm-up: `settings.repeats` repeats, then more for as long as
     their spread (IQR / median) exceeds `max_spread` and they have taken less than `max_time` seconds.
@@ -80,11 +80,12 @@ def time_repeats(
     must be able to give turns between repeats and pair them one by one, and CUDA repeats are timed by events.
     `timer(call, calls)` times each block (default: this process's, the device synchronized); a data-parallel
     rank passes one whose figure every rank shares (the slowest rank's), so that all take the same decisions.
-    The warm-up runs at least `warmup_calls` calls.
+    The warm-up runs at least `warmup_calls` calls; with none and no `warmup_time`, there is no warm-up, and
+    `per_call` (seconds, known from earlier timing) calibrates the repeats instead.
     """
     timer = timer or (lambda call, calls: _timed(call, device, calls))
     _before_window()
-    per_call = _warm_up(call, timer, settings.warmup_time, warmup_calls)
+    per_call = _warm_up(call, timer, settings.warmup_time, warmup_calls) or per_call or settings.min_repeat_time
     calls = max(1, math.ceil(settings.min_repeat_time / per_call))
     seconds: list[float] = []
     with phase("windows"):
@@ -131,15 +132,15 @@ def block_size(calls: int, repeats: int) -> int:
     return max(1, math.ceil(calls / repeats))
 
 
-def _warm_up(call: Callable[[], object], timer: Timer, warmup_time: float, min_calls: int = 2) -> float:
+def _warm_up(call: Callable[[], object], timer: Timer, warmup_time: float, min_calls: int = 2) -> float | None:
     """Run `call` at least `min_calls` times and until the calls have taken `warmup_time` seconds by `timer`;
-    return the last call's seconds."""
-    calls, elapsed = 0, 0.0
+    return the last call's seconds (None when there was no call to make)."""
+    calls, elapsed, seconds = 0, 0.0, None
     with phase("warmup"):
         while calls < min_calls or elapsed < warmup_time:
             seconds = timer(call, 1)
             calls, elapsed = calls + 1, elapsed + seconds
-    return max(seconds, 1e-9)
+    return None if seconds is None else max(seconds, 1e-9)
 
 
 def _timed(call: Callable[[], object], device: torch.device, calls: int) -> float:

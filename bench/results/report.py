@@ -136,7 +136,7 @@ WELL_BELOW, CLOSE = 0.8, 0.8  # the verdict's thresholds: see `bound_by`
 
 def end_to_end(record: dict[str, Any]) -> float | None:
     """The samples/s a record's training loop achieved end to end: after its first epoch where it trained two or
-    more (`train_loop_throughput`), else over all of its training."""
+    more, in its second half where it trained one (`train_loop_throughput`), else over all of its training."""
     if finite(record.get("train_loop_throughput")):
         return record["train_loop_throughput"]
     samples, seconds = (record.get("epochs_trained") or 0) * record.get("train_samples", 0), record.get("train_time_s")
@@ -409,7 +409,7 @@ def _legend(view: TaskView, rows: list[Row]) -> str:
         parts.append(
             "Where training streamed its images from a folder, `train (samples/s)` is the model's ceiling (timed "
             "steps on batches already on the device), `loop` what the training loop achieved end to end (after its "
-            "first epoch where it trained two or more), and `loader` what the input pipeline delivers alone (its "
+            "first epoch where it trained two or more, its second half where one), and `loader` what the input pipeline delivers alone (its "
             "workers, transforms and copy to the device, no model). `bound by`: **model** where the loop reaches "
             f"{WELL_BELOW:.0%} of the ceiling; **input** where it stays below that and within {CLOSE:.0%} of the "
             "loader (more CPU cores or workers, or a cheaper transform, would speed it up; a faster accelerator "
@@ -426,7 +426,7 @@ def _legend(view: TaskView, rows: list[Row]) -> str:
         named = ", ".join(f"{name} ({windows:.3g} vs {loop:.3g} samples/s)" for name, (windows, loop) in disagree.items())
         parts.append(
             f"**Timing windows disagree with the training loop** by over {CLOCK_AGREEMENT:.0%} (timed training "
-            f"throughput vs the loop's own samples/s after its first epoch): {named}."
+            f"throughput vs the loop's own samples/s after its first epoch, or in a one-epoch run's second half): {named}."
         )
     by_version: dict[tuple[int, ...], list[str]] = {}
     for row in rows:

@@ -36,7 +36,7 @@ COMMON_KEYS = (
     "mode", "precision", "memory_format", "compile", "compile_backend", "compute_dtype", "compile_time_s",
     "architecture_source", "architecture_source_hash", "config_id", "started_at",
     "status", "error", "traceback", "stderr_tail", "diverged_step", "wall_time_s", "pair_wall_s", "phase_s",
-    "load_1min", "other_cpu_s", "other_cpu_share", "train_loop_throughput",
+    "load_1min", "other_cpu_s", "other_cpu_share", "train_loop_throughput", "loop_start_s", "loop_start_samples",
     "params", "trainable_params", "flops_per_sample", "train_throughput", "train_throughput_iqr",
     "train_throughput_repeats", "train_throughput_windows", "train_throughput_window_steps",
     "latency_p50_ms", "latency_p95_ms", "latency_p50_ms_repeats",
@@ -127,13 +127,17 @@ def config_id(record: dict[str, Any], setting_keys: list[str]) -> str:
 
 def loop_throughput(record: dict[str, Any]) -> float | None:
     """Samples per second the record's own training loop achieved in its epochs after the first (the first
-    holds warm-up), from `train_samples` and the cumulative `curve_train_time_s`; None with fewer than 2 epochs.
+    holds warm-up), from `train_samples` and the cumulative `curve_train_time_s`; in a run of one epoch, in its
+    second half (from `loop_start_s` and `loop_start_samples`); None otherwise (a time budget's single epoch).
 
     The clock that the timed windows' `train_throughput` must agree with."""
     times = record.get("curve_train_time_s") or []
     trained = record.get("epochs_trained")
     if isinstance(trained, (int, float)) and trained < len(times):  # a budget's partial last epoch
         times = times[: math.floor(trained)]
+    start_s, start_samples = record.get("loop_start_s"), record.get("loop_start_samples")
+    if len(times) == 1 and start_s is not None and start_samples is not None and times[0] > start_s:
+        return (record["train_samples"] - start_samples) / (times[0] - start_s)
     if len(times) < 2 or not times[-1] > times[0]:
         return None
     return (len(times) - 1) * record["train_samples"] / (times[-1] - times[0])

@@ -66,8 +66,9 @@ def fit(
     in a data-parallel group), steps the schedules after every step and calls `after_step(clock,
     steps.optimizers)` inside the training clock (what it times, it times in `clock.paused()`). `record` gets
     the per-epoch curves (`curve_<name>`, `curve_train_time_s`) as they grow, `train_time_s`, and the budget's
-    figures. The per-step losses are averaged over the group's ranks; a non-finite one raises Diverged naming
-    its step.
+    figures; a run of one epoch also the training seconds and samples at its middle step (`loop_start_s`,
+    `loop_start_samples`), where its loop figure starts. The per-step losses are averaged over the group's
+    ranks; a non-finite one raises Diverged naming its step.
     """
     group = context.group
     generator = torch.Generator().manual_seed(context.seed)
@@ -81,13 +82,24 @@ def fit(
     record["train_time_s"] = 0.0
     figures: dict[str, float] = {}
     progress = context.progress(total, "train")
+    midway = throughput.loop_stretch(total, steps_per_epoch) if not settings.budgeted and settings.epochs == 1 else 0
+    taken = 0
+
+    def stepped() -> None:
+        nonlocal taken
+        taken += 1
+        if taken == midway:  # a one-epoch run's loop figure is its second half's (schema.loop_throughput)
+            samples = midway * settings.batch_size * group.world_size
+            record.update(loop_start_s=clock.now(), loop_start_samples=samples)
+        after_step(clock, steps.optimizers)
+
     try:
         for epoch in budget.epochs():
             steps.model.train()
             with phase("train"), clock:
                 losses = run_epoch(
                     steps.step, source.epoch(settings.batch_size, generator, group.rank, group.world_size),
-                    steps_per_epoch, schedules, progress, budget, lambda: after_step(clock, steps.optimizers),
+                    steps_per_epoch, schedules, progress, budget, stepped,
                 )
             record["train_time_s"] = clock.seconds
             losses = group.mean(losses)
