@@ -85,8 +85,8 @@ def time_repeats(
     """
     timer = timer or (lambda call, calls: _timed(call, device, calls))
     _before_window()
-    per_call = _warm_up(call, timer, settings.warmup_time, warmup_calls) or per_call or settings.min_repeat_time
-    calls = max(1, math.ceil(settings.min_repeat_time / per_call))
+    per_call = _warm_up(call, timer, settings.warmup_time, warmup_calls) or per_call
+    calls = max(1, math.ceil(settings.min_repeat_time / per_call)) if per_call else 1
     seconds: list[float] = []
     with phase("windows"):
         while len(seconds) < settings.repeats or _unsettled(seconds, calls, settings):

@@ -409,8 +409,8 @@ def _legend(view: TaskView, rows: list[Row]) -> str:
         parts.append(
             "Where training streamed its images from a folder, `train (samples/s)` is the model's ceiling (timed "
             "steps on batches already on the device), `loop` what the training loop achieved end to end (after its "
-            "first epoch where it trained two or more, its second half where one), and `loader` what the input pipeline delivers alone (its "
-            "workers, transforms and copy to the device, no model). `bound by`: **model** where the loop reaches "
+            "first epoch where it trained two or more, its second half where one), and `loader` what the input "
+            "pipeline delivers alone (its workers, transforms and copy to the device, no model). `bound by`: **model** where the loop reaches "
             f"{WELL_BELOW:.0%} of the ceiling; **input** where it stays below that and within {CLOSE:.0%} of the "
             "loader (more CPU cores or workers, or a cheaper transform, would speed it up; a faster accelerator "
             "would not); **both** where it runs well below both: with no workers the loader and the model take "
@@ -426,7 +426,8 @@ def _legend(view: TaskView, rows: list[Row]) -> str:
         named = ", ".join(f"{name} ({windows:.3g} vs {loop:.3g} samples/s)" for name, (windows, loop) in disagree.items())
         parts.append(
             f"**Timing windows disagree with the training loop** by over {CLOCK_AGREEMENT:.0%} (timed training "
-            f"throughput vs the loop's own samples/s after its first epoch, or in a one-epoch run's second half): {named}."
+            f"throughput vs the loop's own samples/s after its first epoch, or in a one-epoch run's second half): "
+            f"{named}."
         )
     by_version: dict[tuple[int, ...], list[str]] = {}
     for row in rows:

@@ -83,12 +83,9 @@ def fit(
     figures: dict[str, float] = {}
     progress = context.progress(total, "train")
     midway = throughput.loop_stretch(total, steps_per_epoch) if not settings.budgeted and settings.epochs == 1 else 0
-    taken = 0
 
     def stepped() -> None:
-        nonlocal taken
-        taken += 1
-        if taken == midway:  # a one-epoch run's loop figure is its second half's (schema.loop_throughput)
+        if budget.steps == midway:  # a one-epoch run's loop figure is its second half's (schema.loop_throughput)
             samples = midway * settings.batch_size * group.world_size
             record.update(loop_start_s=clock.now(), loop_start_samples=samples)
         after_step(clock, steps.optimizers)
