@@ -49,7 +49,6 @@ def test_a_run_records_quality_curves_and_costs(tiny, tmp_path):
     assert record["peak_memory_mb"] > 0 and record["peak_memory_method"]
 
 
-
 def test_a_one_epoch_run_records_where_its_loop_figure_starts(tiny, tmp_path):
     record = run("cnn-baseline", tiny, tmp_path, measure=WINDOWED_MEASURE, epochs=1)
     steps = record["steps_trained"]
@@ -58,6 +57,7 @@ def test_a_one_epoch_run_records_where_its_loop_figure_starts(tiny, tmp_path):
     record["train_samples"] = len(tiny.train_x)  # the runner's, beside the task's figures
     second_half = (record["train_samples"] - record["loop_start_samples"]) / (record["train_time_s"] - record["loop_start_s"])
     assert schema.loop_throughput(record) == pytest.approx(second_half)
+
 
 def test_same_seed_gives_identical_metrics_on_cpu(tiny, tmp_path):
     first, second = run("cnn-baseline", tiny, tmp_path), run("cnn-baseline", tiny, tmp_path)
