@@ -92,16 +92,15 @@ class TrainingWindows:
         device: torch.device, settings: MeasureSettings, record: dict, planned_steps: int | None = None,
     ):
         self.make_step, self.items_per_step, self.device, self.settings = make_step, items_per_step, device, settings
-        self.steps_per_epoch, self.record, self.steps = steps_per_epoch, record, 0
+        self.record, self.steps = record, 0
         self.seconds_per_step = seconds_per_step = items_per_step / record["train_throughput"]
         self.every = max(1, round(settings.window_every / seconds_per_step))
         self.first = self.every  # the step of the first window; then one every `every` steps
         self.stretch = loop_stretch(planned_steps, steps_per_epoch)
         if planned_steps and settings.min_windows:
-            start = self.stretch
-            spread = max(1, (planned_steps - start) // settings.min_windows)
+            spread = max(1, (planned_steps - self.stretch) // settings.min_windows)
             if spread < self.every:  # each window in the middle of an equal share of the steps it stands for
-                self.every, self.first = spread, start + (spread + 1) // 2
+                self.every, self.first = spread, self.stretch + (spread + 1) // 2
         record["train_throughput_window_steps"] = [0] * len(record["train_throughput_windows"])
         cold = seconds_per_step >= COLD_STEP_S
         warmup_time = 0.0 if cold else min(settings.warmup_time, WINDOW_WARMUP_S)
