@@ -91,3 +91,46 @@ def test_reading_results_imports_neither_torch_nor_the_registry_nor_the_running_
         )
         done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
         assert done.stdout.splitlines()[-1] == "0 []", (command, done.stdout, done.stderr)
+
+
+def rebound_parameters(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, name) of each assignment in a function that rebinds one of its parameters to a value not made from it
+    (`x, train = ..., TensorSource(...)` where `train` was a flag); a default filled in under `if name is None:`
+    is not one."""
+    found = []
+    for function in ast.walk(tree):
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        arguments = function.args
+        parameters = {a.arg for a in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]}
+        defaults = {
+            id(assign)
+            for branch in ast.walk(function)
+            if isinstance(branch, ast.If) and _is_none_test(branch.test)
+            for assign in ast.walk(branch)
+            if isinstance(assign, ast.Assign)
+        }
+        for node in ast.walk(function):
+            if not isinstance(node, ast.Assign) or id(node) in defaults:
+                continue
+            uses = {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)}
+            for target in node.targets:
+                names = target.elts if isinstance(target, ast.Tuple) else [target]
+                found += [(node.lineno, n.id) for n in names if isinstance(n, ast.Name) and n.id in parameters - uses]
+    return found
+
+
+def _is_none_test(test: ast.expr) -> bool:
+    return isinstance(test, ast.Compare) and isinstance(test.ops[0], ast.Is) and getattr(test.comparators[0], "value", 0) is None
+
+
+def test_no_function_rebinds_a_parameter_to_something_else():
+    assert rebound_parameters(ast.parse("def run(train: bool = True):\n    x, train = 1, object()\n")) == [(2, "train")]
+    kept = "def f(model, low, high, text=None):\n    model = prepare(model)\n    low, high = 1 / high, 1 / low\n"
+    assert rebound_parameters(ast.parse(kept + "    if text is None:\n        text = read()\n")) == []
+    found = [
+        f"{path.relative_to(ROOT)}:{line} rebinds {name}"
+        for path in [*ROOT.glob("bench/**/*.py"), *ROOT.glob("architectures/*.py")]
+        for line, name in rebound_parameters(ast.parse(path.read_text()))
+    ]
+    assert not found

@@ -56,11 +56,11 @@ def load(
         from .stream import open_folder
 
         return open_folder(name[len(FOLDER_PREFIX) :], folder or FolderSettings(), limit_train, limit_test)
-    folder = Path(root) if root else DEFAULT_ROOT
-    if folder.exists() and not folder.is_dir():
+    data_root = Path(root) if root else DEFAULT_ROOT
+    if data_root.exists() and not data_root.is_dir():
         given = "--data-root" if root else "$ARCHBENCH_DATA"
-        raise UserError(f"{given} {folder}: is a file, not a folder; give the folder that holds the datasets")
-    data = LOADERS[name](folder, download)
+        raise UserError(f"{given} {data_root}: is a file, not a folder; give the folder that holds the datasets")
+    data = LOADERS[name](data_root, download)
     _check_consistent(data)
     return replace(
         data,

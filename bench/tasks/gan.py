@@ -111,14 +111,14 @@ def run(
     """
     mode = context.mode
     images, model = mode.data(data), mode.prepare(model)
-    x, train = images.train_x[: settings.batch_size], TensorSource(images.train_x)
+    x, source = images.train_x[: settings.batch_size], TensorSource(images.train_x)
     build = lambda copied, amp: steps(copied, settings, amp)
-    make_step = loop.step_maker(model, build, compiled_parts, train, settings.batch_size, context)
+    make_step = loop.step_maker(model, build, compiled_parts, source, settings.batch_size, context)
     record.update(latent_dim=model.latent_dim, discriminator_params=counts.parameter_counts(model.discriminator)[0])
     record.update(generative.training_costs(
         model, model.generator, model.generator, make_step, len(x), context, settings.budget_flops is not None
     ))
-    windows = training_windows(make_step, len(x), train.steps_per_epoch(settings.batch_size), settings, context, record)
+    windows = training_windows(make_step, len(x), source.steps_per_epoch(settings.batch_size), settings, context, record)
     mode.compile_modules(*compiled_parts(model))
     if train:
         torch.manual_seed(context.seed)

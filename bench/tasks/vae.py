@@ -125,14 +125,14 @@ def run(
     """
     mode = context.mode
     images, model = mode.data(data), mode.prepare(model)
-    sample, x, train = sampler(model), images.train_x[: settings.batch_size], TensorSource(images.train_x)
+    sample, x, source = sampler(model), images.train_x[: settings.batch_size], TensorSource(images.train_x)
     build = lambda copied, amp: steps(copied, settings, amp)
-    make_step = loop.step_maker(model, build, compiled_parts, train, settings.batch_size, context)
+    make_step = loop.step_maker(model, build, compiled_parts, source, settings.batch_size, context)
     record.update(latent_dim=model.latent_dim, encoder_params=counts.parameter_counts(model.encoder)[0])
     record.update(generative.training_costs(
         model, model.decoder, sample, make_step, len(x), context, settings.budget_flops is not None
     ))
-    windows = training_windows(make_step, len(x), train.steps_per_epoch(settings.batch_size), settings, context, record)
+    windows = training_windows(make_step, len(x), source.steps_per_epoch(settings.batch_size), settings, context, record)
     mode.compile_modules(*compiled_parts(model))
     if train:
         torch.manual_seed(context.seed)
