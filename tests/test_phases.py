@@ -1,9 +1,11 @@
 """Where a run's time goes: each pair's `phase_s` (every second charged to one phase) and `run --profile`."""
 
+import os
 import time
 
 import pytest
 
+import bench
 from bench.cli import main
 from bench.measure import phases
 from support.cli import run_records
@@ -60,3 +62,62 @@ def test_profile_prints_the_phases_summed_over_the_pairs_and_the_time_around_the
     assert table[-1].startswith("total") and sum(rows.values()) == pytest.approx(total, abs=0.1 * len(rows))
     records = run_records(tmp_path)
     assert rows["train"] == pytest.approx(sum(r["phase_s"]["train"] for r in records), abs=0.05)
+
+
+@pytest.fixture
+def aged(monkeypatch):
+    """Fakes the process's clocks: `aged(inside, proc)` makes `bench` imported `inside` seconds ago and /proc's
+    start time `proc` seconds ago on the boot clock (None: no /proc)."""
+
+    def fake(inside: float, proc: float | None) -> None:
+        monkeypatch.setattr(bench, "IMPORTED_AT", time.monotonic() - inside)
+        monkeypatch.setattr(phases, "_boot_clock_s", lambda: 1000.0)
+        monkeypatch.setattr(phases, "_proc_start_s", lambda: None if proc is None else 1000.0 - proc)
+
+    return fake
+
+
+def test_a_proc_start_time_far_before_the_first_import_is_not_believed(aged):
+    aged(6.0, 129.1)  # a freshly booted VM: the run folder made 6 s in, /proc saying 129 s
+    assert 6.0 <= phases.process_age_s() < 6.0 + 0.5
+
+
+def test_a_proc_start_time_a_plausible_interpreter_start_before_the_first_import_is_used(aged):
+    aged(6.0, 6.8)
+    assert phases.process_age_s() == pytest.approx(6.8)
+    aged(6.0, 6.0 + phases.INTERPRETER_START_S + 0.5)
+    assert phases.process_age_s() < 6.5
+
+
+def test_without_proc_or_with_a_proc_age_below_the_in_process_one_the_age_is_the_in_process_one(aged, monkeypatch):
+    aged(3.0, None)
+    assert phases.process_age_s() == pytest.approx(3.0, abs=0.5)
+    aged(3.0, 1.0)
+    assert phases.process_age_s() == pytest.approx(3.0, abs=0.5)
+    aged(3.0, 5.0)
+    monkeypatch.setattr(phases, "_boot_clock_s", lambda: None)  # no CLOCK_BOOTTIME (not Linux)
+    assert phases.process_age_s() == pytest.approx(3.0, abs=0.5)
+
+
+def test_the_age_is_never_negative(aged):
+    aged(-2.0, -5.0)  # a clock read after the question
+    assert phases.process_age_s() == 0.0
+    aged(0.0, None)
+    assert 0.0 <= phases.process_age_s() < 0.5
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_counts_its_age_from_the_fork(aged):
+    aged(100.0, None)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, repr(phases.process_age_s()).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert 0.0 <= float(os.read(read, 64)) < 5.0
+
+
+def test_the_real_clocks_keep_the_promise():
+    inside = time.monotonic() - bench.IMPORTED_AT
+    assert inside <= phases.process_age_s() <= inside + phases.INTERPRETER_START_S + 1.0

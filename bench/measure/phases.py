@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import bench
+
 PHASES = (
     "startup", "build", "flops", "warmup", "windows", "memory", "loader", "train", "evaluate", "fid_reference", "fid_features",
     "fid_calibration", "latency", "other",
@@ -120,14 +122,37 @@ class SuiteProfile:
         return "\n".join(lines)
 
 
-def process_age_s() -> float | None:
-    """Seconds since this process started (interpreter start-up and imports included), from /proc's start time in
-    clock ticks since boot; None where /proc is missing."""
+INTERPRETER_START_S = 5.0  # the most an interpreter can be said to take before it imports `bench`
+
+
+def process_age_s() -> float:
+    """Seconds since this process started, never negative: the seconds since it first imported `bench` (its
+    own monotonic clock), plus the interpreter's start before that import as /proc counts it (the start time
+    against the boot clock) only where /proc agrees, that is no less than the in-process figure and at most
+    INTERPRETER_START_S more. Otherwise (no /proc, unreadable, or a start time that a virtual machine's clocks
+    put far off) the in-process figure alone, short by what ran before the import. A forked child counts from
+    its fork."""
+    inside = max(0.0, time.monotonic() - bench.IMPORTED_AT)
+    started, now = _proc_start_s(), _boot_clock_s()
+    if started is not None and now is not None and inside <= now - started <= inside + INTERPRETER_START_S:
+        return now - started
+    return inside
+
+
+def _proc_start_s() -> float | None:
+    """The process's start in seconds since boot, from /proc/self/stat; None where it cannot be read."""
     try:
         fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of proc(5), counted after the name
-        return time.clock_gettime(time.CLOCK_BOOTTIME) - started
+        return int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of proc(5), counted after the name
     except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def _boot_clock_s() -> float | None:
+    """CLOCK_BOOTTIME now, the clock /proc's start times count on; None where there is none."""
+    try:
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
+    except (OSError, AttributeError):
         return None
 
 
