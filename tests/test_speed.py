@@ -2,8 +2,11 @@
 and the step down to the largest batch that fits."""
 
 
+import json
+
 import pytest
 
+from bench.results import aggregate, report
 from bench.run.speed import decay_batch_step
 from support.cli import run_cli, run_records
 
@@ -112,6 +115,7 @@ def test_out_of_memory_steps_down_to_the_largest_batch_that_fits_and_tries_no_la
     got = [(r["batch_size"], r["status"], bool(r.get("out_of_memory")), r["stepped_down_from"]) for r in run_records(tmp_path)]
     assert got == [(8, "ok", False, None), (32, "failed", True, None), (24, "failed", True, 32), (16, "ok", False, 32)]
     assert "batch 32 is out of memory; not trying 64" in out
+    assert "| ok; stepped down from 32 |" in out and "2 out-of-memory attempts folded into their step-down rows" in out
     failed = run_records(tmp_path)[1]
     assert failed["error"].startswith("OutOfMemoryError: CUDA out of memory") and "\n" not in failed["error"]
 
@@ -134,3 +138,67 @@ def test_speed_measures_classifiers_only(fast_suite, tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
     code, _, err = run_cli(capsys, "speed", "--suite", fast_suite, "--arch", "torchvision:nonet", "--out", tmp_path)
     assert code == 2 and "torchvision has no such model" in err
+
+
+OOM = "OutOfMemoryError: CUDA out of memory. Tried to allocate 12.25 GiB. GPU 0 has a total capacity of 139.80 GiB"
+
+
+def speed_record(architecture, batch, stepped_down_from=None, error=None, out_of_memory=False, mode="fp32"):
+    """A record as `archbench speed` appends it: the keys the report reads, in the shape of
+    results/speed-h200/records.jsonl (a failed one has `out_of_memory` and no figures, an ok one no `out_of_memory`)."""
+    record = {
+        "record_version": 8, "run_id": "20261204-150228-speed", "suite": "speed", "kind": "speed", "task": "classify",
+        "dataset": "random 3x224x224", "input_shape": [3, 224, 224], "image_size": 224, "architecture": architecture,
+        "mode": mode, "config_id": f"{mode}-{batch}", "seed": 0, "batch_size": batch, "stepped_down_from": stepped_down_from,
+        "status": "failed" if error else "ok", "error": error,
+    }
+    if error:
+        return {**record, "out_of_memory": out_of_memory}
+    return {**record, "params": 11_689_512, "flops_per_sample": 3.63e9, "train_throughput": 1000.0 + batch,
+            "infer_throughput": 4000.0 + batch, "latency_p50_ms": 1.4, "peak_memory_mb": 20.0 * batch}
+
+
+def test_a_step_down_is_one_row_that_says_where_from_and_a_failure_other_than_out_of_memory_stays_a_failed_row(
+    tmp_path, capsys,
+):
+    records = [
+        speed_record("a", 64), speed_record("a", 512, error=OOM, out_of_memory=True),
+        speed_record("a", 384, 512, error=OOM, out_of_memory=True), speed_record("a", 256, 512, error=OOM, out_of_memory=True),
+        speed_record("a", 192, 512),
+        speed_record("b", 64), speed_record("b", 512, error="RuntimeError: cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"),
+        # c's step-down from 32 ran out of memory down to 12; decay_batch_step(12) is 8, which fitted already
+        speed_record("c", 8), *(speed_record("c", batch, None if batch == 32 else 32, error=OOM, out_of_memory=True)
+                                for batch in (32, 24, 16, 12)),
+    ]
+    (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    code, terminal, err = run_cli(capsys, "report", tmp_path / "records.jsonl", "--output", tmp_path / "out")
+    assert code == 0, err
+
+    text = (tmp_path / "out" / "REPORT.md").read_text()
+    headers = [cell.strip() for cell in text.split("## Speed on random 3x224x224")[1].strip().splitlines()[0].split("|")]
+    table = [line for line in text.splitlines() if line.startswith("| a ") or line.startswith("| b ") or line.startswith("| c ")]
+    rows = [dict(zip(headers, (cell.strip() for cell in line.split("|")))) for line in table]
+    assert [(r["architecture"], r["batch"], r["status"]) for r in rows] == [
+        ("a", "64", "ok"), ("a", "192", "ok; stepped down from 512"),
+        ("b", "64", "ok"), ("b", "", "failed: RuntimeError: cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"),
+        ("c", "8", "ok; stepped down from 32"),
+    ]
+    assert "OutOfMemoryError" not in text
+    folded = ("7 out-of-memory attempts folded into their step-down rows (the records keep them): "
+              "a at 224 px, batch 512, 384, 256; c at 224 px, batch 32, 24, 16, 12.")
+    after_table = text.split(table[-1] + "\n\n")[1]
+    assert after_table.startswith(folded + "\n\nCost figures alone")
+    assert folded in terminal and "stepped down from 512" in terminal and "OutOfMemoryError" not in terminal
+    assert (tmp_path / "out" / "records.csv").read_text().count(OOM) == 7  # every attempt stays a record
+
+
+def test_a_step_down_where_no_batch_fits_is_one_failed_row():
+    records = [speed_record("a", batch, None if batch == 4 else 4, error=OOM, out_of_memory=True) for batch in (4, 3, 2, 1)]
+    records.append(speed_record("a", 4, mode="bf16"))
+    rows, folded = aggregate.fold_step_downs(aggregate.aggregate(records))
+    assert [row.point for row in rows] == [(224, 1), (224, 4)] and len(folded) == 3
+    headers, body = report.table_cells(rows)
+    statuses = [dict(zip(headers, line))["status"] for line in body]
+    assert statuses[0].startswith("failed: OutOfMemoryError") and statuses[0].endswith("; stepped down from 4 to 1")
+    assert statuses[1] == "ok"
+    assert report.folded_line(folded).startswith("3 out-of-memory attempts folded into their step-down rows")

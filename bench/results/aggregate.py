@@ -104,6 +104,7 @@ class Row:
     architecture: str
     records: list[dict[str, Any]] = field(default_factory=list)
     pareto: bool = False
+    stepped_down_from: int | None = None  # set by `fold_step_downs`
 
     @property
     def ok(self) -> list[dict[str, Any]]:
@@ -112,6 +113,11 @@ class Row:
     @property
     def seeds(self) -> int:
         return len(self.ok)
+
+    @property
+    def out_of_memory(self) -> bool:
+        """Whether every record of the row failed out of memory (a speed sweep's step-down attempt)."""
+        return bool(self.records) and all(r.get("status") != "ok" and r.get("out_of_memory") for r in self.records)
 
     @property
     def mode(self) -> str:
@@ -192,6 +198,34 @@ def aggregate(records: list[dict[str, Any]]) -> list[Row]:
         if table in VIEWS:
             mark_pareto(group, VIEWS[table].quality, VIEWS[table].higher_is_better)
     return result
+
+
+def fold_step_downs(rows: list[Row]) -> tuple[list[Row], list[Row]]:
+    """A speed table's rows with each step-down as one row, and the rows folded into them, both in order.
+
+    Per architecture, mode, dataset and image size, the rows whose records all ran out of memory fold into the
+    row of the largest batch that fits below them, or where none fits, into the smallest batch's, which stays
+    failed; that row's `stepped_down_from` is the largest batch that ran out of memory, the one first asked for.
+    Rows of a run's records (no speed point) are kept as they are."""
+    subjects: dict[tuple, list[Row]] = {}
+    for row in rows:
+        if row.point:
+            subjects.setdefault((row.task, row.dataset, row.architecture, row.mode, row.point[0]), []).append(row)
+    folded: list[Row] = []
+    for group in subjects.values():
+        failed = [row for row in group if row.out_of_memory]
+        if not failed:
+            continue
+        smallest = min(failed, key=_batch)
+        into = max((row for row in group if row.ok and _batch(row) < _batch(smallest)), key=_batch, default=smallest)
+        into.stepped_down_from = max(_batch(row) for row in failed)
+        folded += [row for row in failed if row is not into]
+    ids = {id(row) for row in folded}
+    return [row for row in rows if id(row) not in ids], [row for row in rows if id(row) in ids]
+
+
+def _batch(row: Row) -> int:
+    return row.point[1]
 
 
 def reference_rows(rows: list[Row]) -> dict[str, Row]:

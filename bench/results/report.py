@@ -19,10 +19,10 @@ from tabulate import tabulate
 
 from . import plots
 from .aggregate import (
-    CLOCK_AGREEMENT, COST_KEY, LOADED_SHARE, SPEED, VIEWS, Number, Row, TaskView, aggregate, finite, reference_rows,
-    subject, table_of, task_groups,
+    CLOCK_AGREEMENT, COST_KEY, LOADED_SHARE, SPEED, VIEWS, Number, Row, TaskView, aggregate, finite, fold_step_downs,
+    reference_rows, subject, table_of, task_groups,
 )
-from .records import versions, versions_text
+from .records import named, versions, versions_text
 from .store import write_whole
 
 # What a speedup, Δ or summary line between rows of different record versions says instead of a figure.
@@ -217,7 +217,7 @@ def table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     body = []
     for row in rows:
         name = f"★ {row.architecture}" if row.pareto else row.architecture
-        cells = [name, *([_mode_shown(row)] if show_modes else []), *([row.task] if show_task else []), str(row.seeds), row.status()]
+        cells = [name, *([_mode_shown(row)] if show_modes else []), *([row.task] if show_task else []), str(row.seeds), _status(row)]
         if show_modes:
             reference = references[subject(row)]
             if reference is row:
@@ -233,6 +233,28 @@ def table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
         ])
     body += _calibration_cells(rows, headers, columns)
     return headers, body
+
+
+def _status(row: Row) -> str:
+    """The row's status, and where it is a step-down's row, the batch the sweep stepped down from (and to, where
+    no batch fitted)."""
+    if row.stepped_down_from is None:
+        return row.status()
+    to = "" if row.ok else f" to {row.point[1]}"
+    return f"{row.status()}; stepped down from {row.stepped_down_from}{to}"
+
+
+def folded_line(folded: list[Row]) -> str:
+    """Under a speed table, how many out-of-memory attempts its step-down rows stand for, and which; "" for none."""
+    if not folded:
+        return ""
+    batches: dict[tuple[str, int], list[str]] = {}
+    for row in folded:
+        batches.setdefault((named(row.architecture, row.mode), row.point[0]), []).append(str(row.point[1]))
+    which = "; ".join(f"{name} at {size} px, batch {', '.join(b)}" for (name, size), b in batches.items())
+    many = len(folded) > 1
+    return (f"{len(folded)} out-of-memory attempt{'s' if many else ''} folded into {'their' if many else 'its'} "
+            f"step-down row{'s' if many else ''} (the records keep {'them' if many else 'it'}): {which}.")
 
 
 def _calibration_cells(rows: list[Row], headers: list[str], columns: list[Column]) -> list[list[str]]:
@@ -309,8 +331,10 @@ def tables(records: list[dict[str, Any]], reference: str | None = None) -> str:
     parts = []
     for (table, dataset), rows in task_groups(aggregate(records)).items():
         title = _title(table)
+        rows, folded = fold_step_downs(rows) if table == SPEED else (rows, [])
         summary = summary_lines(rows, VIEWS[table], reference) if table in VIEWS else []
-        parts.append(f"### {title} on {dataset}\n\n{task_table(rows)}" + "".join(f"\n{line}" for line in summary))
+        lines = [line for line in (folded_line(folded), *summary) if line]
+        parts.append(f"### {title} on {dataset}\n\n{task_table(rows)}" + "".join(f"\n{line}" for line in lines))
     return "\n\n".join(parts)
 
 
@@ -335,8 +359,11 @@ def write_report(
     for (table, dataset), group in task_groups(rows).items():
         view = VIEWS.get(table)
         blocks.append(("h2", f"{_title(table)} on {dataset}"))
+        group, folded = fold_step_downs(group) if table == SPEED else (group, [])
         headers, body = table_cells(group)
         blocks.append(("table", headers, body))
+        if folded:
+            blocks.append(("p", folded_line(folded)))
         if table == SPEED:
             blocks.append(("p", SPEED_LEGEND))
             path = folder / "plots" / f"speed-{dataset.replace(' ', '-')}.png"
@@ -366,7 +393,9 @@ SPEED_LEGEND = (
     "Cost figures alone (`archbench speed`), on random inputs, no training: the training step (zero_grad, forward, "
     "backward, optimizer step) and inference (no_grad forward) in samples/s, batch-1 latency, the training step's "
     "peak memory, and the share of this machine's matmul peak in the same precision each reaches (`% peak`). "
-    "A batch out of memory is a failed row; the largest batch that fits below it follows."
+    "A batch out of memory is no row of its own: the sweep steps down to the largest batch that fits below it, "
+    "whose row says the batch it `stepped down from` (the one first asked for), and the line under the table counts "
+    "the attempts so folded. A failure other than out of memory is a failed row."
 )
 
 
