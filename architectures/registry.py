@@ -25,6 +25,7 @@ from . import zoo
 
 ENTRY_POINT_GROUP = "archbench.architectures"
 TASKS = ("classify", "vae", "gan")
+MANY_ZOO_MODELS = 20  # a command runs a zoo pattern matching more models than this only when confirmed (--yes)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,17 @@ def resolve(patterns: list[str], task: str | None = None) -> list[str]:
             raise UnknownArchitecture(f"unknown architecture {pattern!r} (valid: {valid})")
         names += [n for n in matched if n not in names]
     return names
+
+
+def many_zoo_models(patterns: list[str]) -> list[tuple[str, int]]:
+    """(pattern, how many models it matches) for each zoo pattern among `patterns` that matches more than
+    MANY_ZOO_MODELS, which a command running them asks to be confirmed; other patterns are not looked up.
+    UnknownArchitecture for a zoo prefix with no name after it, or a zoo that is not installed."""
+    try:
+        counts = [(p, len(zoo.names(p))) for p in patterns if zoo.is_zoo_name(p)]
+    except zoo.ZooError as error:
+        raise UnknownArchitecture(str(error)) from None
+    return [(pattern, count) for pattern, count in counts if count > MANY_ZOO_MODELS]
 
 
 def get_spec(name: str) -> ArchSpec:

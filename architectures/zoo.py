@@ -39,16 +39,17 @@ def is_zoo_name(name: str) -> bool:
 
 
 def names(pattern: str) -> list[str]:
-    """Sorted `zoo:model` names matching a pattern such as `torchvision:resnet*` or `timm:convnext_*`."""
-    zoo, _, model_pattern = pattern.partition(":")
+    """Sorted `zoo:model` names matching a pattern such as `torchvision:resnet*` or `timm:convnext_*`; ZooError
+    for a zoo prefix with no name after it (`torchvision:`), which is not the whole zoo (`torchvision:*` is)."""
+    zoo, model_pattern = _split(pattern)
     models = _torchvision_models() if zoo == "torchvision" else _timm().list_models()
-    return sorted(f"{zoo}:{m}" for m in models if fnmatch.fnmatchcase(m, model_pattern or "*"))
+    return sorted(f"{zoo}:{m}" for m in models if fnmatch.fnmatchcase(m, model_pattern))
 
 
 def builder(name: str) -> tuple[Callable[..., nn.Module], Callable]:
     """(`build(input_shape, num_classes, **overrides)`, the zoo's own builder function) for `zoo:model`;
-    ZooError naming close matches for a model the zoo does not have."""
-    zoo, _, model = name.partition(":")
+    ZooError naming close matches for a model the zoo does not have, or for no name after the zoo's prefix."""
+    zoo, model = _split(name)
     if zoo == "torchvision":
         known = _torchvision_models()
         if model in known:
@@ -72,6 +73,14 @@ def version(zoo: str) -> str:
     from importlib import metadata
 
     return metadata.version(zoo)
+
+
+def _split(name: str) -> tuple[str, str]:
+    """(zoo, model or pattern) of a zoo name; ZooError where the model is empty or blank."""
+    zoo, _, model = name.partition(":")
+    if not model.strip():
+        raise ZooError(f"{name!r} names no {zoo} model: give a name or a pattern (list them: archbench list '{zoo}:*')")
+    return zoo, model
 
 
 def _torchvision_models() -> list[str]:

@@ -83,6 +83,14 @@ def _add_plugins(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_yes(parser: argparse.ArgumentParser) -> None:
+    import architectures
+
+    many = architectures.MANY_ZOO_MODELS
+    parser.add_argument("--yes", action="store_true", help=f"run a zoo pattern that matches more than {many} models "
+                        "(e.g. 'torchvision:*'); without --yes, such a pattern is refused")
+
+
 def _add_list(listing: argparse.ArgumentParser) -> None:
     _add_plugins(listing)
     listing.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'cnn-*'")
@@ -97,6 +105,7 @@ def _add_run(run: argparse.ArgumentParser) -> None:
     from .data import LOADERS
 
     _add_plugins(run)
+    _add_yes(run)
     run.add_argument("--suite", default=configs.DEFAULT_SUITE, help="a built-in suite name or a .toml path")
     run.add_argument("--arch", nargs="+", action="extend", metavar="A", help="architectures or wildcards")
     run.add_argument("--dataset", help=f"one of: {', '.join(LOADERS)}; or folder:PATH, an image folder (PATH/train/<class>/*, "
@@ -159,6 +168,7 @@ def _add_speed(speed: argparse.ArgumentParser) -> None:
     from .measure import modes
 
     _add_plugins(speed)
+    _add_yes(speed)
     speed.add_argument("--suite", default="speed", help="a suite name or .toml path: its architectures, modes, "
                        "[classify] optimizer and [measure] timing (default: speed)")
     speed.add_argument("--arch", nargs="+", action="extend", metavar="A", help="classifiers or wildcards, e.g. "
@@ -218,6 +228,7 @@ def _add_ab(paired: argparse.ArgumentParser) -> None:
     paired.add_argument("candidate", nargs="?", help="the candidate revision (default: the working tree, as it is)")
     paired.add_argument("--suite", default=configs.DEFAULT_SUITE, help="a built-in suite name (each side's own) or a .toml path")
     paired.add_argument("--arch", nargs="+", action="extend", metavar="A", help="architectures or wildcards (default: the suite's)")
+    _add_yes(paired)
     paired.add_argument("--mode", help="the mode to measure in (default: the suite's first)")
     paired.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
     paired.add_argument("--arch-module", dest="side_modules", action="append", default=[], metavar="MODULE",
@@ -306,6 +317,21 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return (UserError,) if registry is None else (UserError, registry.UnknownArchitecture, registry.PluginError)
 
 
+def _confirm(patterns: Sequence[str], yes: bool) -> None:
+    """UnknownArchitecture for a zoo prefix with no name among `patterns`; unless `yes` (--yes), UserError for a
+    zoo pattern matching more models than architectures.MANY_ZOO_MODELS: a command running them asks first."""
+    import architectures
+
+    many = architectures.many_zoo_models(list(patterns))
+    if many and not yes:
+        pattern, count = many[0]
+        zoo = pattern.partition(":")[0]
+        raise UserError(
+            f"{pattern!r} matches {count} {zoo} models (more than {architectures.MANY_ZOO_MODELS}): pass --yes to run "
+            f"them all, or name fewer (list them: archbench list {shlex.quote(pattern)})"
+        )
+
+
 def _list(args: argparse.Namespace) -> int:
     import architectures
 
@@ -363,6 +389,7 @@ def _run(args: argparse.Namespace) -> int:
             data={"image_size": args.image_size, "num_workers": args.workers, "data_path": args.data_path,
                   "augment": False if args.no_augment else None, "skip_bad_images": args.skip_bad_images},
         )
+        _confirm(config.architectures, args.yes)
         arch_modules = tuple(args.arch_module)
         launch = parallel.from_flags(args.nproc, args.backend, args.scaling, args.dist_timeout)
         strategy = _strategy(config, args.isolation, launch, args.devices)
@@ -408,6 +435,7 @@ def _speed(args: argparse.Namespace) -> int:
         args.suite, architectures=args.arch, device=args.device, out=args.out, quiet=args.quiet,
         arch_timeout=args.arch_timeout, modes=args.modes or ([mode] if mode else None),
     )
+    _confirm(config.architectures, args.yes)
     sweep = speed.Sweep(tuple(args.batch_sizes), tuple(args.image_sizes), args.channels, args.classes, args.max_memory)
     echo = (lambda line: None) if config.quiet else print
     try:
@@ -499,6 +527,7 @@ def _ab(args: argparse.Namespace) -> int:
     suite = args.suite
     if suite.endswith(".toml") or "/" in suite:  # a file: the same one for both sides
         suite = str(configs.suite_path(suite).resolve())
+    _confirm(args.arch or (), args.yes)  # the suite's names are each side's, resolved by its own probe
     request = ab.Request(suite, tuple(args.arch or ()), args.mode, args.device, tuple(args.side_modules), args.threads)
     candidate = args.base if args.calibrate else args.candidate
     with ab.checkouts(args.repo.resolve(), args.base, candidate) as sides:
