@@ -70,12 +70,15 @@ def isolated_registry():
 
 @pytest.fixture(autouse=True)
 def quick_peak(monkeypatch):
-    """Every run times its matmul peak (0.25 s a mode); here with the shortest repeats: what tests check of it is
-    that it is measured and used, which tests/test_utilization.py does at full length."""
+    """Every pair times its matmul peak after its run (a fraction of a second); here with a small matmul and the
+    shortest warm-up and repeats, in this process: what tests check of it is that it is measured and used, which
+    tests/test_utilization.py does at full length."""
     from bench.measure import utilization
     from bench.measure.timing import MeasureSettings
 
     monkeypatch.setattr(utilization, "PEAK_TIMING", MeasureSettings(repeats=5, warmup_time=0.0, min_repeat_time=0.0, max_time=0.0))
+    monkeypatch.setattr(utilization, "PLATEAU_CALL_S", 0.001)
+    monkeypatch.setattr(utilization, "WARMUP_MAX_S", 0.0)
 
 
 @pytest.fixture(autouse=True)

@@ -48,7 +48,7 @@ def scripted_clock(monkeypatch, repeat_seconds):
     """Make every timed repeat take the next of `repeat_seconds` (per call); the warm-up's calls take 0.1 s."""
     durations = iter(repeat_seconds)
     monkeypatch.setattr(timing, "_warm_up", lambda call, timer, warmup_time, min_calls: 0.1)
-    monkeypatch.setattr(timing, "_timed", lambda call, device, calls: next(durations) * calls)
+    monkeypatch.setattr(timing, "timed", lambda call, device, calls: next(durations) * calls)
 
 
 def test_repeats_that_agree_stop_at_the_minimum(monkeypatch):

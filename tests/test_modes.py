@@ -21,6 +21,7 @@ from bench.tasks import classify, gan, vae
 from bench.tasks.base import Group, RunContext
 from bench.tasks.loop import TrainClock
 from bench.tasks.settings import ClassifySettings, FidSettings, GanSettings, VaeSettings
+from support.cli import run_cli, run_records
 
 CPU = torch.device("cpu")
 BF16_CL = Mode("bf16+channels_last", "bf16", channels_last=True)
@@ -93,10 +94,31 @@ def test_auto_resolves_to_what_the_cpu_runs_natively_and_fp32_is_never_changed()
     assert modes.parse("fp32").resolved(CPU).precision == "fp32"
 
 
-@pytest.mark.skipif(modes.native_fp16_cpu(), reason="this CPU runs float16 natively")
-def test_fp16_on_a_cpu_without_native_float16_is_refused():
-    with pytest.raises(UserError, match="this CPU has no native float16"):
-        modes.parse("fp16").resolved(CPU)
+def test_a_precision_the_cpu_lacks_runs_emulated_and_auto_keeps_to_fp32(monkeypatch):
+    monkeypatch.setattr(modes, "native_bf16", lambda device: False)
+    monkeypatch.setattr(modes, "native_fp16_cpu", lambda: False)
+    for text in ("bf16", "fp16+channels_last"):
+        mode = modes.parse(text).resolved(CPU)
+        assert mode.emulated and mode.record()["emulated_precision"] is True
+    for text in ("auto", "fp32"):
+        mode = modes.parse(text).resolved(CPU)
+        assert mode.precision == "fp32" and not mode.emulated and mode.record()["emulated_precision"] is False
+
+
+def test_an_emulated_precision_is_said_once_and_recorded(monkeypatch, tiny_suite, tmp_path, capsys):
+    monkeypatch.setattr(modes, "native_bf16", lambda device: False)
+    code, out, err = run_cli(
+        capsys, "run", "--suite", tiny_suite("cnn-baseline"), "--modes", "fp32,bf16", "--seed", "0", "1",
+        "--out", tmp_path, "--quiet", "--isolation", "none",
+    )
+    assert code == 0, err
+    (warning,) = [line for line in err.splitlines() if "emulated" in line]
+    assert warning.startswith("warning: mode bf16: this CPU has no AVX512-BF16 or AMX, so bfloat16 is emulated; "
+                              "matmul rate here fp32 : bfloat16 = ")
+    records = run_records(tmp_path)
+    assert {(r["mode"], r["seed"], r["emulated_precision"]) for r in records} == {
+        ("fp32", 0, False), ("fp32", 1, False), ("bf16", 0, True), ("bf16", 1, True)
+    }
 
 
 def test_the_mode_is_part_of_config_id_and_auto_shares_the_id_of_what_it_resolved_to(tiny):

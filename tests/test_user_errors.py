@@ -23,7 +23,6 @@ from bench.results import store
 from bench.gate import baseline
 from bench.data import datasets
 from bench.cli import main
-from bench.measure.modes import native_fp16_cpu
 from bench.results.records import read_records
 
 AS_ROOT = pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permission bits")
@@ -297,8 +296,6 @@ CASES = [
      "compiling modes are not supported in data-parallel runs (--nproc, torchrun); drop compile"),
     ("budget-of-one-architecture-data-parallel", suite_with("[classify.cnn-baseline]\nbudget_s = 5\n", "--nproc", "2"),
      "training budgets are not supported in data-parallel runs (--nproc, torchrun): cnn-baseline has one; use epochs"),
-    *([("fp16-on-this-cpu", quick_run("--precision", "fp16", "--device", "cpu"),
-        "mode fp16: this CPU has no native float16 (AMX-FP16); use bf16 or fp32 on it")] if not native_fp16_cpu() else []),
     # where the run writes: checked before any architecture runs
     ("out-a-file", lambda tmp: quick_run()(tmp)[:-2] + ["--out", a_file(tmp)], "--out {tmp}/afile: is a file, not a folder"),
     ("out-under-a-file", lambda tmp: quick_run()(tmp)[:-2] + ["--out", a_file(tmp) / "runs"],

@@ -7,31 +7,63 @@ from bench.measure import utilization
 from bench.measure.modes import Mode
 from support.cli import run_cli, run_records
 
-FULL_LENGTH = utilization.PEAK_TIMING  # as imported, before conftest shortens it for each test
+FULL_LENGTH = {  # as imported, before conftest shortens them for each test
+    name: getattr(utilization, name) for name in ("PEAK_TIMING", "PLATEAU_CALL_S", "WARMUP_MAX_S")
+}
 PEAK = {"peak_flops": 1e12, "peak_flops_iqr": 1e10, "peak_method": "2048x2048 matmul, bfloat16, cpu"}
 
 
+@pytest.fixture
+def full_length(monkeypatch):
+    for name, value in FULL_LENGTH.items():
+        monkeypatch.setattr(utilization, name, value)
+
+
 def test_the_arithmetic_on_known_inputs():
-    record = {"flops_per_sample": 2e6, "train_throughput": 1000.0, "infer_throughput": 5000.0, "batch_size": 100}
-    got = utilization.figures(record, PEAK, training_factor=3)
+    record = {"flops_per_sample": 2e6, "train_throughput": 1000.0, "infer_throughput": 5000.0, "batch_size": 100, **PEAK}
+    got = utilization.figures(record, training_factor=3)
     assert got["train_flop_rate"] == pytest.approx(6e9) and got["train_utilization"] == pytest.approx(0.006)
     assert got["infer_flop_rate"] == pytest.approx(1e10) and got["infer_utilization"] == pytest.approx(0.01)
-    assert got["peak_method"] == PEAK["peak_method"]
-    counted = utilization.figures({**record, "train_flops_per_step": 1e9}, PEAK, training_factor=3)
+    counted = utilization.figures({**record, "train_flops_per_step": 1e9}, training_factor=3)
     assert counted["train_flop_rate"] == pytest.approx(1e9 / 100 * 1000)  # the counted step, not 3x forward
-    unknown = utilization.figures(record, PEAK, training_factor=None)
+    unknown = utilization.figures(record, training_factor=None)
     assert "train_utilization" not in unknown and unknown["infer_utilization"] == pytest.approx(0.01)
-    failed = utilization.figures({"flops_per_sample": None}, PEAK, training_factor=3)
-    assert failed == PEAK
+    assert utilization.figures({"flops_per_sample": None, **PEAK}, training_factor=3) == {}
 
 
-def test_the_peak_is_a_timed_matmul_in_the_modes_precision(monkeypatch):
-    monkeypatch.setattr(utilization, "PEAK_TIMING", FULL_LENGTH)
+@pytest.mark.parametrize("rate, device, dtype, expected", [
+    (2.5e9, "cpu", torch.bfloat16, 320),  # bf16 emulated on an AVX2 CPU: 20 ms is reached early
+    (2e11, "cpu", torch.float32, 1024),  # fast fp32: the CPU's fp32 cap
+    (2e12, "cpu", torch.bfloat16, 2048),  # AMX bf16: the CPU's cap
+    (8e14, "cuda", torch.bfloat16, 8192),  # an H200: the GPU's cap
+])
+def test_the_peaks_matmul_grows_until_a_call_takes_long_enough_or_reaches_the_cap(rate, device, dtype, expected, full_length):
+    asked = []
+
+    def seconds_at(size):
+        asked.append(size)
+        return 2 * size**3 / rate
+
+    size = utilization.peak_size(torch.device(device), dtype, seconds_at)
+    assert size == expected and size % 64 == 0
+    assert asked == sorted(asked) and asked[0] == utilization.START_SIZE
+    assert all(seconds_at(s) < utilization.PLATEAU_CALL_S for s in asked[:-1])
+
+
+def test_the_warm_up_ends_once_the_rate_stops_rising(full_length):
+    calls = iter([0.05, 0.03, 0.021, 0.0208, 0.0209, 0.0207, 0.02, 0.01])  # no faster by 2% after the third call
+    assert utilization.warm_up(lambda: next(calls)) == pytest.approx(0.0207)
+    assert next(calls) == 0.02
+    slow = iter([0.3, 0.25, 0.2])  # still speeding up, but WARMUP_MAX_S is spent
+    assert utilization.warm_up(lambda: next(slow)) == pytest.approx(0.25)
+    assert next(slow) == 0.2
+
+
+def test_the_peak_is_a_timed_matmul_in_the_modes_precision(full_length):
     fp32 = utilization.matmul_peak(torch.device("cpu"), Mode())
     bf16 = utilization.matmul_peak(torch.device("cpu"), Mode("bf16+channels_last", "bf16", True))
-    assert fp32["peak_method"] == "1024x1024 matmul, float32, cpu"
-    assert bf16["peak_method"] == "2048x2048 matmul, bfloat16, cpu"
-    assert fp32["peak_flops"] > 1e9 and bf16["peak_flops"] > 1e9 and fp32["peak_flops_iqr"] >= 0
+    assert fp32["peak_method"].endswith(" matmul, float32, cpu") and bf16["peak_method"].endswith(" matmul, bfloat16, cpu")
+    assert fp32["peak_flops"] > 1e8 and bf16["peak_flops"] > 1e8 and fp32["peak_flops_iqr"] >= 0
 
 
 def test_a_runs_classifiers_say_how_close_to_the_peak_they_ran_and_the_report_shows_it(tiny_suite, tmp_path, capsys):

@@ -25,7 +25,8 @@ def machine_load() -> Iterator[dict[str, float | None]]:
         busy_after, wall = _busy_cpu_s(), time.perf_counter() - started
         if busy is not None and busy_after is not None and wall > 0:
             other = max(0.0, busy_after - busy - (_own_cpu_s() - own))
-            load.update(other_cpu_s=other, other_cpu_share=other / (wall * (os.cpu_count() or 1)))
+            share = other / (wall * (os.cpu_count() or 1))  # /proc/stat counts clock ticks: a hair over 1 is rounding
+            load.update(other_cpu_s=other, other_cpu_share=min(1.0, share))
 
 
 def _busy_cpu_s() -> float | None:

@@ -40,6 +40,7 @@ class Mode:
     channels_last: bool = False
     compile: str | None = None  # a torch.compile mode; None runs eagerly
     compile_backend: str = "inductor"
+    emulated: bool = False  # the device has no native instructions for `precision` (set by `resolved`)
 
     @property
     def memory_format(self) -> str:
@@ -58,19 +59,19 @@ class Mode:
             "memory_format": self.memory_format,
             "compile": self.compile or "none",
             "compile_backend": self.compile_backend if self.compile else None,
+            "emulated_precision": self.emulated,
         }
 
     def resolved(self, device: torch.device) -> Mode:
-        """This mode with `auto` replaced by what `device` runs natively; raises UserError for a precision
-        the device cannot run (fp16 on a CPU without native float16, any half precision on MPS)."""
+        """This mode with `auto` replaced by what `device` runs natively (bf16 where it can, else fp32), and
+        `emulated` where an explicit precision is one the device runs without native instructions (bf16 or fp16
+        on a CPU without them: it runs, slowly); raises UserError for half precision on MPS."""
         precision = self.precision
         if precision == "auto":
             precision = "bf16" if native_bf16(device) else "fp32"
-        if precision == "fp16" and device.type == "cpu" and not native_fp16_cpu():
-            raise UserError(f"mode {self.name}: this CPU has no native float16 (AMX-FP16); use bf16 or fp32 on it")
         if precision != "fp32" and device.type not in ("cpu", "cuda"):
             raise UserError(f"mode {self.name}: {precision} autocast is supported on cpu and cuda, not {device.type}")
-        return dataclasses.replace(self, precision=precision)
+        return dataclasses.replace(self, precision=precision, emulated=not native(device, precision))
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """`model` in this mode's memory format (in place, as `nn.Module.to` does)."""
@@ -180,6 +181,16 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cpu":
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return False
+
+
+def native(device: torch.device, precision: str) -> bool:
+    """Whether `device` runs `precision`'s matmuls and convolutions with native instructions (fp32 always; fp16
+    on CUDA always)."""
+    if precision == "bf16":
+        return native_bf16(device)
+    if precision == "fp16" and device.type == "cpu":
+        return native_fp16_cpu()
+    return True
 
 
 def native_fp16_cpu() -> bool:

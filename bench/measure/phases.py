@@ -22,7 +22,7 @@ import bench
 
 PHASES = (
     "startup", "build", "flops", "warmup", "windows", "memory", "loader", "train", "evaluate", "fid_reference", "fid_features",
-    "fid_calibration", "latency", "other",
+    "fid_calibration", "latency", "peak", "other",
 )  # the order a report lists them in; `startup` is the child process's, before its clock starts
 
 

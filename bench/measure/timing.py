@@ -83,7 +83,7 @@ def time_repeats(
     The warm-up runs at least `warmup_calls` calls; with none and no `warmup_time`, there is no warm-up, and
     `per_call` (seconds, known from earlier timing) calibrates the repeats instead.
     """
-    timer = timer or (lambda call, calls: _timed(call, device, calls))
+    timer = timer or (lambda call, calls: timed(call, device, calls))
     _before_window()
     per_call = _warm_up(call, timer, settings.warmup_time, warmup_calls) or per_call
     calls = max(1, math.ceil(settings.min_repeat_time / per_call)) if per_call else 1
@@ -104,7 +104,7 @@ def _unsettled(seconds: list[float], calls: int, settings: MeasureSettings) -> b
 def time_each_call(call: Callable[[], object], device: torch.device, settings: MeasureSettings) -> list[float]:
     """Seconds of each single `call()`, for latency percentiles: enough calls to fill `latency_time`."""
     _before_window()
-    per_call = _warm_up(call, lambda call, calls: _timed(call, device, calls), settings.warmup_time)
+    per_call = _warm_up(call, lambda call, calls: timed(call, device, calls), settings.warmup_time)
     count = max(settings.latency_min_calls, math.ceil(settings.latency_time / per_call))
     block = block_size(count, settings.repeats)
     seconds = []
@@ -112,7 +112,7 @@ def time_each_call(call: Callable[[], object], device: torch.device, settings: M
         for index in range(count):
             if index and index % block == 0:
                 _before_window()
-            seconds.append(_timed(call, device, 1))
+            seconds.append(timed(call, device, 1))
     return seconds
 
 
@@ -143,7 +143,9 @@ def _warm_up(call: Callable[[], object], timer: Timer, warmup_time: float, min_c
     return None if seconds is None else max(seconds, 1e-9)
 
 
-def _timed(call: Callable[[], object], device: torch.device, calls: int) -> float:
+def timed(call: Callable[[], object], device: torch.device, calls: int) -> float:
+    """Seconds that `calls` calls of `call` take back to back on `device` (CUDA events on CUDA, else the clock read
+    with the device synchronized)."""
     if device.type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()

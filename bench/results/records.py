@@ -88,6 +88,13 @@ VERSIONS = (
         "(`loop_start_s`, `loop_start_samples`), and its windows fall in that half (before: over the whole run, "
         "with no loop figure to check them against).",
     ),
+    Version(
+        9,
+        "The matmul peak (`peak_flops`, and utilization against it) is timed in each pair's own process after its "
+        "figures, warmed up until its rate stops rising, on a matmul sized so that one call takes 20 ms (`peak_method` "
+        "names the size), not once per run in the parent, cold, at a fixed size. `emulated_precision` says the "
+        "device ran the mode's precision without native instructions.",
+    ),
 )
 
 

@@ -33,7 +33,7 @@ CONFIG_FIELDS = (
 COMMON_KEYS = (
     "record_version", "record_id", "run_id", "suite", "shard", "architecture", "family", "task", "dataset", "input_shape",
     "train_samples", "test_samples", "device", "dtype", "seed", "world_size", "isolation", "allocator",
-    "mode", "precision", "memory_format", "compile", "compile_backend", "compute_dtype", "compile_time_s",
+    "mode", "precision", "emulated_precision", "memory_format", "compile", "compile_backend", "compute_dtype", "compile_time_s",
     "architecture_source", "architecture_source_hash", "config_id", "started_at",
     "status", "error", "traceback", "stderr_tail", "diverged_step", "wall_time_s", "pair_wall_s", "phase_s",
     "load_1min", "other_cpu_s", "other_cpu_share", "train_loop_throughput", "loop_start_s", "loop_start_samples",

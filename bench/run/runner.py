@@ -62,6 +62,7 @@ class Job:
     shard: str | None = None  # "K/N" of a sharded sweep
     measure_only: bool = False  # the cost figures alone, no training (`archbench speed`)
     max_memory_mb: float | None = None  # a training step's peak memory above this is out of memory
+    peak_size: int | None = None  # the matmul the pair's process times for its peak after its run; None: none
     extra: dict[str, Any] = field(default_factory=dict)  # fields the record starts with besides schema.start's
 
     def start_record(self, world_size: int = 1) -> dict[str, Any]:
@@ -200,8 +201,7 @@ def run_suite(
     names = architectures_of(config, strategy, echo)
     device = strategy.device(config)
     modes = modes_of(config, strategy, device, names)
-    # before any other process starts, so that nothing runs beside the matmul
-    peaks = {name: utilization.matmul_peak(device, mode) for name, mode in modes.items()} if strategy.writes else {}
+    peak_sizes = peak_sizes_of(modes, device) if strategy.writes else {}
     strategy.prepare(names, config.dataset)
     data = strategy.load(config, device)
     _check_streamed(data, names)
@@ -236,7 +236,7 @@ def run_suite(
     in_modes = f" x {len(modes)} modes ({', '.join(modes)})" if len(modes) > 1 else f" in {next(iter(modes))}"
     sharded = f"shard {plan['shard']} ({len(pairs)} of {planned} pairs, ~{plan['cost_share']:.0%} of the cost) of " if plan else ""
     age = phases.process_age_s()
-    started = f"; started in {age:.1f} s" if age is not None else ""
+    started = f"; started in {age:.1f} s"
     if profile is not None:
         profile.before_pairs_s = age
     echo(
@@ -247,7 +247,7 @@ def run_suite(
     jobs = [
         Job(
             name, seed, config, data, device, run_dir, quiet, tuple(arch_modules), strategy.isolation, modes[mode],
-            plan["shard"] if plan else None,
+            plan["shard"] if plan else None, peak_size=peak_sizes.get(mode),
         )
         for name, mode, seed in todo
     ]
@@ -256,7 +256,7 @@ def run_suite(
         nonlocal finished
         if strategy.writes:
             pair = (job.name, job.mode.name, job.seed)
-            finish(record, environment, peaks[job.mode.name])
+            finish(record, environment)
             if profile is not None:
                 profile.add(record)
             retried = (lambda r, this=pair: schema.pair(r) == this) if pair in done else None
@@ -276,12 +276,23 @@ def run_suite(
     return run_dir if strategy.writes else None
 
 
-def finish(record: dict[str, Any], environment: dict[str, Any], peak: dict[str, Any]) -> None:
-    """Add to a pair's record, as the writing process gets it, the environment and the run's matmul `peak` for its
-    mode, with the share of that peak it reached (bench.measure.utilization)."""
+def finish(record: dict[str, Any], environment: dict[str, Any]) -> None:
+    """Add to a pair's record, as the writing process gets it, the environment and the share of its process's matmul
+    peak it reached (bench.measure.utilization), where the pair timed one."""
     record.update(environment)
     task = TASKS.get(record.get("task"))
-    record.update(utilization.figures(record, peak, task.training_flops_factor if task is not None else None))
+    if record.get("peak_flops"):
+        record.update(utilization.figures(record, task.training_flops_factor if task is not None else None))
+
+
+def peak_sizes_of(modes: dict[str, Mode], device: torch.device) -> dict[str, int]:
+    """The side of the matmul each mode's pairs time for their peak (bench.measure.utilization.peak_size), chosen
+    before any other process starts; says once on stderr what a mode's precision lacks where the device only
+    emulates it."""
+    for mode in modes.values():
+        if mode.emulated:
+            print(f"warning: {utilization.emulation_note(device, mode)}", file=sys.stderr)
+    return {name: utilization.peak_size(device, utilization.compute_dtype(mode)) for name, mode in modes.items()}
 
 
 def architectures_of(config: RunConfig, strategy: Strategy, echo: Callable[[str], None]) -> list[str]:
@@ -386,6 +397,8 @@ def _run_pair(
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     record.update(machine)
+    if record["status"] == "ok" and job.peak_size is not None:
+        record.update(utilization.matmul_peak(device, job.mode, job.peak_size))
     return record
 
 

@@ -3,9 +3,9 @@
 Each point (architecture, image size, batch size, mode) runs as a run's pair does (runner.run_pair, in a
 fresh process by default) and measures what its task's `run(..., train=False)` measures: training-step
 (zero_grad, forward, backward, optimizer step) and inference (no_grad forward) throughput with their spread,
-batch-1 latency, peak training memory, parameters and FLOPs, and, against the matmul peak the sweep times
-before its first point, utilization. Inputs are random (as timm's benchmark.py's), seeded, of the point's
-shape. Its records are a run's records with `kind` "speed" and `image_size`, so report and compare read them.
+batch-1 latency, peak training memory, parameters and FLOPs, and utilization, against the matmul peak each
+point's process times after its figures (bench.measure.utilization). Inputs are random (as timm's
+benchmark.py's), seeded, of the point's shape. Its records are a run's records with `kind` "speed" and `image_size`, so report and compare read them.
 
 The largest batch that fits: a point that runs out of memory (CUDA's OutOfMemoryError; on a CPU, a training
 step whose peak memory is over `max_memory_mb`) is a failed record marked `out_of_memory`. The sweep then steps
@@ -30,7 +30,6 @@ from .. import configs
 from ..configs import RunConfig
 from ..data.datasets import ImageData
 from ..errors import Terminated, UserError
-from ..measure import utilization
 from ..measure.modes import Mode
 from ..results import store
 from . import runner
@@ -77,7 +76,7 @@ def run_sweep(
         raise UserError(f"archbench speed measures classifiers; {others[0]} is a {architectures.get_spec(others[0]).task}")
     device = strategy.device(config)
     modes = runner.modes_of(config, strategy, device, names)
-    peaks = {name: utilization.matmul_peak(device, mode) for name, mode in modes.items()}
+    peak_sizes = runner.peak_sizes_of(modes, device)
     strategy.prepare(names)
     environment = capture(device, command)
     info = {"config": dataclasses.asdict(config), "speed": dataclasses.asdict(sweep), **strategy.info(),
@@ -95,11 +94,11 @@ def run_sweep(
                 data = strategy.place(random_data(sweep.channels, size, sweep.classes, samples), device)
                 for name in names:
                     for mode in modes.values():
-                        jobs = _points(config, sweep, data, device, run_dir, arch_modules, strategy, mode, name, size, echo)
+                        jobs = _points(config, sweep, data, device, run_dir, arch_modules, strategy, mode, name, size, echo, peak_sizes)
                         job = next(jobs)
                         while job is not None:
                             record = strategy.execute_timed(job)
-                            runner.finish(record, environment, peaks[mode.name])
+                            runner.finish(record, environment)
                             store.append_record(run_dir, record)
                             echo(summary(record))
                             done += 1
@@ -115,7 +114,7 @@ def run_sweep(
 
 def _points(
     config: RunConfig, sweep: Sweep, data: ImageData, device: torch.device, run_dir: Path, arch_modules: tuple[str, ...],
-    strategy: runner.Strategy, mode: Mode, name: str, size: int, echo: Callable[[str], None],
+    strategy: runner.Strategy, mode: Mode, name: str, size: int, echo: Callable[[str], None], peak_sizes: dict[str, int],
 ) -> Generator[runner.Job | None, dict[str, Any], None]:
     """The jobs of one architecture, size and mode, batch sizes ascending, stepping down after one out of memory;
     each job's record is sent back before the next is chosen, and None follows the last."""
@@ -126,7 +125,7 @@ def _points(
         batch = queue.pop(0)
         job = runner.Job(
             name, 0, configs.overridden(config, batch_size=batch), data, device, run_dir, config.quiet, arch_modules, strategy.isolation,
-            mode, measure_only=True, max_memory_mb=sweep.max_memory_mb,
+            mode, measure_only=True, max_memory_mb=sweep.max_memory_mb, peak_size=peak_sizes[mode.name],
             extra={"kind": "speed", "image_size": size, "stepped_down_from": stepped_from},
         )
         record = yield job
