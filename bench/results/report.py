@@ -391,7 +391,7 @@ def _title(table: str) -> str:
 
 SPEED_LEGEND = (
     "Cost figures alone (`archbench speed`), on random inputs, no training: the training step (zero_grad, forward, "
-    "backward, optimizer step) and inference (no_grad forward) in samples/s, batch-1 latency, the training step's "
+    "backward, optimizer step) and inference (inference_mode forward) in samples/s, batch-1 latency, the training step's "
     "peak memory, and the share of this machine's matmul peak in the same precision each reaches (`% peak`). "
     "A batch out of memory is no row of its own: the sweep steps down to the largest batch that fits below it, "
     "whose row says the batch it `stepped down from` (the one first asked for), and the line under the table counts "

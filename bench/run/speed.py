@@ -2,7 +2,7 @@
 
 Each point (architecture, image size, batch size, mode) runs as a run's pair does (runner.run_pair, in a
 fresh process by default) and measures what its task's `run(..., train=False)` measures: training-step
-(zero_grad, forward, backward, optimizer step) and inference (no_grad forward) throughput with their spread,
+(zero_grad, forward, backward, optimizer step) and inference (inference_mode forward) throughput with their spread,
 batch-1 latency, peak training memory, parameters and FLOPs, and utilization, against the matmul peak each
 point's process times after its figures (bench.measure.utilization). Inputs are random (as timm's
 benchmark.py's), seeded, of the point's shape. Its records are a run's records with `kind` "speed" and `image_size`, so report and compare read them.
