@@ -5,6 +5,7 @@ import torch
 
 from bench.measure import utilization
 from bench.measure.modes import Mode
+from bench.run import runner
 from support.cli import run_cli, run_records
 
 FULL_LENGTH = {  # as imported, before conftest shortens them for each test
@@ -29,6 +30,24 @@ def test_the_arithmetic_on_known_inputs():
     unknown = utilization.figures(record, training_factor=None)
     assert "train_utilization" not in unknown and unknown["infer_utilization"] == pytest.approx(0.01)
     assert utilization.figures({"flops_per_sample": None, **PEAK}, training_factor=3) == {}
+
+
+def test_a_runs_peak_is_the_best_pair_peak_of_its_matmul_so_far_and_utilization_is_taken_against_it():
+    fp32, bf16 = "1024x1024 matmul, float32, cpu", "2048x2048 matmul, bfloat16, cpu"
+
+    def pair(peak, method=fp32):
+        return {"task": "classify", "flops_per_sample": 1e6, "train_throughput": 1000.0, "infer_throughput": 4000.0,
+                "batch_size": 10, "pair_peak_flops": peak, "peak_method": method}
+
+    best = {}
+    records = [pair(1e11), pair(2e11), pair(1.5e11), pair(5e11, bf16), {"task": "classify", "status": "failed"}]
+    for record in records:
+        runner.finish(record, {"hostname": "h"}, best)
+    assert [r.get("peak_flops") for r in records] == [1e11, 2e11, 2e11, 5e11, None]
+    assert records[2]["train_utilization"] == pytest.approx(3 * 1e6 * 1000 / 2e11)
+    assert records[2]["infer_utilization"] == pytest.approx(1e6 * 4000 / 2e11)
+    assert "train_utilization" not in records[4] and records[4]["hostname"] == "h"
+    assert best == runner.best_peaks_of(records) == {fp32: 2e11, bf16: 5e11}  # what a resumed run starts from
 
 
 @pytest.mark.parametrize("rate, device, dtype, expected", [
@@ -70,7 +89,7 @@ def test_a_runs_classifiers_say_how_close_to_the_peak_they_ran_and_the_report_sh
     code, out, err = run_cli(capsys, "run", "--suite", tiny_suite("cnn-baseline"), "--out", tmp_path, "--quiet", "--isolation", "none")
     assert code == 0, err
     (record,) = run_records(tmp_path)
-    assert record["peak_flops"] > 0 and record["peak_method"].endswith(" matmul, float32, cpu")
+    assert record["peak_flops"] == record["pair_peak_flops"] > 0 and record["peak_method"].endswith(" matmul, float32, cpu")
     expected = 3 * record["flops_per_sample"] * record["train_throughput"]
     assert record["train_flop_rate"] == pytest.approx(expected)
     assert record["train_utilization"] == pytest.approx(expected / record["peak_flops"])

@@ -90,10 +90,11 @@ VERSIONS = (
     ),
     Version(
         9,
-        "The matmul peak (`peak_flops`, and utilization against it) is timed in each pair's own process after its "
-        "figures, warmed up until its rate stops rising, on a matmul sized so that one call takes 20 ms (`peak_method` "
-        "names the size), not once per run in the parent, cold, at a fixed size. `emulated_precision` says the "
-        "device ran the mode's precision without native instructions.",
+        "Each pair's process times the matmul peak after its figures (`pair_peak_flops`), warmed up until its rate "
+        "stops rising, on a matmul sized so that one call takes 20 ms (`peak_method` names the size); `peak_flops`, "
+        "against which utilization is taken, is the best of those among the run's records so far, not one peak "
+        "timed cold in the parent at a fixed size. `emulated_precision` says the device ran the mode's precision "
+        "without native instructions.",
     ),
 )
 

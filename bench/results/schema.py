@@ -42,7 +42,7 @@ COMMON_KEYS = (
     "latency_p50_ms", "latency_p95_ms", "latency_p50_ms_repeats",
     "peak_memory_mb", "peak_memory_method", "train_time_s", "curve_train_time_s",
     "budget_s", "budget_flops", "train_flops_per_step", "steps_trained", "epochs_trained",
-    "peak_flops", "peak_flops_iqr", "peak_method", "train_flop_rate", "train_utilization", "infer_flop_rate",
+    "pair_peak_flops", "pair_peak_flops_iqr", "peak_flops", "peak_method", "train_flop_rate", "train_utilization", "infer_flop_rate",
     "infer_utilization", "out_of_memory",
 )
 # Data-parallel records add these (see docs/distributed-and-sharded.md).

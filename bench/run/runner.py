@@ -214,6 +214,7 @@ def run_suite(
         assigned = {tuple(p) for p in plan["pairs"]}
         pairs = [p for p in pairs if p in assigned]
     done: dict[tuple[str, str, int], str] = {}
+    best_peaks: dict[str, float] = {}
     run_dir = None
     writer = contextlib.ExitStack()  # this process as the run folder's one writer, until the suite ends
     if strategy.writes:
@@ -228,7 +229,8 @@ def run_suite(
             writer.enter_context(store.writing(run_dir))
             store.set_aside_torn(run_dir)
             if (run_dir / RECORDS).is_file():
-                done = {schema.pair(r): r["status"] for r in read_records(run_dir / RECORDS)}
+                recorded = read_records(run_dir / RECORDS)
+                done, best_peaks = {schema.pair(r): r["status"] for r in recorded}, best_peaks_of(recorded)
     run_dir = strategy.agree(run_dir)
     todo = [p for p in pairs if p not in done or (retry_failed and done[p] not in FINISHED)]
     quiet = config.quiet or not strategy.writes or not sys.stderr.isatty()
@@ -256,7 +258,7 @@ def run_suite(
         nonlocal finished
         if strategy.writes:
             pair = (job.name, job.mode.name, job.seed)
-            finish(record, environment)
+            finish(record, environment, best_peaks)
             if profile is not None:
                 profile.add(record)
             retried = (lambda r, this=pair: schema.pair(r) == this) if pair in done else None
@@ -276,13 +278,26 @@ def run_suite(
     return run_dir if strategy.writes else None
 
 
-def finish(record: dict[str, Any], environment: dict[str, Any]) -> None:
-    """Add to a pair's record, as the writing process gets it, the environment and the share of its process's matmul
-    peak it reached (bench.measure.utilization), where the pair timed one."""
+def finish(record: dict[str, Any], environment: dict[str, Any], best_peaks: dict[str, float]) -> None:
+    """Add to a pair's record, as the writing process gets it, the environment and, where the pair timed its matmul
+    peak (`pair_peak_flops`), the run's peak: `peak_flops`, the best pair peak of that matmul among the run's
+    records so far, this one's included (`best_peaks`, by `peak_method`, is updated), with the share of it the
+    record's figures reached (bench.measure.utilization)."""
     record.update(environment)
-    task = TASKS.get(record.get("task"))
-    if record.get("peak_flops"):
+    if record.get("pair_peak_flops"):
+        method = record["peak_method"]
+        best_peaks[method] = record["peak_flops"] = max(best_peaks.get(method, 0.0), record["pair_peak_flops"])
+        task = TASKS.get(record.get("task"))
         record.update(utilization.figures(record, task.training_flops_factor if task is not None else None))
+
+
+def best_peaks_of(records: list[dict[str, Any]]) -> dict[str, float]:
+    """The best pair peak of each matmul (`peak_method`) among `records` (a resumed run's), for `finish`."""
+    best: dict[str, float] = {}
+    for record in records:
+        if record.get("pair_peak_flops"):
+            best[record["peak_method"]] = max(best.get(record["peak_method"], 0.0), record["pair_peak_flops"])
+    return best
 
 
 def peak_sizes_of(modes: dict[str, Mode], device: torch.device) -> dict[str, int]:
@@ -398,7 +413,8 @@ def _run_pair(
                 torch.cuda.empty_cache()
     record.update(machine)
     if record["status"] == "ok" and job.peak_size is not None:
-        record.update(utilization.matmul_peak(device, job.mode, job.peak_size))
+        peak = utilization.matmul_peak(device, job.mode, job.peak_size)
+        record.update(pair_peak_flops=peak["peak_flops"], pair_peak_flops_iqr=peak["peak_flops_iqr"], peak_method=peak["peak_method"])
     return record
 
 

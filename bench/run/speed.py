@@ -3,8 +3,8 @@
 Each point (architecture, image size, batch size, mode) runs as a run's pair does (runner.run_pair, in a
 fresh process by default) and measures what its task's `run(..., train=False)` measures: training-step
 (zero_grad, forward, backward, optimizer step) and inference (inference_mode forward) throughput with their spread,
-batch-1 latency, peak training memory, parameters and FLOPs, and utilization, against the matmul peak each
-point's process times after its figures (bench.measure.utilization). Inputs are random (as timm's
+batch-1 latency, peak training memory, parameters and FLOPs, and utilization, against the best matmul peak that
+the sweep's points timed so far, each in its own process after its figures (bench.measure.utilization). Inputs are random (as timm's
 benchmark.py's), seeded, of the point's shape. Its records are a run's records with `kind` "speed" and `image_size`, so report and compare read them.
 
 The largest batch that fits: a point that runs out of memory (CUDA's OutOfMemoryError; on a CPU, a training
@@ -76,7 +76,7 @@ def run_sweep(
         raise UserError(f"archbench speed measures classifiers; {others[0]} is a {architectures.get_spec(others[0]).task}")
     device = strategy.device(config)
     modes = runner.modes_of(config, strategy, device, names)
-    peak_sizes = runner.peak_sizes_of(modes, device)
+    peak_sizes, best_peaks = runner.peak_sizes_of(modes, device), {}
     strategy.prepare(names)
     environment = capture(device, command)
     info = {"config": dataclasses.asdict(config), "speed": dataclasses.asdict(sweep), **strategy.info(),
@@ -98,7 +98,7 @@ def run_sweep(
                         job = next(jobs)
                         while job is not None:
                             record = strategy.execute_timed(job)
-                            runner.finish(record, environment)
+                            runner.finish(record, environment, best_peaks)
                             store.append_record(run_dir, record)
                             echo(summary(record))
                             done += 1
