@@ -79,11 +79,11 @@ def matmul_peak(device: torch.device, mode: Mode, size: int | None = None) -> di
     return {"peak_flops": max(rates), "peak_flops_iqr": iqr(rates), "peak_method": f"{size}x{size} matmul, {math_text}, {device.type}"}
 
 
-def emulation_note(device: torch.device, mode: Mode) -> str:
-    """One line for a mode whose precision `device` only emulates: what it lacks, and its matmul's rate against
-    fp32's, both timed here at a size each reaches in PLATEAU_CALL_S."""
+def emulation_note(device: torch.device, mode: Mode, size: int | None = None) -> str:
+    """One line for a mode whose precision `device` only emulates: what it lacks, and its matmul's rate (at `size`,
+    default `peak_size`) against fp32's, both timed here."""
     dtype = compute_dtype(mode)
-    fp32, emulated = (matmul_peak(device, m)["peak_flops"] for m in (Mode(), mode))
+    fp32, emulated = matmul_peak(device, Mode())["peak_flops"], matmul_peak(device, mode, size)["peak_flops"]
     name = str(dtype).removeprefix("torch.")
     lacks = {torch.bfloat16: "AVX512-BF16 or AMX", torch.float16: "AVX512-FP16 or AMX-FP16"}.get(dtype, name)
     where = f"this CPU has no {lacks}" if device.type == "cpu" else f"this {device.type} device has no native {name}"

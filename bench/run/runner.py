@@ -304,10 +304,11 @@ def peak_sizes_of(modes: dict[str, Mode], device: torch.device) -> dict[str, int
     """The side of the matmul each mode's pairs time for their peak (bench.measure.utilization.peak_size), chosen
     before any other process starts; says once on stderr what a mode's precision lacks where the device only
     emulates it."""
-    for mode in modes.values():
+    sizes = {name: utilization.peak_size(device, utilization.compute_dtype(mode)) for name, mode in modes.items()}
+    for name, mode in modes.items():
         if mode.emulated:
-            print(f"warning: {utilization.emulation_note(device, mode)}", file=sys.stderr)
-    return {name: utilization.peak_size(device, utilization.compute_dtype(mode)) for name, mode in modes.items()}
+            print(f"warning: {utilization.emulation_note(device, mode, sizes[name])}", file=sys.stderr)
+    return sizes
 
 
 def architectures_of(config: RunConfig, strategy: Strategy, echo: Callable[[str], None]) -> list[str]:
