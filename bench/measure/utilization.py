@@ -1,13 +1,14 @@
 """How close a model runs to the machine's limit: its achieved FLOP rate against the rate of a square matmul
-timed on the same device, in the same precision, in the same process as the model.
+timed on the same device, in the same precision, in the same run.
 
 The matmul is sized by time, not by a constant: it grows from `START_SIZE` until one call takes
 `PLATEAU_CALL_S` (where the rate has levelled off) or reaches the device's cap (`MAX_SIZE`, `CPU_FP32_MAX`),
 so that the peak costs well under a second on any machine, with or without native bf16. It runs in the
 mode's autocast dtype (fp32 without one); a matmul has no memory format, so channels_last and fp32 share the
 fp32 peak. The run picks the size once per mode (`peak_size`); each pair's process then warms the matmul up
-until its rate stops rising and times it after the model (`matmul_peak`), so that a model and its peak share a
-process. The achieved rate of training is the FLOPs of a training step per sample times the training
+until its rate stops rising and times it after the model (`matmul_peak`), and the run takes the best of those
+pair peaks so far as its peak (bench.run.runner.finish): one process can read low, the best of several is the
+machine's. The achieved rate of training is the FLOPs of a training step per sample times the training
 throughput: counted where they were (`train_flops_per_step`, for a FLOPs budget), else the task's factor
 times the forward FLOPs (3 for a classifier; a task whose step is not a multiple of the counted forward
 pass, as a GAN's, has none). That of inference is the forward FLOPs times the inference throughput.

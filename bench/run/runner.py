@@ -415,7 +415,9 @@ def _run_pair(
     record.update(machine)
     if record["status"] == "ok" and job.peak_size is not None:
         peak = utilization.matmul_peak(device, job.mode, job.peak_size)
-        record.update(pair_peak_flops=peak["peak_flops"], pair_peak_flops_iqr=peak["peak_flops_iqr"], peak_method=peak["peak_method"])
+        record.update(
+            pair_peak_flops=peak["peak_flops"], pair_peak_flops_iqr=peak["peak_flops_iqr"], peak_method=peak["peak_method"]
+        )
     return record
 
 

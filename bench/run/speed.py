@@ -4,8 +4,9 @@ Each point (architecture, image size, batch size, mode) runs as a run's pair doe
 fresh process by default) and measures what its task's `run(..., train=False)` measures: training-step
 (zero_grad, forward, backward, optimizer step) and inference (inference_mode forward) throughput with their spread,
 batch-1 latency, peak training memory, parameters and FLOPs, and utilization, against the best matmul peak that
-the sweep's points timed so far, each in its own process after its figures (bench.measure.utilization). Inputs are random (as timm's
-benchmark.py's), seeded, of the point's shape. Its records are a run's records with `kind` "speed" and `image_size`, so report and compare read them.
+the sweep's points timed so far, each in its own process after its figures (bench.measure.utilization).
+Inputs are random (as timm's benchmark.py's), seeded, of the point's shape. Its records are a run's records
+with `kind` "speed" and `image_size`, so report and compare read them.
 
 The largest batch that fits: a point that runs out of memory (CUDA's OutOfMemoryError; on a CPU, a training
 step whose peak memory is over `max_memory_mb`) is a failed record marked `out_of_memory`. The sweep then steps
@@ -94,7 +95,10 @@ def run_sweep(
                 data = strategy.place(random_data(sweep.channels, size, sweep.classes, samples), device)
                 for name in names:
                     for mode in modes.values():
-                        jobs = _points(config, sweep, data, device, run_dir, arch_modules, strategy, mode, name, size, echo, peak_sizes)
+                        jobs = _points(
+                            config, sweep, data, device, run_dir, arch_modules, strategy, mode, name, size, echo,
+                            peak_sizes[mode.name],
+                        )
                         job = next(jobs)
                         while job is not None:
                             record = strategy.execute_timed(job)
@@ -114,7 +118,7 @@ def run_sweep(
 
 def _points(
     config: RunConfig, sweep: Sweep, data: ImageData, device: torch.device, run_dir: Path, arch_modules: tuple[str, ...],
-    strategy: runner.Strategy, mode: Mode, name: str, size: int, echo: Callable[[str], None], peak_sizes: dict[str, int],
+    strategy: runner.Strategy, mode: Mode, name: str, size: int, echo: Callable[[str], None], peak_size: int,
 ) -> Generator[runner.Job | None, dict[str, Any], None]:
     """The jobs of one architecture, size and mode, batch sizes ascending, stepping down after one out of memory;
     each job's record is sent back before the next is chosen, and None follows the last."""
@@ -125,7 +129,7 @@ def _points(
         batch = queue.pop(0)
         job = runner.Job(
             name, 0, configs.overridden(config, batch_size=batch), data, device, run_dir, config.quiet, arch_modules, strategy.isolation,
-            mode, measure_only=True, max_memory_mb=sweep.max_memory_mb, peak_size=peak_sizes[mode.name],
+            mode, measure_only=True, max_memory_mb=sweep.max_memory_mb, peak_size=peak_size,
             extra={"kind": "speed", "image_size": size, "stepped_down_from": stepped_from},
         )
         record = yield job
