@@ -285,8 +285,7 @@ def finish(record: dict[str, Any], environment: dict[str, Any], best_peaks: dict
     record's figures reached (bench.measure.utilization)."""
     record.update(environment)
     if record.get("pair_peak_flops"):
-        method = record["peak_method"]
-        best_peaks[method] = record["peak_flops"] = max(best_peaks.get(method, 0.0), record["pair_peak_flops"])
+        record["peak_flops"] = _take_best(best_peaks, record)
         task = TASKS.get(record.get("task"))
         record.update(utilization.figures(record, task.training_flops_factor if task is not None else None))
 
@@ -296,8 +295,15 @@ def best_peaks_of(records: list[dict[str, Any]]) -> dict[str, float]:
     best: dict[str, float] = {}
     for record in records:
         if record.get("pair_peak_flops"):
-            best[record["peak_method"]] = max(best.get(record["peak_method"], 0.0), record["pair_peak_flops"])
+            _take_best(best, record)
     return best
+
+
+def _take_best(best: dict[str, float], record: dict[str, Any]) -> float:
+    """The best pair peak of the record's matmul so far, the record's own included, kept in `best`."""
+    method = record["peak_method"]
+    best[method] = max(best.get(method, 0.0), record["pair_peak_flops"])
+    return best[method]
 
 
 def peak_sizes_of(modes: dict[str, Mode], device: torch.device) -> dict[str, int]:
