@@ -270,3 +270,38 @@ print(sorted(per_step)[2])
     assert done.returncode == 0, done.stderr
     # The median step's pages: 4 MB; 23,000 with a 64 MiB trim threshold. An odd step may still grow the heap.
     assert int(done.stdout.split()[-1]) < 1000
+
+
+def test_inference_reuses_its_largest_activations_whatever_ran_before_it():
+    # A forward whose output (16 x 64 x 96 x 96 fp32, 36 MiB) exceeds glibc's 32 MiB mmap threshold, timed by
+    # throughput.inference_costs in a fresh process and after training steps grew the heap: without heap_only a
+    # fresh heap maps that block and faults its 9,216 pages in at every call, a grown one reuses it.
+    script = """
+import resource, sys, torch
+from bench.measure import memory, throughput
+from bench.measure.timing import MeasureSettings
+if memory.steady_allocator() is None:
+    raise SystemExit("no glibc mallopt")
+torch.manual_seed(0)
+model, x = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.ReLU()), torch.randn(16, 3, 96, 96)
+if sys.argv[1] == "trained":
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    for _ in range(2):
+        optimizer.zero_grad(); model(x).square().mean().backward(); optimizer.step()
+faults = []
+def forward():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    model(x)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+settings = MeasureSettings(repeats=5, warmup_time=0, min_repeat_time=0, max_time=0, latency_time=0, latency_min_calls=1)
+throughput.inference_costs(forward, lambda: model(x[:1]), len(x), torch.device("cpu"), settings)
+print(sorted(faults[2:])[len(faults[2:]) // 2])
+"""
+    per_call = {}
+    for history in ("fresh", "trained"):
+        done = subprocess.run([sys.executable, "-c", script, history], capture_output=True, text=True)
+        if "no glibc mallopt" in done.stderr:
+            pytest.skip("glibc's mallopt is not available here")
+        assert done.returncode == 0, done.stderr
+        per_call[history] = int(done.stdout.split()[-1])
+    assert per_call["fresh"] < 1000 and per_call["trained"] < 1000, per_call

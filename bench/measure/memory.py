@@ -98,25 +98,45 @@ MALLOC_MMAP_THRESHOLD = 32 << 20  # glibc's largest: blocks below this come from
 MALLOC_TRIM_THRESHOLD = 1 << 30  # free heap kept before it is returned to the system
 
 
+def _glibc():
+    """The C library where it is glibc on Linux (mallopt and malloc_trim exist), else None."""
+    name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return libc if libc is not None and libc.mallopt and libc.malloc_trim else None
+    except (OSError, AttributeError):
+        return None
+
+
 def steady_allocator() -> str | None:
     """Fix glibc's malloc thresholds for this process (see above); returns what was set, or None elsewhere."""
-    name = ctypes.util.find_library("c")
-    if not name or not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(name)
-        if libc.mallopt(-3, MALLOC_MMAP_THRESHOLD) != 1 or libc.mallopt(-1, MALLOC_TRIM_THRESHOLD) != 1:  # M_MMAP_, M_TRIM_THRESHOLD
-            return None
-    except (OSError, AttributeError):
+    libc = _glibc()
+    if libc is None or libc.mallopt(-3, MALLOC_MMAP_THRESHOLD) != 1 or libc.mallopt(-1, MALLOC_TRIM_THRESHOLD) != 1:  # M_MMAP_, M_TRIM_THRESHOLD
         return None
     return f"glibc mmap threshold {MALLOC_MMAP_THRESHOLD >> 20} MiB, trim threshold {MALLOC_TRIM_THRESHOLD >> 20} MiB"
 
 
+GLIBC_MMAP_MAX = 65536  # glibc's default M_MMAP_MAX, which `heap_only` restores
+
+
+@contextmanager
+def heap_only(device: torch.device) -> Iterator[None]:
+    """On a CPU under glibc, every block allocated inside comes from the heap (M_MMAP_MAX 0), so a forward's
+    largest activations (over the 32 MiB mmap threshold) are reused from touched heap after the first call
+    instead of being mapped and faulted in afresh at every call: an inference figure that is the same in a fresh
+    process and after training grew the heap. glibc's default comes back after the block. Elsewhere, nothing."""
+    libc = _glibc() if device.type == "cpu" else None
+    if libc is None or libc.mallopt(-4, 0) != 1:  # M_MMAP_MAX
+        yield
+        return
+    try:
+        yield
+    finally:
+        libc.mallopt(-4, GLIBC_MMAP_MAX)
+
+
 def _malloc_trim() -> None:
     """Hand freed heap back to the OS (glibc), so an earlier model's peak does not hide this one's."""
-    name = ctypes.util.find_library("c")
-    if name:
-        try:
-            ctypes.CDLL(name).malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)

@@ -96,6 +96,13 @@ VERSIONS = (
         "timed cold in the parent at a fixed size. `emulated_precision` says the device ran the mode's precision "
         "without native instructions.",
     ),
+    Version(
+        10,
+        "Inference throughput and latency are timed with every block served from the heap (glibc's M_MMAP_MAX "
+        "0, `bench.measure.memory.heap_only`): activations over 32 MiB are no longer mapped and faulted in at "
+        "every forward when training had not grown the heap, so models with such activations read higher where "
+        "that happened (a probe, a fresh process) and the same where it did not.",
+    ),
 )
 
 
