@@ -1,6 +1,7 @@
-"""`archbench speed`'s figures against a bare loop written the way timm's benchmark.py times a model: 10 warm-up
-steps, then 40 timed steps under one clock (read after a device synchronization), one fixed batch of random
-inputs; a training step is zero_grad, forward, cross-entropy, backward, SGD step, inference a no_grad forward.
+"""`archbench speed`'s figures against a bare loop timed in the manner of timm's benchmark.py (not that script,
+which tests/benchmarks/beside_timm.py runs itself): 10 warm-up steps, then 40 timed steps under one clock (read
+after a device synchronization), one fixed batch of random inputs; a training step is zero_grad, forward,
+cross-entropy, backward and archbench's SGD step, inference an inference_mode forward.
 Run from the project's root:
 
     .venv/bin/python tests/benchmarks/timm_style.py [--models torchvision:resnet18 ...] [--batch 32] [--size 128]
@@ -78,7 +79,7 @@ def bare_figures(name: str, batch: int, size: int, device: str, mode: str) -> di
         model = fresh().eval()
 
         def step():
-            with torch.no_grad(), resolved.autocast(device):
+            with torch.inference_mode(), resolved.autocast(device):
                 model(x)
 
         return step
