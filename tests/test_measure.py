@@ -272,10 +272,10 @@ print(sorted(per_step)[2])
     assert int(done.stdout.split()[-1]) < 1000
 
 
-def test_inference_reuses_its_largest_activations_whatever_ran_before_it():
+def test_a_forward_reuses_its_largest_activations_whatever_ran_before_it():
     # A forward whose output (16 x 64 x 96 x 96 fp32, 36 MiB) exceeds glibc's 32 MiB mmap threshold, timed by
-    # throughput.inference_costs in a fresh process and after training steps grew the heap: without heap_only a
-    # fresh heap maps that block and faults its 9,216 pages in at every call, a grown one reuses it.
+    # throughput.inference_costs in a fresh process and after training steps: unless steady_allocator serves
+    # every block from the heap, glibc maps that block and faults its pages in at every call.
     script = """
 import resource, sys, torch
 from bench.measure import memory, throughput

@@ -38,7 +38,7 @@ def peak_memory(device: torch.device) -> Iterator[PeakMemory]:
     CUDA: `torch.cuda.max_memory_allocated` minus the allocation at the start (tensors only).
     CPU and MPS: the process's peak resident set size (VmHWM) minus its resident size at the start,
     after returning freed heap to the system and resetting the high-water mark through
-    /proc/self/clear_refs. Where that reset is impossible (not Linux), the process's lifetime peak
+    /proc/self/clear_refs, with large blocks mapped on their own meanwhile (`mapped_blocks`). Where that reset is impossible (not Linux), the process's lifetime peak
     (ru_maxrss), labelled as such.
     """
     result = PeakMemory()
@@ -53,15 +53,16 @@ def peak_memory(device: torch.device) -> Iterator[PeakMemory]:
         return
     gc.collect()
     _malloc_trim()
-    if _reset_peak_rss():
-        before = _status_kib("VmRSS") * 1024
-        yield result
-        synchronize(device)
-        result.bytes = _status_kib("VmHWM") * 1024 - before
-        result.method = "process peak RSS above start (VmHWM)"
-    else:
-        yield result
-        result.bytes, result.method = _lifetime_peak_rss(), "process lifetime peak RSS (ru_maxrss)"
+    with mapped_blocks():
+        if _reset_peak_rss():
+            before = _status_kib("VmRSS") * 1024
+            yield result
+            synchronize(device)
+            result.bytes = _status_kib("VmHWM") * 1024 - before
+            result.method = "process peak RSS above start (VmHWM)"
+        else:
+            yield result
+            result.bytes, result.method = _lifetime_peak_rss(), "process lifetime peak RSS (ru_maxrss)"
 
 
 def _status_kib(field: str) -> int:
@@ -86,16 +87,14 @@ def _lifetime_peak_rss() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
 
 
-# glibc's allocator adapts its thresholds to the history of the process: a process that has freed large
-# blocks keeps later ones on its heap, a fresh one maps and unmaps them (and faults their pages in) at every
-# training step. Measured on vae-mlp (quick suite, one process per run): 2008-2272 samples/s fresh, 3376-3498
-# after such a history or with these fixed thresholds. Fixing them makes a figure independent of what ran
-# before it in the same process. The trim threshold must exceed what a step frees at the top of the heap:
-# at 64 MiB, the copy a timing window trains (allocated last, so on top) gave 23,000 pages back after every
-# fp32 cnn-wide step and faulted them in again in the next, and its windows ran 12% below the loop (20
-# interleaved pairs); at 1 GiB no step faults and they agree within 2%. peak_memory trims explicitly.
-MALLOC_MMAP_THRESHOLD = 32 << 20  # glibc's largest: blocks below this come from the heap
+# glibc adapts its thresholds to the process's history and maps blocks over its mmap threshold afresh at every
+# allocation, faulting their pages in each time; fixed here, with every block served from the heap and freed heap
+# kept, a figure does not depend on what ran before it in the process (evidence: docs/measurement.md).
+MALLOC_MMAP_THRESHOLD = 32 << 20  # glibc's largest: blocks below this come from the heap ...
+MALLOC_MMAP_MAX = 0  # ... and, with no block mapped on its own, those above it too
 MALLOC_TRIM_THRESHOLD = 1 << 30  # free heap kept before it is returned to the system
+GLIBC_MMAP_MAX = 65536  # glibc's default M_MMAP_MAX, which `mapped_blocks` brings back
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4  # mallopt's parameters (malloc.h)
 
 
 def _glibc():
@@ -109,30 +108,32 @@ def _glibc():
 
 
 def steady_allocator() -> str | None:
-    """Fix glibc's malloc thresholds for this process (see above); returns what was set, or None elsewhere."""
+    """Fix glibc's malloc for this process (see above); returns what was set, or None elsewhere."""
     libc = _glibc()
-    if libc is None or libc.mallopt(-3, MALLOC_MMAP_THRESHOLD) != 1 or libc.mallopt(-1, MALLOC_TRIM_THRESHOLD) != 1:  # M_MMAP_, M_TRIM_THRESHOLD
+    settings = ((M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD), (M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD), (M_MMAP_MAX, MALLOC_MMAP_MAX))
+    if libc is None or not all(libc.mallopt(parameter, value) == 1 for parameter, value in settings):
         return None
-    return f"glibc mmap threshold {MALLOC_MMAP_THRESHOLD >> 20} MiB, trim threshold {MALLOC_TRIM_THRESHOLD >> 20} MiB"
+    global _steady
+    _steady = True
+    return f"glibc: every block from the heap (M_MMAP_MAX 0), trim threshold {MALLOC_TRIM_THRESHOLD >> 20} MiB"
 
 
-GLIBC_MMAP_MAX = 65536  # glibc's default M_MMAP_MAX, which `heap_only` restores
+_steady = False  # whether steady_allocator has set this process's malloc
 
 
 @contextmanager
-def heap_only(device: torch.device) -> Iterator[None]:
-    """On a CPU under glibc, every block allocated inside comes from the heap (M_MMAP_MAX 0), so a forward's
-    largest activations (over the 32 MiB mmap threshold) are reused from touched heap after the first call
-    instead of being mapped and faulted in afresh at every call: an inference figure that is the same in a fresh
-    process and after training grew the heap. glibc's default comes back after the block. Elsewhere, nothing."""
-    libc = _glibc() if device.type == "cpu" else None
-    if libc is None or libc.mallopt(-4, 0) != 1:  # M_MMAP_MAX
+def mapped_blocks() -> Iterator[None]:
+    """Inside, glibc maps blocks over its mmap threshold on their own again (its default M_MMAP_MAX), so that each
+    is counted once in the resident set and given back when freed, whatever the heap's state; after, every block
+    from the heap again. Nothing where `steady_allocator` has not set the process's malloc."""
+    libc = _glibc() if _steady else None
+    if libc is None or libc.mallopt(M_MMAP_MAX, GLIBC_MMAP_MAX) != 1:
         yield
         return
     try:
         yield
     finally:
-        libc.mallopt(-4, GLIBC_MMAP_MAX)
+        libc.mallopt(M_MMAP_MAX, MALLOC_MMAP_MAX)
 
 
 def _malloc_trim() -> None:

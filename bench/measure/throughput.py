@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..results.stats import iqr
-from .memory import heap_only, peak_memory
+from .memory import peak_memory
 from .phases import phase
 from .timing import MeasureSettings, block_size, percentiles_ms, summarize_rates, time_each_call, time_repeats
 
@@ -151,10 +151,9 @@ def inference_costs(
 
     Besides p50 and p95 over all calls, `latency_p50_ms_repeats` holds the p50 of each block of consecutive
     calls that `time_each_call` timed in one window, the spread the regression gate needs. The caller puts the
-    model in eval mode; both run under torch.inference_mode, with every block served from the heap
-    (`memory.heap_only`), so that neither depends on whether training grew the heap before them.
+    model in eval mode; both run under torch.inference_mode.
     """
-    with torch.inference_mode(), heap_only(device):
+    with torch.inference_mode():
         rates = summarize_rates(time_repeats(forward_batch, device, settings), items_per_batch)
         calls = time_each_call(forward_one, device, settings)
     latency = percentiles_ms(calls)

@@ -13,11 +13,9 @@ of the arms alternates from one model and round to the next, so that neither sid
   benchmarks (inference, then training) at the batch and image size asked, fp32 on the CPU, its warm-up and timed
   step counts (default 5 and 20, the counts of the command the comparison was asked for), without its batch-size
   retry, its figures read from the JSON results file it writes;
-- `timm-steady`: the same command, with glibc's malloc thresholds fixed through its environment variables
-  (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_) at the values archbench sets with mallopt in every pair's
-  process (bench.measure.memory.steady_allocator): the allocator difference alone, the script left as it is;
-- `timm-heap`: as `timm-steady`, and every block served from the heap (MALLOC_MMAP_MAX_=0), as archbench serves
-  its inference (bench.measure.memory.heap_only) in every pair's process: the whole allocator difference;
+- `timm-steady`: the same command, with glibc's malloc set through its environment variables
+  (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_MAX_) as archbench sets it with mallopt in every
+  pair's process (bench.measure.memory.steady_allocator): the allocator difference alone, the script as it is;
 - `archbench`: `archbench speed --arch timm:MODEL` at that one point in fp32 on the CPU, the suite `speed`
   unless --suite says otherwise; its `train_throughput` and `infer_throughput` read from the run's
   records.jsonl.
@@ -47,20 +45,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 TIMM_SCRIPT = ROOT / "tests" / "benchmarks" / "vendor" / "timm_benchmark.py"
 MODELS = ("resnet18", "mobilenetv3_large_100", "efficientnet_b0")
-ARMS = ("timm", "timm-steady", "timm-heap", "archbench")
-# bench.measure.memory's MALLOC_MMAP_THRESHOLD and MALLOC_TRIM_THRESHOLD (read from there when it imports)
-MMAP_THRESHOLD, TRIM_THRESHOLD = 32 << 20, 1 << 30
+ARMS = ("timm", "timm-steady", "archbench")
+# bench.measure.memory's MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD and MALLOC_MMAP_MAX (read from there)
+MMAP_THRESHOLD, TRIM_THRESHOLD, MMAP_MAX = 32 << 20, 1 << 30, 0
 
 
-def allocator_environment(heap_only: bool = False) -> dict[str, str]:
-    """glibc's environment variables that fix its thresholds as archbench's mallopt calls do (mallopt(3): the same
-    effect, dynamic adjustment off); with `heap_only`, also no block mapped on its own, as archbench's inference."""
+def allocator_environment() -> dict[str, str]:
+    """glibc's environment variables that set its malloc as archbench's mallopt calls do (mallopt(3): the same
+    effect, dynamic adjustment off)."""
     try:  # the values themselves, where archbench is importable (it is, run from the project's venv)
-        from bench.measure.memory import MALLOC_MMAP_THRESHOLD as mmap, MALLOC_TRIM_THRESHOLD as trim
+        from bench.measure.memory import MALLOC_MMAP_MAX as most, MALLOC_MMAP_THRESHOLD as mmap, MALLOC_TRIM_THRESHOLD as trim
     except ImportError:
-        mmap, trim = MMAP_THRESHOLD, TRIM_THRESHOLD
-    fixed = {"MALLOC_MMAP_THRESHOLD_": str(mmap), "MALLOC_TRIM_THRESHOLD_": str(trim)}
-    return {**fixed, "MALLOC_MMAP_MAX_": "0"} if heap_only else fixed
+        mmap, trim, most = MMAP_THRESHOLD, TRIM_THRESHOLD, MMAP_MAX
+    return {"MALLOC_MMAP_THRESHOLD_": str(mmap), "MALLOC_TRIM_THRESHOLD_": str(trim), "MALLOC_MMAP_MAX_": str(most)}
 
 
 def timm_command(model: str, args: argparse.Namespace, results: Path) -> list[str]:
@@ -102,7 +99,7 @@ def run(command: list[str], env: dict[str, str] | None, timeout: float) -> tuple
     return time.perf_counter() - started, done.stdout
 
 
-ENVIRONMENTS = {"timm": None, "timm-steady": allocator_environment(), "timm-heap": allocator_environment(heap_only=True)}
+ENVIRONMENTS = {"timm": None, "timm-steady": allocator_environment()}
 
 
 def measure_timm(model: str, args: argparse.Namespace, env: dict[str, str] | None) -> dict:
@@ -191,8 +188,8 @@ def report(args: argparse.Namespace, results: dict[str, list[dict]], info: dict,
         f"archbench: suite `{args.suite}`. Samples/s; each figure the median over the rounds, each ratio the median of "
         "the rounds' paired ratios (the two arms of one round, run one after the other in fresh processes).\n",
     ]
-    pairs = [(a, b) for a, b in (("archbench", "timm"), ("archbench", "timm-steady"), ("archbench", "timm-heap"),
-                                 ("timm-steady", "timm"), ("timm-heap", "timm-steady")) if a in arms and b in arms]
+    pairs = [(a, b) for a, b in (("archbench", "timm"), ("archbench", "timm-steady"), ("timm-steady", "timm"))
+             if a in arms and b in arms]
     for a, b in pairs:
         header = ["model", f"{b} infer", f"{a} infer", f"{a} / {b}", f"{b} train", f"{a} train", f"{a} / {b}"]
         parts.append(f"## {a} against {b}\n\n" + table(header, [ratio_row(m, results[m], a, b) for m in args.models]) + "\n")
@@ -217,7 +214,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image", type=int, default=224, help="image size in pixels (default: 224)")
     parser.add_argument("--warm", type=int, default=5, help="timm's warm-up steps per benchmark (default: 5)")
     parser.add_argument("--iters", type=int, default=20, help="timm's timed steps per benchmark, at least 5 (default: 20)")
-    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="which arms (default: all four)")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="which arms (default: all three)")
     parser.add_argument("--suite", default="speed", help="archbench's suite: its training step and timing (default: speed)")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds one process may take (default: 1200)")
     parser.add_argument("--out", type=Path, help="also write the markdown here, and the raw figures beside it (.json)")

@@ -6,7 +6,7 @@ inference faster than timm's script on networks whose activations exceed 32 MiB 
 """
 import copy, ctypes, gc, resource, statistics, sys, time
 libc = ctypes.CDLL("libc.so.6")
-libc.mallopt(-3, 32 << 20); libc.mallopt(-1, 1 << 30)  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD: archbench's steady_allocator
+libc.mallopt(-3, 32 << 20); libc.mallopt(-1, 1 << 30)  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD: archbench before record version 10
 import torch, torch.nn.functional as F, timm
 
 name = sys.argv[1] if len(sys.argv) > 1 else "mobilenetv3_large_100"
