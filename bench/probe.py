@@ -97,7 +97,7 @@ def probe(name: str, config: configs.RunConfig, data, device: torch.device, mode
         model = architectures.create(name, data.input_shape, data.num_classes, **settings.model_overrides())
         # Exactly `repeats` windows: the gate's rounds give the spread, and both sides' windows pair one by one.
         context = RunContext(device, seed, dataclasses.replace(config.measure, max_time=0.0), scratch, mode=mode)
-        TASKS[spec.task].loop().run(model.to(device), data, settings, context, result, train=False)
+        TASKS[spec.task].run(model.to(device), data, settings, context, result, train=False)
     except Exception as error:
         result.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
     return result

@@ -10,7 +10,7 @@ from bench import data
 from bench.results import schema
 from bench.cli import main
 from bench.measure.modes import Mode
-from bench.tasks import classify
+from bench.tasks import TASKS
 from bench.tasks.base import RunContext
 from bench.tasks.loop import Budget, run_epoch
 from bench.tasks.settings import ClassifySettings, TrainingSettings
@@ -57,13 +57,14 @@ def test_a_classifier_trained_to_a_flops_budget_records_what_it_bought(tmp_path)
     tiny = data.load("synthetic", limit_train=128, limit_test=64)  # 4 steps of 32 per epoch
     model = architectures.create("cnn-baseline", tiny.input_shape, tiny.num_classes)
     probe = ClassifySettings(batch_size=32, optimizer="adam", budget_flops=1.0)
-    costs = classify.training_costs(model, tiny.splits(), probe, RunContext(CPU, 0, FAST_MEASURE, tmp_path))
+    costs = {}
+    TASKS["classify"].run(model, tiny, probe, RunContext(CPU, 0, FAST_MEASURE, tmp_path), costs, train=False)
     per_step = costs["train_flops_per_step"]
     assert per_step == pytest.approx(3 * 32 * costs["flops_per_sample"], rel=0.05)  # forward and backward: about 3x
 
     settings = dataclasses.replace(probe, budget_flops=5.5 * per_step)
     found = {}
-    classify.run(model, tiny, settings, RunContext(CPU, 0, FAST_MEASURE, tmp_path), found)
+    TASKS["classify"].run(model, tiny, settings, RunContext(CPU, 0, FAST_MEASURE, tmp_path), found)
     assert found["steps_trained"] == 6 and found["epochs_trained"] == 1.5
     assert len(found["curve_test_accuracy"]) == 2  # evaluated after the full epoch and after the partial one
     assert (found["steps_trained"] - 1) * per_step < found["budget_flops"] <= found["steps_trained"] * per_step

@@ -7,7 +7,7 @@ from torch import nn
 import architectures
 from bench import data
 from bench.results import schema
-from bench.tasks import classify
+from bench.tasks import TASKS, classify
 from bench.tasks import loop
 from bench.measure.modes import Amp, Mode
 from bench.tasks.base import Diverged, RunContext
@@ -27,7 +27,7 @@ def run(name, tiny, tmp_path, seed=0, measure=FAST_MEASURE, **settings):
     torch.manual_seed(seed)
     model = architectures.create(name, tiny.input_shape, tiny.num_classes)
     record = {}
-    classify.run(model, tiny, settings, RunContext(CPU, seed, measure, tmp_path), record)
+    TASKS["classify"].run(model, tiny, settings, RunContext(CPU, seed, measure, tmp_path), record)
     return record
 
 
@@ -133,7 +133,8 @@ def test_the_timed_training_step_runs_on_the_batches_training_draws(monkeypatch,
     monkeypatch.setattr(classify, "train_step", lambda model, opt, x, y, amp: seen.append(y.clone()) or real_step(model, opt, x, y, amp))
     settings = ClassifySettings(batch_size=25)
     model = architectures.create("cnn-baseline", shapes.input_shape, shapes.num_classes)
-    costs = classify.training_costs(model, shapes.splits(), settings, RunContext(CPU, 7, FAST_MEASURE, tmp_path))
+    costs = {}
+    TASKS["classify"].run(model, shapes, settings, RunContext(CPU, 7, FAST_MEASURE, tmp_path), costs, train=False)
     assert costs["train_throughput"] > 0
     drawn = data.training_batches(shapes.standardized.train_x, shapes.train_y, 25, seed=7)
     first = [next(drawn)[1] for _ in range(3)]

@@ -9,7 +9,7 @@ import architectures
 from bench import data
 from bench.measure import memory, modes, timing
 from bench.measure.modes import Amp, Mode
-from bench.tasks import classify, gan, vae
+from bench.tasks import TASKS
 from bench.tasks.base import RunContext
 from bench.tasks.settings import ClassifySettings, FidSettings, GanSettings, VaeSettings
 
@@ -41,9 +41,9 @@ def test_every_task_runs_in_every_mode_on_cuda(text, tiny, fid, tmp_path):
     context = RunContext(CUDA, 0, FAST_MEASURE, tmp_path, fid=fid, mode=mode)
     expected = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[mode.precision]
     for task, name, settings in (
-        (classify, "cnn-bn", ClassifySettings(epochs=2, batch_size=50, optimizer="adam")),
-        (vae, "vae-conv", VaeSettings(epochs=1, batch_size=50, iwae_samples=4, eval_batch_size=100)),
-        (gan, "gan-dcgan", GanSettings(epochs=1, batch_size=50, latent_dim=16, eval_batch_size=100)),
+        (TASKS["classify"], "cnn-bn", ClassifySettings(epochs=2, batch_size=50, optimizer="adam")),
+        (TASKS["vae"], "vae-conv", VaeSettings(epochs=1, batch_size=50, iwae_samples=4, eval_batch_size=100)),
+        (TASKS["gan"], "gan-dcgan", GanSettings(epochs=1, batch_size=50, latent_dim=16, eval_batch_size=100)),
     ):
         torch.manual_seed(0)
         model = architectures.create(name, tiny.input_shape, tiny.num_classes, **settings.model_overrides()).to(CUDA)

@@ -17,7 +17,7 @@ from bench import data
 from bench.results import aggregate, report
 from bench.cli import main
 from bench.measure.fid import calibration_images, sample_quality
-from bench.tasks import gan, generative, reference, vae
+from bench.tasks import TASKS, gan, generative, reference, vae
 from bench.tasks.base import Diverged, RunContext
 from bench.tasks.settings import FidSettings, GanSettings, VaeSettings
 from support.settings import FAST_MEASURE, WINDOWED_MEASURE
@@ -226,7 +226,7 @@ def test_a_vae_run_records_elbo_nll_fid_and_the_costs_of_its_decoder(trained_ref
     settings = VaeSettings(epochs=1, batch_size=32, iwae_samples=10, eval_batch_size=300)
     model = architectures.create("vae-mlp", shapes.input_shape, **settings.model_overrides())
     record = {"architecture": "vae-mlp"}
-    vae.run(model, shapes, settings, RunContext(CPU, 0, WINDOWED_MEASURE, tmp_path, fid=fid_settings), record)
+    TASKS["vae"].run(model, shapes, settings, RunContext(CPU, 0, WINDOWED_MEASURE, tmp_path, fid=fid_settings), record)
 
     assert record["fid_classifier"] == "cnn-bn" and record["fid_classifier_accuracy"] == trained_reference.accuracy
     assert record["fid_classifier_cached"] and record["fid_samples"] == len(shapes.test_x) and record["kid"] > 0
@@ -251,7 +251,7 @@ def test_a_gan_records_generator_and_discriminator_separately(trained_reference,
     torch.manual_seed(0)
     model = architectures.create("gan-mlp", shapes.input_shape, **settings.model_overrides())
     record = {"architecture": "gan-mlp"}
-    gan.run(model, shapes, settings, RunContext(CPU, 0, WINDOWED_MEASURE, tmp_path, fid=fid_settings), record)
+    TASKS["gan"].run(model, shapes, settings, RunContext(CPU, 0, WINDOWED_MEASURE, tmp_path, fid=fid_settings), record)
     assert record["generator_params"] == sum(p.numel() for p in model.generator.parameters())
     assert record["generator_params"] + record["discriminator_params"] == record["params"]
     assert record["latent_dim"] == 32 and len(record["curve_d_loss"]) == len(record["curve_g_loss"]) == 1
@@ -264,7 +264,7 @@ def test_a_gan_records_generator_and_discriminator_separately(trained_reference,
     untimed = {"architecture": "gan-mlp"}
     torch.manual_seed(0)
     model = architectures.create("gan-mlp", shapes.input_shape, **settings.model_overrides())
-    gan.run(model, shapes, settings, RunContext(CPU, 0, FAST_MEASURE, tmp_path, fid=fid_settings), untimed)
+    TASKS["gan"].run(model, shapes, settings, RunContext(CPU, 0, FAST_MEASURE, tmp_path, fid=fid_settings), untimed)
     assert (untimed["curve_d_loss"], untimed["curve_g_loss"]) == (record["curve_d_loss"], record["curve_g_loss"])
 
 

@@ -17,7 +17,7 @@ from bench.configs import RunConfig
 from bench.errors import UserError
 from bench.measure.modes import Amp, Mode
 from bench.run.runner import Job, run_pair
-from bench.tasks import classify, gan, vae
+from bench.tasks import TASKS, classify
 from bench.tasks.base import Group, RunContext
 from bench.tasks.loop import TrainClock
 from bench.tasks.settings import ClassifySettings, FidSettings, GanSettings, VaeSettings
@@ -150,9 +150,9 @@ def test_bf16_autocast_runs_the_layers_in_bf16_and_keeps_the_weights_fp32():
 def test_every_task_trains_and_evaluates_in_bf16_channels_last(tiny, fid, tmp_path):
     context = RunContext(CPU, 0, FAST_MEASURE, tmp_path, fid=fid, mode=BF16_CL)
     for task, name, settings in (
-        (classify, "cnn-bn", ClassifySettings(epochs=2, batch_size=25, optimizer="adam")),
-        (vae, "vae-conv", VaeSettings(epochs=1, batch_size=25, iwae_samples=4, eval_batch_size=40)),
-        (gan, "gan-dcgan", GanSettings(epochs=1, batch_size=25, latent_dim=16, eval_batch_size=40)),
+        (TASKS["classify"], "cnn-bn", ClassifySettings(epochs=2, batch_size=25, optimizer="adam")),
+        (TASKS["vae"], "vae-conv", VaeSettings(epochs=1, batch_size=25, iwae_samples=4, eval_batch_size=40)),
+        (TASKS["gan"], "gan-dcgan", GanSettings(epochs=1, batch_size=25, latent_dim=16, eval_batch_size=40)),
     ):
         torch.manual_seed(0)
         model = architectures.create(name, tiny.input_shape, tiny.num_classes, **settings.model_overrides())

@@ -443,9 +443,9 @@ def _build_and_run(
         job.device, job.seed, job.config.measure, job.run_dir, progress, group or Group(), job.config.fid, job.mode
     )
     if job.measure_only:
-        task.loop().run(model, job.data, settings, context, record, train=False)
+        task.run(model, job.data, settings, context, record, train=False)
     else:
-        (train or task.loop().run)(model, job.data, settings, context, record)
+        (train or task.run)(model, job.data, settings, context, record)
     peak = record.get("peak_memory_mb")
     if job.max_memory_mb is not None and peak is not None and peak > job.max_memory_mb:
         raise OverMemoryLimit(f"training at batch {settings.batch_size} took {peak:.0f} MB, over the limit of {job.max_memory_mb:g} MB")

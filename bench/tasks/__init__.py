@@ -1,7 +1,8 @@
 """The task table: every task archbench runs, one entry each, and the figures records are judged by.
 
-An entry names the task's settings (its suite table), the module of its loop (`run(model, data, settings,
-context, record, train=True)`, imported only when a task runs), the report table it appears in, the keys its
+An entry names the task's settings (its suite table), the module of its parts (`parts(model, data, settings,
+context, record)`, which `Task.run` hands to the one sequence, bench.tasks.sequence; imported only when a task
+runs), the report table it appears in, the keys its
 records add and what it needs (the FID reference classifier; whether it can train data-parallel). `FIGURES`
 says how each judged figure is judged. The runner, configuration, record schema, aggregation, report, compare,
 ab and the data-parallel launcher read this table; adding a task is one entry. Importing it imports no torch.
@@ -68,8 +69,15 @@ class Task:
     training_flops_factor: float | None = None  # a training step's FLOPs per forward FLOP (bench.measure.utilization)
 
     def loop(self) -> ModuleType:
-        """The module that runs this task (imports torch)."""
+        """The module of this task's parts (imports torch)."""
         return importlib.import_module(self.module)
+
+    def run(self, model, data, settings: TrainingSettings, context, record: dict, train: bool = True) -> None:
+        """Run the one sequence (bench.tasks.sequence.run) over this task's `parts` for `model`, filling `record`;
+        without `train`, its costs only (imports torch)."""
+        sequence = importlib.import_module(".sequence", __name__)
+        parts = self.loop().parts(model, data, settings, context, record)
+        sequence.run(parts, settings, context, record, train)
 
 
 GENERATOR_KEYS = (

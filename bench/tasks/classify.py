@@ -15,7 +15,8 @@ from ..measure.phases import phase
 from ..measure.modes import Amp
 from . import costs, loop
 from .base import Diverged, RunContext, make_optimizer
-from .loop import AfterStep, EpochEnd, Steps, training_windows
+from .loop import AfterStep, EpochEnd, Steps
+from .sequence import Parts
 from .settings import ClassifySettings
 
 
@@ -54,12 +55,10 @@ def evaluate(model: nn.Module, source: Source, batch_size: int) -> tuple[float, 
     return float(correct) / len(source), float(loss) / len(source)
 
 
-def run(
-    model: nn.Module, data, settings: ClassifySettings, context: RunContext, record: dict, train: bool = True
-) -> None:
-    """Measure `model`'s training costs, train and evaluate it, then measure inference; fills `record` as it goes.
-    The training throughput is timed in windows before and during training (measure.throughput.TrainingWindows).
-    Without `train`, only the cost figures (what `python -m bench.probe` measures).
+def parts(model: nn.Module, data, settings: ClassifySettings, context: RunContext, record: dict) -> Parts:
+    """The classifier's parts for the one sequence (sequence.run): costs on its training inputs, the timed step of
+    `steps`, `fit` with its evaluation every epoch, inference on the test inputs. The model's outputs are checked
+    first (`check_outputs`).
 
     `data` is an ImageData or a streamed folder (bench.data.stream.FolderStream): anything whose `splits` gives
     the sources. Where the training split streams, the loader alone is timed too (`loader_throughput`), so that
@@ -70,18 +69,21 @@ def run(
     splits = data.splits(context.mode, context.seed)
     model = context.mode.prepare(model)
     check_outputs(model, splits.train.head(2), splits.num_classes)
-    make_step = step_maker(model, splits, settings, context)
-    record.update(training_costs(model, splits, settings, context, make_step))
-    if splits.loader is not None:
+    x = splits.train.head(settings.batch_size)
+
+    def loader() -> dict:
+        if splits.loader is None:
+            return {}
         with phase("loader"):
-            record.update(loader_throughput(splits.loader, settings.batch_size, context.measure.max_time, context.seed))
-    steps_per_epoch = splits.train.steps_per_epoch(settings.batch_size)
-    windows = training_windows(make_step, settings.batch_size, steps_per_epoch, settings, context, record)
-    context.mode.compile_modules(*compiled_parts(model))
-    if train:
-        torch.manual_seed(context.seed)
-        fit(model, splits, settings, context, record, windows.after_step)
-    record.update(inference_costs(model, splits, settings, context))
+            return loader_throughput(splits.loader, settings.batch_size, context.measure.max_time, context.seed)
+
+    return Parts(
+        model=model, forward=lambda n: model(x[:n]), make_step=step_maker(model, splits, settings, context),
+        items_per_step=len(x), steps_per_epoch=splits.train.steps_per_epoch(settings.batch_size),
+        compiled=compiled_parts(model), figures=loader,
+        fit=lambda after_step: fit(model, splits, settings, context, record, after_step),
+        infer=lambda: inference_costs(model, splits, settings, context),
+    )
 
 
 def check_outputs(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
@@ -108,18 +110,6 @@ def step_maker(model: nn.Module, splits: Splits, settings: ClassifySettings, con
     """The timed training step (loop.step_maker) of this task's `steps` over `model`, on the training split."""
     build = lambda copied, amp: steps(copied, settings, amp)
     return loop.step_maker(model, build, compiled_parts, splits.train, settings.batch_size, context)
-
-
-def training_costs(
-    model: nn.Module, splits: Splits, settings: ClassifySettings, context: RunContext,
-    make_step: Callable[..., Callable[[], object]] | None = None,
-) -> dict:
-    """Parameters, FLOPs per sample (counted on the eager model), the dtype its layers compute in, and
-    training-step throughput and peak memory of `make_step`'s steps (by default `step_maker`'s)."""
-    make_step = make_step or step_maker(model, splits, settings, context)
-    x = splits.train.head(settings.batch_size)
-    count_flops = settings.budget_flops is not None
-    return costs.training_costs(model, lambda n: model(x[:n]), make_step, len(x), context, count_flops)
 
 
 def inference_costs(model: nn.Module, splits: Splits, settings: ClassifySettings, context: RunContext) -> dict:

@@ -26,7 +26,8 @@ from ..measure.modes import Amp
 from . import generative, loop
 from .base import Diverged, RunContext, make_optimizer
 from .settings import GanSettings
-from .loop import AfterStep, EpochEnd, Steps, training_windows
+from .loop import AfterStep, EpochEnd, Steps
+from .sequence import Parts
 
 
 def compiled_parts(model: nn.Module) -> tuple[nn.Module, ...]:
@@ -99,33 +100,31 @@ def collapse_step(d_losses: torch.Tensor, threshold: float, window: int) -> int 
     return int(hits[0, 0]) + window if len(hits) else None
 
 
-def run(
-    model: nn.Module, data: ImageData, settings: GanSettings, context: RunContext, record: dict, train: bool = True
-) -> None:
-    """Measure costs on copies, train, then record generation costs and the generator's FID/KID.
-    Without `train`, only the cost figures (what `python -m bench.probe` measures).
+def parts(model: nn.Module, data: ImageData, settings: GanSettings, context: RunContext, record: dict) -> Parts:
+    """The GAN's parts for the one sequence (sequence.run): costs of the generator, the timed step of `steps`
+    (both networks), `fit`, then generation costs and the generator's FID/KID.
 
     Beyond the costs every generator has (bench.tasks.generative): `latent_dim`, `discriminator_params`,
     the last epoch's mean `d_loss` and `g_loss`, and their per-epoch curves. Everything runs in the context's
-    mode (see classify.run); FID compares against the original test images.
+    mode (see classify.parts); FID compares against the original test images.
     """
     mode = context.mode
     images, model = mode.data(data), mode.prepare(model)
-    x, source = images.train_x[: settings.batch_size], TensorSource(images.train_x)
+    source = TensorSource(images.train_x)
     build = lambda copied, amp: steps(copied, settings, amp)
-    make_step = loop.step_maker(model, build, compiled_parts, source, settings.batch_size, context)
-    record.update(latent_dim=model.latent_dim, discriminator_params=counts.parameter_counts(model.discriminator)[0])
-    record.update(generative.training_costs(
-        model, model.generator, model.generator, make_step, len(x), context, settings.budget_flops is not None
-    ))
-    windows = training_windows(make_step, len(x), source.steps_per_epoch(settings.batch_size), settings, context, record)
-    mode.compile_modules(*compiled_parts(model))
-    if train:
-        torch.manual_seed(context.seed)
-        fit(model, images, settings, context, record, windows.after_step)
-    record.update(generative.generation_costs(model, model.generator, settings, context))
-    if train:
-        generative.evaluate_samples(model, model.generator, data, settings, context, record)
+    return Parts(
+        model=model, forward=generative.sample_forward(model, model.generator, context),
+        make_step=loop.step_maker(model, build, compiled_parts, source, settings.batch_size, context),
+        items_per_step=len(images.train_x[: settings.batch_size]),
+        steps_per_epoch=source.steps_per_epoch(settings.batch_size), compiled=compiled_parts(model),
+        figures=lambda: dict(
+            latent_dim=model.latent_dim, discriminator_params=counts.parameter_counts(model.discriminator)[0],
+            generator_params=counts.parameter_counts(model.generator)[0],
+        ),
+        fit=lambda after_step: fit(model, images, settings, context, record, after_step),
+        infer=lambda: generative.generation_costs(model, model.generator, settings, context),
+        score=lambda: generative.evaluate_samples(model, model.generator, data, settings, context, record),
+    )
 
 
 def fit(

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 from torchvision.utils import save_image
 
-from ..measure import counts
 from ..data import ImageData
 from ..measure.fid import calibration_images, sample_quality
 from ..measure.phases import phase
@@ -38,21 +37,11 @@ def generate(sample: Sampler, z: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([sample(z[start : start + batch_size]).float() for start in range(0, len(z), batch_size)])
 
 
-def training_costs(
-    model: nn.Module,
-    generator: nn.Module,
-    sample: Sampler,
-    make_step: Callable[..., Callable[[], object]],
-    images_per_step: int,
-    context: RunContext,
-    count_training_flops: bool = False,
-) -> dict:
-    """Parameters (all, and the generator's), FLOPs per generated sample (counted on the eager model), the dtype
-    the generator computes in, and the throughput and peak memory of `make_step`'s training steps on
-    `images_per_step` training images (costs.training_costs)."""
+def sample_forward(model: nn.Module, sample: Sampler, context: RunContext) -> costs.Forward:
+    """A generator's `forward(n)` for its cost figures (FLOPs per generated sample, compute dtype): `sample` on the
+    first n of two codes drawn from the context's seed."""
     z = codes(2, model.latent_dim, context.seed, context.device)
-    figures = costs.training_costs(model, lambda n: sample(z[:n]), make_step, images_per_step, context, count_training_flops)
-    return {**figures, "generator_params": counts.parameter_counts(generator)[0]}
+    return lambda n: sample(z[:n])
 
 
 def generation_costs(model: nn.Module, sample: Sampler, settings: GenerativeSettings, context: RunContext) -> dict:

@@ -25,7 +25,8 @@ from ..measure.phases import phase
 from . import generative, loop
 from .base import RunContext, make_optimizer
 from .settings import VaeSettings
-from .loop import AfterStep, EpochEnd, Steps, training_windows
+from .loop import AfterStep, EpochEnd, Steps
+from .sequence import Parts
 
 def compiled_parts(model: nn.Module) -> tuple[nn.Module, ...]:
     """The modules this task calls, which a compiling mode compiles: the encoder and the decoder."""
@@ -113,35 +114,36 @@ def sampler(model: nn.Module) -> generative.Sampler:
     return lambda z: torch.sigmoid(model.decode(z))
 
 
-def run(
-    model: nn.Module, data: ImageData, settings: VaeSettings, context: RunContext, record: dict, train: bool = True
-) -> None:
-    """Measure costs on copies, train, then record the test ELBO, the IWAE bound, generation costs and FID/KID.
-    Without `train`, only the cost figures (what `python -m bench.probe` measures).
+def parts(model: nn.Module, data: ImageData, settings: VaeSettings, context: RunContext, record: dict) -> Parts:
+    """The VAE's parts for the one sequence (sequence.run): costs of generating from codes, the timed step of
+    `steps`, `fit` with the test ELBO every epoch, then the IWAE bound, generation costs and FID/KID.
 
     Beyond the costs every generator has (bench.tasks.generative): `latent_dim`, `encoder_params`,
     `test_neg_elbo` = `test_reconstruction` + `test_kl` and `test_nll` (IWAE), all in nats per test image.
-    Everything runs in the context's mode (see classify.run); FID compares against the original test images.
+    Everything runs in the context's mode (see classify.parts); FID compares against the original test images.
     """
     mode = context.mode
     images, model = mode.data(data), mode.prepare(model)
-    sample, x, source = sampler(model), images.train_x[: settings.batch_size], TensorSource(images.train_x)
+    sample, source = sampler(model), TensorSource(images.train_x)
     build = lambda copied, amp: steps(copied, settings, amp)
-    make_step = loop.step_maker(model, build, compiled_parts, source, settings.batch_size, context)
-    record.update(latent_dim=model.latent_dim, encoder_params=counts.parameter_counts(model.encoder)[0])
-    record.update(generative.training_costs(
-        model, model.decoder, sample, make_step, len(x), context, settings.budget_flops is not None
-    ))
-    windows = training_windows(make_step, len(x), source.steps_per_epoch(settings.batch_size), settings, context, record)
-    mode.compile_modules(*compiled_parts(model))
-    if train:
-        torch.manual_seed(context.seed)
-        fit(model, images, settings, context, record, windows.after_step)
+
+    def evaluate() -> None:
         with phase("evaluate"), mode.autocast(context.device):
             record["test_nll"] = iwae_nll(model, TensorSource(images.test_x), settings)
-    record.update(generative.generation_costs(model, sample, settings, context))
-    if train:
-        generative.evaluate_samples(model, sample, data, settings, context, record)
+
+    return Parts(
+        model=model, forward=generative.sample_forward(model, sample, context),
+        make_step=loop.step_maker(model, build, compiled_parts, source, settings.batch_size, context),
+        items_per_step=len(images.train_x[: settings.batch_size]),
+        steps_per_epoch=source.steps_per_epoch(settings.batch_size), compiled=compiled_parts(model),
+        figures=lambda: dict(
+            latent_dim=model.latent_dim, encoder_params=counts.parameter_counts(model.encoder)[0],
+            generator_params=counts.parameter_counts(model.decoder)[0],
+        ),
+        fit=lambda after_step: fit(model, images, settings, context, record, after_step), evaluate=evaluate,
+        infer=lambda: generative.generation_costs(model, sample, settings, context),
+        score=lambda: generative.evaluate_samples(model, sample, data, settings, context, record),
+    )
 
 
 def fit(
