@@ -38,7 +38,7 @@ from .environment import capture
 from ..errors import Terminated, UserError
 from ..measure.modes import Mode, compile_seconds, fresh_compiler
 from ..results.records import RECORDS, read_records
-from ..tasks import TASKS
+from ..tasks import FIGURES, TASKS
 from ..tasks import reference
 from ..tasks.base import Diverged, Group, RunContext
 
@@ -474,14 +474,16 @@ def progress_factory(name: str, seed: int, quiet: bool, mode: str = "fp32"):
     return progress
 
 
+QUALITY_KEYS = tuple(figure.key for figure in FIGURES if figure.kind == "quality")  # what a summary line names
+
+
 def summary(record: dict[str, Any]) -> str:
+    """A finished record as one line: architecture, mode, seed, status, then its quality figures (or its error)."""
     mode = f" {record['mode']:<12}" if record.get("mode", "fp32") != "fp32" else ""
     head = f"  {record['architecture']:<16}{mode} seed {record['seed']:<3} {record['status']:<8}"
     if record["status"] != "ok":
         return f"{head} {record['error']}"
     quality = ", ".join(
-        f"{key.replace('_', ' ')} {record[key]:.4g}"
-        for key in ("test_accuracy", "fid", "test_nll")
-        if isinstance(record.get(key), (int, float))
+        f"{key.replace('_', ' ')} {record[key]:.4g}" for key in QUALITY_KEYS if isinstance(record.get(key), (int, float))
     )
     return f"{head} {quality}  ({record['wall_time_s']:.1f} s)"
