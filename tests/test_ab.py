@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bench.measure import timing
-from bench.results import stats
+from bench import stats
 from bench.gate import ab
 from bench.cli import main
 from bench.errors import UserError

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from bench.measure import counts, load, memory, throughput, timing
-from bench.results.stats import iqr
+from bench.stats import iqr
 from support.settings import FAST_MEASURE
 
 CPU = torch.device("cpu")
@@ -240,7 +240,7 @@ def test_a_copy_trained_beside_its_model_does_not_fault_its_pages_in_at_every_st
 import copy, resource, torch
 from architectures import registry
 from bench.measure import memory
-from bench.results.stats import iqr
+from bench.stats import iqr
 if memory.steady_allocator() is None:
     raise SystemExit("no glibc mallopt")
 torch.manual_seed(0)

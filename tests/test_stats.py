@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from bench.results import aggregate, report, stats
+from bench import stats
+from bench.results import aggregate, report
 
 
 @pytest.mark.parametrize("df, expected", [(1, 12.706), (2, 4.303), (10, 2.228), (30, 2.042), (60, 2.000), (120, 1.980)])

@@ -38,7 +38,7 @@ from ..results.aggregate import finite
 from ..errors import UserError
 from ..scratch import folder as scratch_folder
 from ..tasks import FIGURES
-from ..results.stats import ratio_interval
+from ..stats import ratio_interval
 
 TOLERANCE = 0.05  # throughput and latency
 # A CPU's peak memory is the process's resident set (bench.measure.memory.peak_memory): 0.85 to 1.20 from one fresh

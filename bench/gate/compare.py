@@ -25,7 +25,7 @@ from typing import Any, Collection
 from tabulate import tabulate
 
 from .. import tomlfile
-from ..results import stats
+from .. import stats
 from ..errors import UserError
 from ..results.aggregate import Number, Row, aggregate
 from ..results.records import versions_text

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..results.stats import iqr
+from ..stats import iqr
 from .memory import peak_memory
 from .phases import phase
 from .timing import MeasureSettings, block_size, percentiles_ms, summarize_rates, time_each_call, time_repeats

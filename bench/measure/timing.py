@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from ..results.stats import iqr, quantile
+from ..stats import iqr, quantile
 from .phases import phase
 
 

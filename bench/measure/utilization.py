@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from ..results.stats import iqr
+from ..stats import iqr
 from .modes import Mode
 from .phases import phase
 from .timing import MeasureSettings, time_repeats, timed

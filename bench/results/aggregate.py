@@ -4,7 +4,7 @@ Read by report (tables and pages), plots (figures) and compare (the regression g
 nothing itself, beyond `Number`, the way one figure is written. Records of one configuration (same
 architecture and `config_id`: task, data, device and settings) from any number of seeds or runs become
 one `Row` with mean, standard deviation, 95% confidence interval and the number of seeds. Differences between
-rows are taken per seed where they share seeds (bench.results.stats); the Pareto front marks rows that no other row
+rows are taken per seed where they share seeds (bench.stats); the Pareto front marks rows that no other row
 beats significantly on both quality and speed.
 """
 
@@ -15,7 +15,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import stats
+from .. import stats
 from .records import comparable, named, point, versions
 from ..tasks import TASKS
 
