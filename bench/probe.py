@@ -3,8 +3,8 @@
     python -m bench.probe [--suite quick] [--arch cnn-baseline resnet18] [--mode M] [--device D] [--arch-module X]
                           [--turns]
 
-Builds each architecture as a run would (the suite's data, settings and seed) and measures what its task's
-`run(..., train=False)` measures: training-step throughput, inference or generation throughput, batch-1
+Builds each architecture as a run would (the suite's data, settings and seed) and measures it through the
+runner's pair runner with a measure-only job (its task's sequence without training): training-step throughput, inference or generation throughput, batch-1
 latency, peak memory, parameters and FLOPs; no training, no quality. Prints one JSON object per architecture
 (`probe_version`, `architecture`, `status`, `error`, the figures, and `bench_file`: which harness measured).
 With `--turns` (probe version 2), before every timed window it prints `{"turn": true}` and waits for a line on
@@ -21,7 +21,6 @@ import json
 import shutil
 import signal
 import sys
-import traceback
 from pathlib import Path
 
 import torch
@@ -33,8 +32,6 @@ from .measure import memory, timing
 from .run import runner
 from .errors import UserError
 from .scratch import folder as scratch_folder
-from .tasks import TASKS
-from .tasks.base import RunContext
 
 PROBE_VERSION = 2
 
@@ -87,20 +84,16 @@ def _wait_for_turn() -> None:
 
 
 def probe(name: str, config: configs.RunConfig, data, device: torch.device, mode, seed: int, scratch: Path) -> dict:
-    """The cost figures of architecture `name` as one JSON-able dict; a failure is `status: failed` with its error."""
-    spec = architectures.get_spec(name)
-    settings = config.settings_of(name)
-    result = {"probe_version": PROBE_VERSION, "architecture": name, "mode": mode.name, "status": "ok", "error": None,
-              "bench_file": __file__, "threads": torch.get_num_threads()}
-    try:
-        torch.manual_seed(seed)
-        model = architectures.create(name, data.input_shape, data.num_classes, **settings.model_overrides())
-        # Exactly `repeats` windows: the gate's rounds give the spread, and both sides' windows pair one by one.
-        context = RunContext(device, seed, dataclasses.replace(config.measure, max_time=0.0), scratch, mode=mode)
-        TASKS[spec.task].run(model.to(device), data, settings, context, result, train=False)
-    except Exception as error:
-        result.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc())
-    return result
+    """The cost figures of architecture `name` as one JSON-able dict: the record of a measure-only pair run by the
+    runner's pair runner (runner.run_pair), in this process; a failure is `status: failed` with its error."""
+    # Exactly `repeats` windows: the gate's rounds give the spread, and both sides' windows pair one by one.
+    measured = dataclasses.replace(config, measure=dataclasses.replace(config.measure, max_time=0.0))
+    job = runner.Job(
+        name=name, seed=seed, config=measured, data=data, device=device, run_dir=scratch, quiet=True, mode=mode,
+        measure_only=True,
+    )
+    record = runner.run_pair(job)
+    return {"probe_version": PROBE_VERSION, "bench_file": __file__, "threads": torch.get_num_threads(), **record}
 
 
 if __name__ == "__main__":
