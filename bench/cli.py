@@ -355,9 +355,8 @@ _CONFIGURING_FLAGS = (
 def _run(args: argparse.Namespace) -> int:
     from . import configs
     from .measure import modes, phases
-    from .run import parallel, runner
+    from .run import parallel, session, shards, suite
     from .results import report
-    from .run import shards
 
     shard = None  # a resumed run keeps the shard its run.json records
     if args.resume is not None:
@@ -397,11 +396,11 @@ def _run(args: argparse.Namespace) -> int:
     echo = (lambda line: None) if config.quiet else print
     profile = phases.SuiteProfile() if args.profile else None
     try:
-        run_dir = runner.run_suite(
+        run_dir = suite.run_suite(
             config, strategy, echo, args.command_line, arch_modules, resume=args.resume, retry_failed=args.retry_failed,
             shard=shard, profile=profile,
         )
-    except runner.Interrupted as interrupted:
+    except session.Interrupted as interrupted:
         print(f"archbench: {interrupted}", file=sys.stderr)
         return interrupted.exit_code
     if run_dir is None:  # a rank other than 0 under torchrun; rank 0 prints the tables
@@ -426,7 +425,7 @@ def _speed(args: argparse.Namespace) -> int:
     from . import configs
     from .measure import modes
     from .results import report
-    from .run import runner, speed
+    from .run import session, speed
 
     mode = modes.from_flags(args.precision, bool(args.channels_last), args.compile)
     if mode is not None and args.modes is not None:
@@ -441,7 +440,7 @@ def _speed(args: argparse.Namespace) -> int:
     try:
         run_dir = speed.run_sweep(config, sweep, _strategy(config, args.isolation, None), echo, args.command_line,
                                   tuple(args.arch_module))
-    except runner.Interrupted as interrupted:
+    except session.Interrupted as interrupted:
         print(f"archbench: {interrupted}", file=sys.stderr)
         return interrupted.exit_code
     records = read_records(run_dir / RECORDS)

@@ -5,7 +5,7 @@ import torch
 
 from bench.measure import utilization
 from bench.measure.modes import Mode
-from bench.run import runner
+from bench.run import session
 from support.cli import run_cli, run_records
 
 FULL_LENGTH = {  # as imported, before conftest shortens them for each test
@@ -42,12 +42,12 @@ def test_a_runs_peak_is_the_best_pair_peak_of_its_matmul_so_far_and_utilization_
     best = {}
     records = [pair(1e11), pair(2e11), pair(1.5e11), pair(5e11, bf16), {"task": "classify", "status": "failed"}]
     for record in records:
-        runner.finish(record, {"hostname": "h"}, best)
+        session.finish(record, {"hostname": "h"}, best)
     assert [r.get("peak_flops") for r in records] == [1e11, 2e11, 2e11, 5e11, None]
     assert records[2]["train_utilization"] == pytest.approx(3 * 1e6 * 1000 / 2e11)
     assert records[2]["infer_utilization"] == pytest.approx(1e6 * 4000 / 2e11)
     assert "train_utilization" not in records[4] and records[4]["hostname"] == "h"
-    assert best == runner.best_peaks_of(records) == {fp32: 2e11, bf16: 5e11}  # what a resumed run starts from
+    assert best == session.best_peaks_of(records) == {fp32: 2e11, bf16: 5e11}  # what a resumed run starts from
 
 
 @pytest.mark.parametrize("rate, device, dtype, expected", [

@@ -5,7 +5,7 @@ import pytest
 
 import architectures
 from architectures import registry
-from bench.run import runner, speed
+from bench.run import speed, suite
 from support.cli import run_cli
 
 
@@ -21,7 +21,7 @@ def stop_before_running(monkeypatch) -> list:
         configs.append(config)
         raise Stopped
 
-    monkeypatch.setattr(runner, "run_suite", stop)
+    monkeypatch.setattr(suite, "run_suite", stop)
     monkeypatch.setattr(speed, "run_sweep", stop)
     return configs
 

@@ -7,7 +7,7 @@ so that the peak costs well under a second on any machine, with or without nativ
 mode's autocast dtype (fp32 without one); a matmul has no memory format, so channels_last and fp32 share the
 fp32 peak. The run picks the size once per mode (`peak_size`); each pair's process then warms the matmul up
 until its rate stops rising and times it after the model (`matmul_peak`), and the run takes the best of those
-pair peaks so far as its peak (bench.run.runner.finish): one process can read low, the best of several is the
+pair peaks so far as its peak (bench.run.session.finish): one process can read low, the best of several is the
 machine's. The achieved rate of training is the FLOPs of a training step per sample times the training
 throughput: counted where they were (`train_flops_per_step`, for a FLOPs budget), else the task's factor
 times the forward FLOPs (3 for a classifier; a task whose step is not a multiple of the counted forward

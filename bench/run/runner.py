@@ -1,18 +1,14 @@
-"""THE suite loop: every (architecture, seed) of a run ends as one record appended to its run folder.
-
-`run_suite` resolves the names, the device and the data, creates (or, to resume, reopens) the run folder,
-writes `run.json`, echoes progress and appends each record as it ends. How one pair executes is the
-`Strategy` it is given: in a fresh child process (bench.run.isolation, the default), in this process, or on a
-data-parallel group (bench.run.parallel). `run_pair` is what every strategy finally calls for one pair.
+"""How one pair runs: a `Job` (everything one architecture, mode and seed need), the `Strategy` that executes
+jobs (this one in this process; bench.run.isolation in a fresh child process, the default; bench.run.parallel
+on a data-parallel group), and `run_pair`, what every strategy finally calls for one pair: it builds the model
+and runs its task's sequence (bench.tasks.sequence), and ends as a record.
 
 A failure to build, train or measure becomes a `failed` record with its error, a non-finite loss a
-`diverged` one; either way the suite goes on.
+`diverged` one; either way the suite (bench.run.suite) goes on.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import gc
 import sys
 import time
@@ -26,20 +22,13 @@ from tqdm import tqdm
 
 import architectures
 
-from ..data import datasets
-from ..data.stream import FolderStream
-from .. import configs
-from ..measure import load, memory, phases, utilization
-from ..results import schema
-from . import shards
-from ..results import store
 from ..configs import RunConfig
-from .environment import capture
-from ..errors import Terminated, UserError
+from ..data import datasets
+from ..errors import UserError
+from ..measure import load, memory, phases, utilization
 from ..measure.modes import Mode, compile_seconds, fresh_compiler
-from ..results.records import RECORDS, read_records
+from ..results import schema
 from ..tasks import FIGURES, TASKS
-from ..tasks import reference
 from ..tasks.base import Diverged, Group, RunContext
 
 FINISHED = ("ok", "diverged")  # statuses a resumed run keeps; `failed` pairs are rerun with --retry-failed
@@ -143,19 +132,6 @@ class OverMemoryLimit(RuntimeError):
     out of memory is on CUDA."""
 
 
-class Interrupted(Exception):
-    """The suite was stopped by SIGINT or SIGTERM; finished records are on disk, nothing partial is."""
-
-    def __init__(
-        self, signal_name: str, exit_code: int, done: int, total: int | None, run_dir: Path | None, resumable: bool = True
-    ):
-        self.signal_name, self.exit_code, self.done, self.total, self.run_dir = signal_name, exit_code, done, total, run_dir
-        resume = f"; resume with: archbench run --resume {run_dir}" if run_dir and resumable else ""
-        resume += f"; what finished is in {run_dir}" if run_dir and not resumable else ""
-        of = f" of {total}" if total is not None else ""
-        super().__init__(f"interrupted ({signal_name}) after {done}{of} runs{resume}")
-
-
 def resolve_device(name: str) -> torch.device:
     """`auto` is CUDA, else MPS, else CPU; asking for a device this machine lacks is a UserError."""
     cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
@@ -172,197 +148,6 @@ def load_data(config: RunConfig, download: bool | None = None) -> datasets.Image
     """The run's dataset on the CPU, cut to its limits; `download` overrides the configuration's."""
     download = config.download if download is None else download
     return datasets.load(config.dataset, config.data_root, download, config.limit_train, config.limit_test, config.data)
-
-
-def run_suite(
-    config: RunConfig,
-    strategy: Strategy | None = None,
-    echo: Callable[[str], None] = print,
-    command: str | None = None,
-    arch_modules: tuple[str, ...] = (),
-    resume: Path | None = None,
-    retry_failed: bool = False,
-    shard: shards.Shard | None = None,
-    profile: phases.SuiteProfile | None = None,
-) -> Path | None:
-    """Run every selected architecture for every seed of `config`; return the run folder holding the records
-    (None in a process that does not write).
-
-    The writing process holds the run folder as its one writer (bench.results.store.writing) until the suite ends.
-    With `resume`, that run folder is reopened, a torn last record set aside, and the pairs it already holds as
-    ok or diverged (and, unless `retry_failed`, as failed) are skipped, and a sharded run keeps to the pairs its
-    run.json assigned it.
-    With `shard`, only that part of the pairs runs (bench.run.shards) and run.json records the plan. `command` is
-    the command line recorded with every record (default: this process's). `profile` gets each record written
-    and the seconds before the first pair. Raises Interrupted on SIGINT or SIGTERM once the running pair is stopped.
-    """
-    strategy = strategy or Strategy()
-    echo = echo if strategy.writes else (lambda line: None)
-    names = architectures_of(config, strategy, echo)
-    device = strategy.device(config)
-    modes = modes_of(config, strategy, device, names)
-    peak_sizes = peak_sizes_of(modes, device) if strategy.writes else {}
-    strategy.prepare(names, config.dataset)
-    data = strategy.load(config, device)
-    _check_streamed(data, names)
-    pairs = [(name, mode, seed) for name in names for mode in modes for seed in config.seeds]
-    planned = len(pairs)
-    plan = store.read_run_info(resume).get("shard") if resume is not None else None
-    if plan is None and shard is not None:
-        plan = shards.plan(pairs, shard, config, data)
-    if plan is not None:
-        assigned = {tuple(p) for p in plan["pairs"]}
-        pairs = [p for p in pairs if p in assigned]
-    done: dict[tuple[str, str, int], str] = {}
-    best_peaks: dict[str, float] = {}
-    run_dir = None
-    writer = contextlib.ExitStack()  # this process as the run folder's one writer, until the suite ends
-    if strategy.writes:
-        environment = capture(device, command)
-        if resume is None:
-            info = {"config": dataclasses.asdict(config), **strategy.info(), "arch_modules": list(arch_modules),
-                    "working_dir": str(Path.cwd()), "shard": plan, "environment": environment}
-            run_dir = new_run(config, info)
-            writer.enter_context(store.writing(run_dir))
-        else:
-            run_dir = resume
-            writer.enter_context(store.writing(run_dir))
-            store.set_aside_torn(run_dir)
-            if (run_dir / RECORDS).is_file():
-                recorded = read_records(run_dir / RECORDS)
-                done, best_peaks = {schema.pair(r): r["status"] for r in recorded}, best_peaks_of(recorded)
-    run_dir = strategy.agree(run_dir)
-    todo = [p for p in pairs if p not in done or (retry_failed and done[p] not in FINISHED)]
-    quiet = config.quiet or not strategy.writes or not sys.stderr.isatty()
-    resumed = f", resuming: {len(pairs) - len(todo)} already recorded" if resume else ""
-    in_modes = f" x {len(modes)} modes ({', '.join(modes)})" if len(modes) > 1 else f" in {next(iter(modes))}"
-    sharded = f"shard {plan['shard']} ({len(pairs)} of {planned} pairs, ~{plan['cost_share']:.0%} of the cost) of " if plan else ""
-    age = phases.process_age_s()
-    started = f"; started in {age:.1f} s"
-    if profile is not None:
-        profile.before_pairs_s = age
-    echo(
-        f"run {run_dir.name}: {sharded}{len(names)} architecture(s){in_modes} x {len(config.seeds)} seed(s) "
-        f"on {data.name}, {strategy.describe(device)}{resumed}{started}"
-    )
-    finished = len(pairs) - len(todo)
-    jobs = [
-        Job(
-            name, seed, config, data, device, run_dir, quiet, tuple(arch_modules), strategy.isolation, modes[mode],
-            plan["shard"] if plan else None, peak_size=peak_sizes.get(mode),
-        )
-        for name, mode, seed in todo
-    ]
-
-    def record_one(job: Job, record: dict[str, Any]) -> None:
-        nonlocal finished
-        if strategy.writes:
-            pair = (job.name, job.mode.name, job.seed)
-            finish(record, environment, best_peaks)
-            if profile is not None:
-                profile.add(record)
-            retried = (lambda r, this=pair: schema.pair(r) == this) if pair in done else None
-            store.append_record(run_dir, record, replacing=retried)
-            echo(summary(record))
-        finished += 1
-
-    try:
-        strategy.run_all(jobs, record_one)
-    except KeyboardInterrupt:
-        raise Interrupted("SIGINT", 130, finished, len(pairs), run_dir if strategy.writes else None) from None
-    except Terminated:
-        raise Interrupted("SIGTERM", 143, finished, len(pairs), run_dir if strategy.writes else None) from None
-    finally:
-        strategy.close()
-        writer.close()
-    return run_dir if strategy.writes else None
-
-
-def finish(record: dict[str, Any], environment: dict[str, Any], best_peaks: dict[str, float]) -> None:
-    """Add to a pair's record, as the writing process gets it, the environment and, where the pair timed its matmul
-    peak (`pair_peak_flops`), the run's peak: `peak_flops`, the best pair peak of that matmul among the run's
-    records so far, this one's included (`best_peaks`, by `peak_method`, is updated), with the share of it the
-    record's figures reached (bench.measure.utilization)."""
-    record.update(environment)
-    if record.get("pair_peak_flops"):
-        record["peak_flops"] = _take_best(best_peaks, record)
-        task = TASKS.get(record.get("task"))
-        record.update(utilization.figures(record, task.training_flops_factor if task is not None else None))
-
-
-def best_peaks_of(records: list[dict[str, Any]]) -> dict[str, float]:
-    """The best pair peak of each matmul (`peak_method`) among `records` (a resumed run's), for `finish`."""
-    best: dict[str, float] = {}
-    for record in records:
-        if record.get("pair_peak_flops"):
-            _take_best(best, record)
-    return best
-
-
-def _take_best(best: dict[str, float], record: dict[str, Any]) -> float:
-    """The best pair peak of the record's matmul so far, the record's own included, kept in `best`."""
-    method = record["peak_method"]
-    best[method] = max(best.get(method, 0.0), record["pair_peak_flops"])
-    return best[method]
-
-
-def peak_sizes_of(modes: dict[str, Mode], device: torch.device) -> dict[str, int]:
-    """The side of the matmul each mode's pairs time for their peak (bench.measure.utilization.peak_size), chosen
-    before any other process starts; says once on stderr what a mode's precision lacks where the device only
-    emulates it."""
-    sizes = {name: utilization.peak_size(device, utilization.compute_dtype(mode)) for name, mode in modes.items()}
-    for name, mode in modes.items():
-        if mode.emulated:
-            print(f"warning: {utilization.emulation_note(device, mode, sizes[name])}", file=sys.stderr)
-    return sizes
-
-
-def architectures_of(config: RunConfig, strategy: Strategy, echo: Callable[[str], None]) -> list[str]:
-    """The suite's architectures that `strategy` runs; UserError for an unknown name, or for an FID cache folder
-    that generators would need and cannot write to."""
-    try:
-        names = strategy.select(architectures.resolve(config.architectures), echo)
-    except architectures.UnknownArchitecture as error:
-        raise UserError(str(error)) from None
-    if any(TASKS[architectures.get_spec(name).task].generative for name in names):
-        what = "FID cache folder ([fid] cache_dir or $ARCHBENCH_FID_CACHE)"
-        store.writable_folder(reference.cache_dir(config.fid), what, create=False)
-    return names
-
-
-def _check_streamed(data: Any, names: list[str]) -> None:
-    """UserError when generators would train on a streamed folder: their tasks take their data in memory."""
-    generators = [n for n in names if TASKS[architectures.get_spec(n).task].generative]
-    if isinstance(data, FolderStream) and generators:
-        raise UserError(
-            f"{generators[0]} is a generator, and generators train on data in memory, but {data.name} streams; "
-            "pass --data-path memory --no-augment (or leave the generators out)"
-        )
-
-
-def modes_of(config: RunConfig, strategy: Strategy, device: torch.device, names: list[str]) -> dict[str, Mode]:
-    """The suite's modes resolved for `device`, by name; UserError for what `strategy` cannot run (compiling
-    modes, training budgets of architectures `names`)."""
-    modes = {mode.name: mode.resolved(device) for mode in configs.modes(config)}
-    if not strategy.compiles and any(mode.compile for mode in modes.values()):
-        raise UserError("compiling modes are not supported in data-parallel runs (--nproc, torchrun); drop compile")
-    budgeted = [name for name in names if getattr(config.settings_of(name), "budgeted", False)]
-    if not strategy.budgets and budgeted:
-        raise UserError(
-            f"training budgets are not supported in data-parallel runs (--nproc, torchrun): {budgeted[0]} has one; use epochs"
-        )
-    return modes
-
-
-def new_run(config: RunConfig, info: dict[str, Any]) -> Path:
-    """A fresh run folder under the configuration's `out`, holding `info` as its run.json."""
-    run_dir = store.new_run_dir(Path(config.out), config.suite)
-    try:
-        store.write_run_info(run_dir, info)
-    except UserError:
-        run_dir.rmdir()  # nothing to resume in it
-        raise
-    return run_dir
 
 
 def run_pair(

@@ -30,11 +30,10 @@ import architectures
 from .. import configs
 from ..configs import RunConfig
 from ..data.datasets import ImageData
-from ..errors import Terminated, UserError
+from ..errors import UserError
 from ..measure.modes import Mode
-from ..results import store
 from . import runner
-from .environment import capture
+from .session import Session
 
 
 @dataclass(frozen=True)
@@ -70,55 +69,36 @@ def run_sweep(
     config: RunConfig, sweep: Sweep, strategy: runner.Strategy, echo: Callable[[str], None], command: str,
     arch_modules: tuple[str, ...] = (),
 ) -> Path:
-    """Measure every point of `sweep` x the configuration's classifiers and modes; return the run folder."""
-    names = runner.architectures_of(config, strategy, echo)
-    others = [name for name in names if architectures.get_spec(name).task != "classify"]
+    """Measure every point of `sweep` x the configuration's classifiers and modes in one run session
+    (bench.run.session); return the run folder."""
+    session = Session(config, strategy, echo, command, arch_modules, write_line=summary)
+    others = [name for name in session.names if architectures.get_spec(name).task != "classify"]
     if others:
         raise UserError(f"archbench speed measures classifiers; {others[0]} is a {architectures.get_spec(others[0]).task}")
-    device = strategy.device(config)
-    modes = runner.modes_of(config, strategy, device, names)
-    peak_sizes, best_peaks = runner.peak_sizes_of(modes, device), {}
-    strategy.prepare(names)
-    environment = capture(device, command)
-    info = {"config": dataclasses.asdict(config), "speed": dataclasses.asdict(sweep), **strategy.info(),
-            "arch_modules": list(arch_modules), "working_dir": str(Path.cwd()), "environment": environment}
-    run_dir = runner.new_run(config, info)
+    strategy.prepare(session.names)
+    run_dir = session.open({"speed": dataclasses.asdict(sweep)})
+    names, modes = session.names, session.modes
     points = len(names) * len(modes) * len(sweep.image_sizes) * len(sweep.batch_sizes)
     echo(f"run {run_dir.name}: speed of {len(names)} architecture(s) x {len(modes)} mode(s) x image sizes "
          f"{', '.join(map(str, sweep.image_sizes))} x batch sizes {', '.join(map(str, sweep.batch_sizes))} "
-         f"({points} points) on {strategy.describe(device)}")
-    done = 0
-    try:
-        with store.writing(run_dir):
-            for size in sweep.image_sizes:
-                samples = 2 * max(sweep.batch_sizes)  # two batches: a step draws a fresh one as training would
-                data = strategy.place(random_data(sweep.channels, size, sweep.classes, samples), device)
-                for name in names:
-                    for mode in modes.values():
-                        jobs = _points(
-                            config, sweep, data, device, run_dir, arch_modules, strategy, mode, name, size, echo,
-                            peak_sizes[mode.name],
-                        )
-                        job = next(jobs)
-                        while job is not None:
-                            record = strategy.execute_timed(job)
-                            runner.finish(record, environment, best_peaks)
-                            store.append_record(run_dir, record)
-                            echo(summary(record))
-                            done += 1
-                            job = jobs.send(record)  # the next point depends on how this one went
-    except KeyboardInterrupt:
-        raise runner.Interrupted("SIGINT", 130, done, None, run_dir, resumable=False) from None  # step-downs add runs
-    except Terminated:
-        raise runner.Interrupted("SIGTERM", 143, done, None, run_dir, resumable=False) from None
-    finally:
-        strategy.close()
+         f"({points} points) on {strategy.describe(session.device)}")
+    with session.running(None, resumable=False):  # step-downs add runs: a sweep is not resumed
+        for size in sweep.image_sizes:
+            samples = 2 * max(sweep.batch_sizes)  # two batches: a step draws a fresh one as training would
+            data = strategy.place(random_data(sweep.channels, size, sweep.classes, samples), session.device)
+            for name in names:
+                for mode in modes.values():
+                    jobs = _points(session, sweep, data, mode, name, size)
+                    job = next(jobs)
+                    while job is not None:
+                        record = strategy.execute_timed(job)
+                        session.write(record)
+                        job = jobs.send(record)  # the next point depends on how this one went
     return run_dir
 
 
 def _points(
-    config: RunConfig, sweep: Sweep, data: ImageData, device: torch.device, run_dir: Path, arch_modules: tuple[str, ...],
-    strategy: runner.Strategy, mode: Mode, name: str, size: int, echo: Callable[[str], None], peak_size: int,
+    session: Session, sweep: Sweep, data: ImageData, mode: Mode, name: str, size: int,
 ) -> Generator[runner.Job | None, dict[str, Any], None]:
     """The jobs of one architecture, size and mode, batch sizes ascending, stepping down after one out of memory;
     each job's record is sent back before the next is chosen, and None follows the last."""
@@ -127,16 +107,15 @@ def _points(
     stepped_from = None
     while queue:
         batch = queue.pop(0)
-        job = runner.Job(
-            name, 0, configs.overridden(config, batch_size=batch), data, device, run_dir, config.quiet, arch_modules, strategy.isolation,
-            mode, measure_only=True, max_memory_mb=sweep.max_memory_mb, peak_size=peak_size,
-            extra={"kind": "speed", "image_size": size, "stepped_down_from": stepped_from},
+        job = session.job(
+            name, mode, 0, data, config=configs.overridden(session.config, batch_size=batch), measure_only=True,
+            max_memory_mb=sweep.max_memory_mb, extra={"kind": "speed", "image_size": size, "stepped_down_from": stepped_from},
         )
         record = yield job
         if record.get("out_of_memory"):
             below = decay_batch_step(batch)
             if queue:
-                echo(f"  {name}: batch {batch} is out of memory; not trying {', '.join(map(str, queue))}")
+                session.echo(f"  {name}: batch {batch} is out of memory; not trying {', '.join(map(str, queue))}")
             queue, stepped_from = ([below], stepped_from or batch) if below > largest_fit else ([], None)
         elif record["status"] == "ok":
             largest_fit, stepped_from = batch, None

@@ -1,4 +1,4 @@
-"""The two data-parallel strategies of the suite loop (bench.run.runner.run_suite).
+"""The two data-parallel strategies of the suite loop (bench.run.suite.run_suite).
 
 `GroupLaunch` (`--nproc N`) launches, for each architecture and seed, its own group of N local processes
 through torchrun's launcher API (torch.distributed.launcher.api.elastic_launch, the engine of the `torchrun`
