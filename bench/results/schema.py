@@ -6,7 +6,8 @@ adds how it ended and the environment (`ENVIRONMENT_KEYS`). `record_version` cha
 is measured differently, so that the gate can say "not comparable" instead of comparing unlike things; the
 versions and what changed in each are bench.results.records.VERSIONS, which also reads records.
 
-Nothing here imports torch, and the registry only inside `start`: readers of records may import this module.
+Nothing here imports torch or the registry (`start` is handed the architecture's entry): readers of records may
+import this module.
 """
 
 from __future__ import annotations
@@ -68,26 +69,23 @@ Pair = tuple[str, str, int]  # (architecture, mode, seed): what a record is abou
 
 
 def start(
-    name: str, seed: int, *, run_id: str, suite: str, data: Any, device: Any, settings: Any, measure: Any,
+    spec: Any, seed: int, *, run_id: str, suite: str, data: Any, device: Any, settings: Any, measure: Any,
     mode: Any, world_size: int = 1, isolation: str = "process", shard: str | None = None,
 ) -> dict[str, Any]:
-    """The fields every record of architecture `name` in `mode` at `seed` starts with; `failed` until a run says
-    otherwise.
+    """The fields every record of the architecture `spec` describes (its registry entry: name, family, task,
+    provenance) in `mode` at `seed` starts with; `failed` until a run says otherwise.
 
     `data` is the run's ImageData or FolderStream, `settings` the task's training settings (a dataclass, or None when the
     task has none), `measure` the measurement settings and `mode` the resolved bench.measure.modes.Mode. `shard` is the
     part of a sharded sweep the run was ("2/3"), None for a whole suite.
     """
-    import architectures  # the registry and its models (torch): what a run needs here and a reader never
-
-    spec = architectures.get_spec(name)
     record = {
         "record_version": RECORD_VERSION,
         "record_id": uuid.uuid4().hex,  # this record, wherever it is copied: readers count it once
         "run_id": run_id,
         "suite": suite,
         "shard": shard,
-        "architecture": name,
+        "architecture": spec.name,
         "family": spec.family,
         "task": spec.task,
         "dataset": data.name,
