@@ -16,7 +16,8 @@ from PIL import Image
 
 from bench.data import folder as folders
 from bench.data.folder import FolderSettings, check_image, decode, index
-from bench.data.stream import FolderStream, loader_throughput, open_folder
+from bench.data.stream import FolderStream, open_folder
+from bench.measure.throughput import loader_throughput
 from bench.measure.modes import Mode
 from bench.results.report import bound_by, tables
 from support.cli import run_cli, run_records

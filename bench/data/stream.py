@@ -11,7 +11,6 @@ there. Without augmentation both paths give the same batches at the same seed.
 from __future__ import annotations
 
 import itertools
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -242,27 +241,3 @@ def _normalization(index_: FolderIndex, settings: FolderSettings) -> tuple[tuple
     x = _decoded(index_.train_files[:n], index_.train_labels[:n], settings)
     mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp_min(1e-6)
     return tuple(mean.tolist()), tuple(std.tolist()), f"measured on {n} training images"
-
-
-def loader_throughput(source: StreamSource, batch_size: int, seconds: float, seed: int) -> dict[str, float]:
-    """Samples/s the training loader delivers on its own (its workers and transforms, the copy to the device
-    and the normalization; no model), timed over at least `seconds` once the batches its workers had queued in
-    advance are used up; the IQR is that of five consecutive stretches."""
-    queued = max(1, source.workers * source.prefetch_factor)
-    arrivals: list[float] = []
-    sizes: list[int] = []
-    generator = torch.Generator().manual_seed(seed + 1)
-    while len(arrivals) < queued + 5 or arrivals[-1] - arrivals[queued] < seconds:
-        for x, _ in source.epoch(batch_size, generator):
-            if source.device.type == "cuda":
-                torch.cuda.synchronize(source.device)
-            arrivals.append(time.perf_counter())
-            sizes.append(len(x))
-            if len(arrivals) >= queued + 5 and arrivals[-1] - arrivals[queued] >= seconds:
-                break
-    steady, counts = np.array(arrivals[queued:]), np.array(sizes[queued + 1 :])
-    rate = counts.sum() / (steady[-1] - steady[0])
-    stretches = np.array_split(np.arange(len(counts)), 5)
-    rates = [counts[s].sum() / (steady[s[-1] + 1] - steady[s[0]]) for s in stretches if len(s)]
-    q1, q3 = np.percentile(rates, [25, 75])
-    return {"loader_throughput": float(rate), "loader_throughput_iqr": float(q3 - q1)}

@@ -1,13 +1,15 @@
 """Training-step and inference throughput, batch-1 latency and training's peak memory, measured the same way for
-every architecture; and the timing windows spread over a training run.
+every architecture; the timing windows spread over a training run; and a streamed loader's own throughput.
 """
 
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import replace
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from ..stats import iqr
@@ -167,3 +169,27 @@ def inference_costs(
         "latency_p95_ms": latency["p95"],
         "latency_p50_ms_repeats": [percentiles_ms(block)["p50"] for block in blocks if block],
     }
+
+
+def loader_throughput(source, batch_size: int, seconds: float, seed: int) -> dict[str, float]:
+    """Samples/s a streamed training source (bench.data.stream.StreamSource) delivers on its own (its workers and transforms, the copy to the device
+    and the normalization; no model), timed over at least `seconds` once the batches its workers had queued in
+    advance are used up; the IQR is that of five consecutive stretches."""
+    queued = max(1, source.workers * source.prefetch_factor)
+    arrivals: list[float] = []
+    sizes: list[int] = []
+    generator = torch.Generator().manual_seed(seed + 1)
+    while len(arrivals) < queued + 5 or arrivals[-1] - arrivals[queued] < seconds:
+        for x, _ in source.epoch(batch_size, generator):
+            if source.device.type == "cuda":
+                torch.cuda.synchronize(source.device)
+            arrivals.append(time.perf_counter())
+            sizes.append(len(x))
+            if len(arrivals) >= queued + 5 and arrivals[-1] - arrivals[queued] >= seconds:
+                break
+    steady, counts = np.array(arrivals[queued:]), np.array(sizes[queued + 1 :])
+    rate = counts.sum() / (steady[-1] - steady[0])
+    stretches = np.array_split(np.arange(len(counts)), 5)
+    rates = [counts[s].sum() / (steady[s[-1] + 1] - steady[s[0]]) for s in stretches if len(s)]
+    q1, q3 = np.percentile(rates, [25, 75])
+    return {"loader_throughput": float(rate), "loader_throughput_iqr": float(q3 - q1)}

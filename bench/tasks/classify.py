@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import Source, Splits
-from ..data.stream import loader_throughput
+from ..measure.throughput import loader_throughput
 from ..measure.phases import phase
 from ..measure.modes import Amp
 from . import costs, loop

@@ -1,5 +1,5 @@
 """The folder loader's own throughput against its workers and image size, interleaved in one process: what the
-input pipeline delivers with no model (bench.data.stream.loader_throughput, as a run records it). Run from the
+input pipeline delivers with no model (bench.measure.throughput.loader_throughput, as a run records it). Run from the
 project's root on an image folder, e.g. the one examples/make_image_folder.py writes:
 
     .venv/bin/python examples/make_image_folder.py /tmp/example-folder
@@ -13,7 +13,8 @@ import statistics
 import sys
 
 from bench.data.folder import FolderSettings
-from bench.data.stream import loader_throughput, open_folder
+from bench.data.stream import open_folder
+from bench.measure.throughput import loader_throughput
 from bench.measure.modes import Mode
 
 ROUNDS, SECONDS, BATCH = 3, 4.0, 32
