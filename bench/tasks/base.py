@@ -50,6 +50,10 @@ class Group:
         """`values` averaged element-wise over the ranks."""
         return values
 
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """`model` as the group trains it (in a data-parallel group, wrapped to all-reduce its gradients)."""
+        return model
+
 
 @dataclass
 class RunContext:

@@ -72,16 +72,16 @@ def parts(model: nn.Module, data, settings: ClassifySettings, context: RunContex
     x = splits.train.head(settings.batch_size)
 
     def loader() -> dict:
-        if splits.loader is None:
+        if splits.loader is None or context.group.world_size > 1:  # a group's ranks would time it all at once
             return {}
         with phase("loader"):
             return loader_throughput(splits.loader, settings.batch_size, context.measure.max_time, context.seed)
 
     return Parts(
         model=model, forward=lambda n: model(x[:n]), make_step=step_maker(model, splits, settings, context),
-        items_per_step=len(x), steps_per_epoch=splits.train.steps_per_epoch(settings.batch_size),
+        items_per_step=len(x), samples=len(splits.train), steps_per_epoch=splits.train.steps_per_epoch(settings.batch_size),
         compiled=compiled_parts(model), figures=loader,
-        fit=lambda after_step: fit(model, splits, settings, context, record, after_step),
+        fit=lambda after_step: fit(context.group.wrap(model), splits, settings, context, record, after_step),
         infer=lambda: inference_costs(model, splits, settings, context),
     )
 

@@ -26,7 +26,8 @@ def nothing() -> None:
 class Parts:
     """What a task supplies for one model, already in the run's mode: the model, `forward(n)` (the model on its
     first n inputs, for FLOPs and the compute dtype), the timed training step (`make_step`, loop.step_maker) on
-    `items_per_step` samples, the epoch's length in steps, and the modules a compiling mode compiles.
+    `items_per_step` samples, the training split's `samples` and the epoch's length in steps, and the modules a
+    compiling mode compiles.
 
     `figures()` gives the task's own figures beside the common costs; `fit(after_step)` trains the model and fills
     the record; `evaluate()` scores it right after; `infer()` gives its inference or generation costs; `score()`
@@ -36,6 +37,7 @@ class Parts:
     forward: Forward
     make_step: StepMaker
     items_per_step: int
+    samples: int
     steps_per_epoch: int
     compiled: tuple[nn.Module, ...]
     fit: Callable[[AfterStep], None]
@@ -45,20 +47,38 @@ class Parts:
     score: Callable[[], None] = nothing
 
 
-def run(parts: Parts, settings: TrainingSettings, context: RunContext, record: dict, train: bool = True) -> None:
+def run(
+    parts: Parts, settings: TrainingSettings, context: RunContext, record: dict, train: bool = True,
+    training_costs: Callable[[Parts], dict] | None = None,
+) -> None:
     """Fill `record` with the model's costs (costs.training_costs) and the task's figures, then its training
     throughput in windows before and during training (loop.training_windows); compile it where the mode compiles;
-    with `train`, train it from the context's seed and evaluate it; then its inference costs, and with `train` the
-    score of what it makes. Without `train` (what `python -m bench.probe` measures), costs only: nothing trains."""
-    count_flops = settings.budget_flops is not None
-    record.update(costs.training_costs(parts.model, parts.forward, parts.make_step, parts.items_per_step, context, count_flops))
+    with `train`, train it from the context's seed (plus the rank's, in a group: each its own dropout) and evaluate
+    it; then its inference costs (rank 0's), and with `train` the score of what it makes. Without `train` (what
+    `python -m bench.probe` measures), costs only: nothing trains.
+
+    `training_costs(parts)` replaces the common costs where a data-parallel group measures its own
+    (bench.run.parallel.rank); no windows are timed during its training then."""
+    if training_costs is None:
+        count_flops = settings.budget_flops is not None
+        record.update(costs.training_costs(parts.model, parts.forward, parts.make_step, parts.items_per_step, context, count_flops))
+    else:
+        record.update(training_costs(parts))
     record.update(parts.figures())
-    windows = training_windows(parts.make_step, parts.items_per_step, parts.steps_per_epoch, settings, context, record)
+    after_step = no_windows
+    if training_costs is None:
+        windows = training_windows(parts.make_step, parts.items_per_step, parts.steps_per_epoch, settings, context, record)
+        after_step = windows.after_step
     context.mode.compile_modules(*parts.compiled)
     if train:
-        torch.manual_seed(context.seed)
-        parts.fit(windows.after_step)
+        torch.manual_seed(context.seed + context.group.rank)
+        parts.fit(after_step)
         parts.evaluate()
-    record.update(parts.infer())
+    if context.group.rank == 0:
+        record.update(parts.infer())
     if train:
         parts.score()
+
+
+def no_windows(clock, optimizers) -> None:
+    """The `after_step` of a training that times no windows."""

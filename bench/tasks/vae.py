@@ -134,7 +134,7 @@ def parts(model: nn.Module, data: ImageData, settings: VaeSettings, context: Run
     return Parts(
         model=model, forward=generative.sample_forward(model, sample, context),
         make_step=loop.step_maker(model, build, compiled_parts, source, settings.batch_size, context),
-        items_per_step=len(images.train_x[: settings.batch_size]),
+        items_per_step=len(images.train_x[: settings.batch_size]), samples=len(images.train_x),
         steps_per_epoch=source.steps_per_epoch(settings.batch_size), compiled=compiled_parts(model),
         figures=lambda: dict(
             latent_dim=model.latent_dim, encoder_params=counts.parameter_counts(model.encoder)[0],

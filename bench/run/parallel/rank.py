@@ -19,9 +19,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ...measure import memory, timing
-from ...data import Splits
-from ...tasks import classify, costs
+from ...tasks import classify, costs, sequence
 from ...tasks.base import Group, RunContext
+from ...tasks.sequence import Parts
+from ...tasks.settings import ClassifySettings
 
 ALLREDUCE_WAIT_METHOD = (
     "1 - median step time under DDP no_sync() / median synced step time (DDP steps on a copy, every rank, "
@@ -84,29 +85,21 @@ def join(backend: str, device_type: str, timeout: float) -> DDPGroup:
 
 
 def train(
-    model: nn.Module, data, settings: classify.Settings, context: RunContext, record: dict, scaling: bool
+    model: nn.Module, data, settings: ClassifySettings, context: RunContext, record: dict, scaling: bool
 ) -> None:
-    """classify.run under DistributedDataParallel: costs, then training on every rank, then rank 0's inference costs.
+    """The classifier's sequence (bench.tasks.sequence.run) under DistributedDataParallel: this group's training
+    costs, then training on every rank, then rank 0's inference costs.
 
     `context.group` is this rank's DDPGroup. With `scaling`, rank 0 first measures the single-process training
     throughput of the same setup while the other ranks wait, for the scaling efficiency.
     """
-    splits = data.splits(context.mode, context.seed)
-    model = context.mode.prepare(model)
-    classify.check_outputs(model, splits.train.head(2), splits.num_classes)
-    group = context.group
-    record.update(training_costs(model, splits, settings, context, scaling))
-    torch.manual_seed(context.seed + group.rank)  # the same initial weights (DDP broadcasts rank 0's); own dropout
-    classify.fit(group.wrap(model), splits, settings, context, record)
-    if group.rank == 0:
-        record.update(classify.inference_costs(model, splits, settings, context))
-    group.barrier()
+    parts = classify.parts(model, data, settings, context, record)
+    sequence.run(parts, settings, context, record, training_costs=lambda p: training_costs(p, settings, context, scaling))
+    context.group.barrier()
 
 
-def training_costs(
-    model: nn.Module, splits: Splits, settings: classify.Settings, context: RunContext, scaling: bool
-) -> dict:
-    """Parameters, FLOPs, DDP training throughput, all-reduce wait share and peak memory, on copies of `model`.
+def training_costs(parts: Parts, settings: ClassifySettings, context: RunContext, scaling: bool) -> dict:
+    """Parameters, FLOPs, DDP training throughput, all-reduce wait share and peak memory, on copies of the model.
 
     Throughput is timed on DDP steps of a copy at the per-rank batch size on every rank, each rank drawing its
     shard of the training order as the training loop does; the group's throughput counts the samples of all
@@ -114,14 +107,13 @@ def training_costs(
     Peak memory is rank 0's over two DDP steps of a fresh copy.
     """
     group, device, measuring = context.group, context.device, context.measure
-    x = splits.train.head(settings.batch_size)
-    figures = costs.model_figures(model, lambda n: model(x[:n]), context)
-    make_step = classify.step_maker(model, splits, settings, context)
+    figures = costs.model_figures(parts.model, parts.forward, context)
+    make_step = parts.make_step
     single = None
     if scaling:
         if group.rank == 0:
             seconds = timing.time_repeats(make_step(), device, measuring)
-            single = timing.summarize_rates(seconds, len(x))["median"]
+            single = timing.summarize_rates(seconds, parts.items_per_step)["median"]
         group.barrier()
     synced = time_steps(make_step(group=group), group, device, measuring)
     unsynced = time_steps(make_step(group=group, sync=False), group, device, measuring)
@@ -130,7 +122,7 @@ def training_costs(
         step()
         step()
         del step
-    per_rank_batch = min(settings.batch_size, len(splits.train) // group.world_size)  # what training_batches draws
+    per_rank_batch = min(settings.batch_size, parts.samples // group.world_size)  # what training_batches draws
     rates = timing.summarize_rates(synced, per_rank_batch * group.world_size)
     step_s, local_s = statistics.median(synced), statistics.median(unsynced)
     return {
