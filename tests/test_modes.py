@@ -221,7 +221,7 @@ def test_a_compiled_run_records_its_compile_time_apart_from_throughput_and_train
     # itself triggers a compilation, besides the measured copies and the evaluation.
     config = RunConfig(tasks={"classify": ClassifySettings(epochs=2, batch_size=16)}, measure=FAST_MEASURE)
     mode = modes.parse("fp32+compile", SLOW_BACKEND).resolved(CPU)
-    job = Job("cnn-baseline", 0, config, tiny, CPU, tmp_path, True, mode=mode)
+    job = Job(name="cnn-baseline", seed=0, config=config, data=tiny, device=CPU, run_dir=tmp_path, quiet=True, mode=mode)
     record = run_pair(job)
     assert record["status"] == "ok", record.get("traceback")
     assert record["mode"] == "fp32+compile" and record["compile"] == "default"
@@ -233,7 +233,7 @@ def test_a_compiled_run_records_its_compile_time_apart_from_throughput_and_train
 def test_a_model_that_fails_to_compile_is_a_failed_record_saying_so(tiny, tmp_path):
     config = RunConfig(tasks={"classify": ClassifySettings(epochs=1, batch_size=25)}, measure=FAST_MEASURE)
     mode = modes.parse("fp32+compile", "archbench_failing_test").resolved(CPU)
-    record = run_pair(Job("cnn-baseline", 0, config, tiny, CPU, tmp_path, True, mode=mode))
+    record = run_pair(Job(name="cnn-baseline", seed=0, config=config, data=tiny, device=CPU, run_dir=tmp_path, quiet=True, mode=mode))
     assert record["status"] == "failed" and record["error"].startswith("torch.compile failed: BackendCompilerFailed")
     assert "this backend compiles nothing" in record["error"]
     assert record["compile_time_s"] is not None
@@ -241,7 +241,7 @@ def test_a_model_that_fails_to_compile_is_a_failed_record_saying_so(tiny, tmp_pa
 
 def test_an_eager_run_has_no_compile_time(tiny, tmp_path):
     config = RunConfig(tasks={"classify": ClassifySettings(epochs=1, batch_size=25)}, measure=FAST_MEASURE)
-    record = run_pair(Job("cnn-baseline", 0, config, tiny, CPU, tmp_path, True, mode=Mode()))
+    record = run_pair(Job(name="cnn-baseline", seed=0, config=config, data=tiny, device=CPU, run_dir=tmp_path, quiet=True, mode=Mode()))
     assert record["status"] == "ok" and record["compile_time_s"] is None and record["compute_dtype"] == "float32"
     assert (record["precision"], record["memory_format"], record["compile"]) == ("fp32", "contiguous", "none")
 

@@ -34,7 +34,7 @@ from ..tasks.base import Diverged, Group, RunContext
 FINISHED = ("ok", "diverged")  # statuses a resumed run keeps; `failed` pairs are rerun with --retry-failed
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Job:
     """Everything one (architecture, mode, seed) needs to run, in this process or another; `mode` is resolved."""
 
