@@ -110,13 +110,10 @@ def parts(model: nn.Module, data: ImageData, settings: GanSettings, context: Run
     """
     mode = context.mode
     images, model = mode.data(data), mode.prepare(model)
-    source = TensorSource(images.train_x)
     build = lambda copied, amp: steps(copied, settings, amp)
     return Parts(
-        model=model, forward=generative.sample_forward(model, model.generator, context),
-        make_step=loop.step_maker(model, build, compiled_parts, source, settings.batch_size, context),
-        items_per_step=len(images.train_x[: settings.batch_size]), samples=len(images.train_x),
-        steps_per_epoch=source.steps_per_epoch(settings.batch_size), compiled=compiled_parts(model),
+        **generative.training_parts(model, images, build, compiled_parts, settings, context),
+        forward=generative.sample_forward(model, model.generator, context),
         figures=lambda: dict(
             latent_dim=model.latent_dim, discriminator_params=counts.parameter_counts(model.discriminator)[0],
             generator_params=counts.parameter_counts(model.generator)[0],

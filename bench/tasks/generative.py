@@ -14,11 +14,13 @@ import torch
 from torch import nn
 from torchvision.utils import save_image
 
-from ..data import ImageData
+from ..data import ImageData, TensorSource
+from ..measure.modes import Amp
 from ..measure.fid import calibration_images, sample_quality
 from ..measure.phases import phase
-from . import costs
+from . import costs, loop
 from .base import RunContext
+from .loop import Steps
 from .reference import load_or_train
 from .settings import FidSettings, GenerativeSettings
 
@@ -35,6 +37,21 @@ def codes(n: int, latent_dim: int, seed: int, device: torch.device) -> torch.Ten
 def generate(sample: Sampler, z: torch.Tensor, batch_size: int) -> torch.Tensor:
     """The images `sample` makes of codes `z` as float32, computed in batches of `batch_size`."""
     return torch.cat([sample(z[start : start + batch_size]).float() for start in range(0, len(z), batch_size)])
+
+
+def training_parts(
+    model: nn.Module, images: ImageData, build: Callable[[nn.Module, Amp], Steps],
+    compiled_parts: Callable[[nn.Module], tuple[nn.Module, ...]], settings: GenerativeSettings, context: RunContext,
+) -> dict:
+    """The fields of a generator's sequence.Parts that its training gives alike for every generator: the model, its
+    timed step (`build`'s, loop.step_maker) on batches of the [0, 1] training images, their count, the epoch's
+    length and the modules a compiling mode compiles."""
+    source = TensorSource(images.train_x)
+    return dict(
+        model=model, make_step=loop.step_maker(model, build, compiled_parts, source, settings.batch_size, context),
+        items_per_step=len(images.train_x[: settings.batch_size]), samples=len(images.train_x),
+        steps_per_epoch=source.steps_per_epoch(settings.batch_size), compiled=compiled_parts(model),
+    )
 
 
 def sample_forward(model: nn.Module, sample: Sampler, context: RunContext) -> costs.Forward:

@@ -124,7 +124,7 @@ def parts(model: nn.Module, data: ImageData, settings: VaeSettings, context: Run
     """
     mode = context.mode
     images, model = mode.data(data), mode.prepare(model)
-    sample, source = sampler(model), TensorSource(images.train_x)
+    sample = sampler(model)
     build = lambda copied, amp: steps(copied, settings, amp)
 
     def evaluate() -> None:
@@ -132,10 +132,8 @@ def parts(model: nn.Module, data: ImageData, settings: VaeSettings, context: Run
             record["test_nll"] = iwae_nll(model, TensorSource(images.test_x), settings)
 
     return Parts(
-        model=model, forward=generative.sample_forward(model, sample, context),
-        make_step=loop.step_maker(model, build, compiled_parts, source, settings.batch_size, context),
-        items_per_step=len(images.train_x[: settings.batch_size]), samples=len(images.train_x),
-        steps_per_epoch=source.steps_per_epoch(settings.batch_size), compiled=compiled_parts(model),
+        **generative.training_parts(model, images, build, compiled_parts, settings, context),
+        forward=generative.sample_forward(model, sample, context),
         figures=lambda: dict(
             latent_dim=model.latent_dim, encoder_params=counts.parameter_counts(model.encoder)[0],
             generator_params=counts.parameter_counts(model.decoder)[0],
