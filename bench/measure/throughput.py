@@ -58,35 +58,24 @@ def loop_stretch(planned_steps: int | None, steps_per_epoch: int) -> int:
 
 
 class TrainingWindows:
-    """Training-step throughput timed in windows spread evenly over a training run.
+    """Training-step throughput timed in windows spread evenly over a training run (why, and what was measured:
+    docs/measurement.md, "Windows during training" and "Pooling").
 
     `training_costs` times its window before training. Then the fit calls `after_step(clock, optimizers)` after
     every training step; every `every` steps (the steps that `settings.window_every` seconds hold at the speed of
     that first window) it pauses the training clock and times a window of `settings.window_repeats` repeats on
     `make_step(trained=optimizers)`: a copy of the model as training has left it, with optimizers resumed from
     a copy of training's own, training's random stream left as it was, after a warm-up of one step and
-    WINDOW_WARMUP_S, or `warmup_time` where that is shorter (the runtime is warm: training runs the same step;
-    the copy is not), and none where a step takes COLD_STEP_S or more. Fresh optimizers made the windows of
-    vae-mlp 6% slower than its loop (Adam; 40 interleaved pairs), resumed ones 1.5%: a window times the steps
-    training takes next, not an optimizer's first ones. Where the run's length is known (`planned_steps`), the
-    windows come more often if that is what it takes for `settings.min_windows` of them to fall in the loop's
-    stretch (`loop_stretch`: from the first epoch's end on, or the second half of a one-epoch run): a short run
-    gets that many, each in the middle of an equal share of those steps, a long one one every `window_every`
-    seconds.
-    (vae-mlp's loop runs 25% slower from its 12th epoch of 40 on: three windows at the ends of the shares all
-    fell in the slow stretch and read 7% below the loop.)
+    WINDOW_WARMUP_S, or `warmup_time` where that is shorter, and none where a step takes COLD_STEP_S or more.
+    Where the run's length is known (`planned_steps`), the windows come more often if that is what it takes for
+    `settings.min_windows` of them to fall in the loop's stretch (`loop_stretch`), each in the middle of an
+    equal share of those steps.
 
-    `record`'s `train_throughput` pools the windows in the loop's stretch, the stretch of the run whose speed
-    the loop's own figure gives: each window's median, pooled as training pools its steps, samples over
-    seconds. The windows stand for equal numbers of steps, so that is their harmonic mean, and it follows the
-    loop's clock wherever the machine's speed moved meanwhile. A shared CPU's speed moves by 10-40% over seconds
-    to minutes, and often between two levels (gan-dcgan in a standard run: 2,300 samples/s for two minutes, then
-    3,300 for one): a window after every epoch sampled too few moments of that, and their median took the level
-    most of them saw. Without a window in the loop's stretch, the windows during training are pooled; without
-    any, the window before training gives the figure.
-    `train_throughput_windows` lists every window's median (the one before training first) and
-    `train_throughput_window_steps` the training steps done before each; `train_throughput_repeats` and its IQR
-    keep every repeat.
+    `record`'s `train_throughput` pools the windows in the loop's stretch as training pools its steps (samples
+    over seconds: the harmonic mean of their medians); without a window there, the windows during training;
+    without any, the window before training. `train_throughput_windows` lists every window's median (the one
+    before training first), `train_throughput_window_steps` the training steps done before each, and
+    `train_throughput_repeats` and its IQR keep every repeat.
     """
 
     def __init__(
