@@ -59,16 +59,16 @@ def run(
 
     `training_costs(parts)` replaces the common costs where a data-parallel group measures its own
     (bench.run.parallel.rank); no windows are timed during its training then."""
-    if training_costs is None:
-        count_flops = settings.budget_flops is not None
-        record.update(costs.training_costs(parts.model, parts.forward, parts.make_step, parts.items_per_step, context, count_flops))
-    else:
-        record.update(training_costs(parts))
+    common = training_costs is None
+    count_flops = settings.budget_flops is not None
+    record.update(
+        costs.training_costs(parts.model, parts.forward, parts.make_step, parts.items_per_step, context, count_flops)
+        if common else training_costs(parts)
+    )
     record.update(parts.figures())
     after_step = no_windows
-    if training_costs is None:
-        windows = training_windows(parts.make_step, parts.items_per_step, parts.steps_per_epoch, settings, context, record)
-        after_step = windows.after_step
+    if common:
+        after_step = training_windows(parts.make_step, parts.items_per_step, parts.steps_per_epoch, settings, context, record).after_step
     context.mode.compile_modules(*parts.compiled)
     if train:
         torch.manual_seed(context.seed + context.group.rank)
