@@ -533,10 +533,12 @@ def _ab(args: argparse.Namespace) -> int:
         print(f"base {sides[0].rev} ({sides[0].commit[:10]}) vs candidate {sides[1].rev}"
               + (f" ({sides[1].commit[:10]})" if sides[1].commit else f" ({sides[1].path})")
               + f": rounds alternate A B, B A, ...; budget {args.budget:.0f} s", flush=True)
+        plan = ab.Rounds(
+            budget_s=args.budget, min_rounds=args.min_rounds, max_rounds=args.max_rounds, until_budget=args.calibrate
+        )
         result = ab.run(
-            sides, ab.probe_measurer(request), tolerance, args.budget, args.min_rounds, args.max_rounds,
-            until_budget=args.calibrate, echo=lambda line: print(line, file=sys.stderr, flush=True),
-            memory_tolerance=memory_tolerance,
+            sides, ab.probe_measurer(request), tolerance, plan,
+            echo=lambda line: print(line, file=sys.stderr, flush=True), memory_tolerance=memory_tolerance,
         )
     print(f"\n{ab.table(result)}\n")
     print(f"{result.rounds} rounds in {result.seconds:.0f} s; tolerance {tolerance:.0%} (peak memory {memory_tolerance:.0%}); "

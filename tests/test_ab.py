@@ -13,7 +13,7 @@ import torch
 
 from bench.measure import timing
 from bench import stats
-from bench.gate import ab
+from bench.gate import ab, probes
 from bench.cli import main
 from bench.errors import UserError
 
@@ -150,14 +150,14 @@ def fake_measurer(figures_of):
         figures = {"params": 10, "flops_per_sample": 20, **figures_of(side, calls["n"])}
         return {"a": {"architecture": "a", "status": "ok", "bench_file": "/x/bench/probe.py", **figures}}
 
-    return ab.one_after_the_other(measure)
+    return probes.one_after_the_other(measure)
 
 
 SIDES = (ab.Side("base", "b", "1" * 40, Path("/base")), ab.Side("candidate", "c", None, Path("/cand")))
 
 
 def test_rounds_alternate_a_b_b_a_and_a_settled_result_stops_at_the_minimum():
-    result = ab.run(SIDES, fake_measurer(lambda side, n: {"train_throughput": 100.0 + n % 3}), 0.10, 1e9)
+    result = ab.run(SIDES, fake_measurer(lambda side, n: {"train_throughput": 100.0 + n % 3}), 0.10, ab.Rounds(budget_s=1e9))
     assert result.rounds == ab.MIN_ROUNDS
     assert result.order[:8] == ["base", "candidate", "candidate", "base", "base", "candidate", "candidate", "base"]
     (line,) = [line for line in result.lines if line.figure == "train_throughput"]
@@ -175,7 +175,7 @@ def test_an_inconclusive_figure_buys_more_rounds_up_to_the_limit():
         candidate_calls.append(n)
         return {"train_throughput": 80.0 if len(candidate_calls) % 2 else 105.0}
 
-    result = ab.run(SIDES, fake_measurer(figures), 0.10, 1e9, max_rounds=10)
+    result = ab.run(SIDES, fake_measurer(figures), 0.10, ab.Rounds(budget_s=1e9, max_rounds=10))
     assert result.rounds == 10
     assert [l.verdict for l in result.lines if l.figure == "train_throughput"] == ["inconclusive"]
     assert not result.failing
@@ -185,7 +185,7 @@ def test_a_changed_parameter_count_and_a_failing_candidate_are_failures():
     def figures(side, n):
         return {"train_throughput": 100.0, "params": 10 if side.label == "base" else 11}
 
-    result = ab.run(SIDES, fake_measurer(figures), 0.10, 1e9)
+    result = ab.run(SIDES, fake_measurer(figures), 0.10, ab.Rounds(budget_s=1e9))
     assert [(l.figure, l.verdict) for l in result.failing] == [("params", "changed")]
     lines = ab.judge([{"a": {"status": "ok"}}], [{"a": {"status": "failed", "error": "RuntimeError: boom"}}], 0.1)
     assert [(l.figure, l.verdict) for l in lines] == [("status: RuntimeError: boom", "failed")]
@@ -292,7 +292,7 @@ def test_two_probes_take_turns_window_by_window_first_second_second_first(tmp_pa
         for name in "AB"
     ]
     figures = ({}, {})
-    ab._give_turns(processes, figures)
+    probes._give_turns(processes, figures)
     assert [p.wait() for p in processes] == [0, 0]
     assert log.read_text().split() == ["A0", "B0", "B1", "A1", "A2", "B2"]
     assert figures[0]["a"]["side"] == "A" and figures[1]["a"]["side"] == "B"
@@ -317,14 +317,14 @@ def test_sides_take_turns_only_when_both_probes_can(tmp_path):
     old = tmp_path / "old"
     (old / "bench").mkdir(parents=True)
     (old / "bench" / "probe.py").write_text("PROBE_VERSION = 1\n")
-    assert ab.probe_version(ab.Side("base", "old", None, old)) == 1
-    assert ab.probe_version(ab.Side("base", "plain", None, tmp_path)) >= 2  # no harness of its own: this one
+    assert probes.probe_version(ab.Side("base", "old", None, old)) == 1
+    assert probes.probe_version(ab.Side("base", "plain", None, tmp_path)) >= 2  # no harness of its own: this one
 
 
 def test_threads_reach_the_probe_through_the_environment(tmp_path):
     request = ab.Request("quick", ("cnn-baseline",), threads=1)
     side = ab.Side("base", "b", None, tmp_path)
-    environment = ab._environment(side, request.threads)
+    environment = probes._environment(side, request.threads)
     assert environment["OMP_NUM_THREADS"] == "1" and environment["PYTHONPATH"].startswith(str(tmp_path))
     done = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], env=environment,
                           capture_output=True, text=True, check=True)

@@ -16,29 +16,20 @@ budget: what a gate asks is whether the candidate is worse. Parameters and FLOPs
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import re
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tabulate import tabulate
 
 from ..results.aggregate import finite
-from ..errors import UserError
-from ..scratch import folder as scratch_folder
-from ..tasks import FIGURES
+from ..tasks import COMMON_FIGURES
 from ..stats import ratio_interval
+from .checkouts import Side, checkouts  # noqa: F401  (re-exported: the gate's sides come from here)
+from .probes import Measurer, Request, probe_measurer  # noqa: F401  (re-exported: so does the way it measures them)
 
 TOLERANCE = 0.05  # throughput and latency
 # A CPU's peak memory is the process's resident set (bench.measure.memory.peak_memory): 0.85 to 1.20 from one fresh
@@ -46,43 +37,10 @@ TOLERANCE = 0.05  # throughput and latency
 MEMORY_TOLERANCE = 0.20
 MIN_ROUNDS = 6  # the fewest paired ratios for which the signed-rank interval at 95% is finite
 # (figure, higher is better) judged on paired ratios: the task table's cost figures; EXACT figures must be equal.
-TIMED = tuple((figure.key, figure.higher_is_better) for figure in FIGURES if figure.kind == "cost")
-EXACT = tuple(figure.key for figure in FIGURES if figure.kind == "structure")
+TIMED = tuple((figure.key, figure.higher_is_better) for figure in COMMON_FIGURES if figure.kind == "cost")
+EXACT = tuple(figure.key for figure in COMMON_FIGURES if figure.kind == "structure")
 MEMORY = ("peak_memory_mb",)
 FAILING = ("regressed", "changed", "failed")
-
-
-@dataclass(frozen=True)
-class Side:
-    """One side of the comparison: `label` (base or candidate), the revision as given, its commit, its checkout."""
-
-    label: str
-    rev: str
-    commit: str | None
-    path: Path
-
-
-@dataclass(frozen=True)
-class Request:
-    """What to measure on each side: the suite (a built-in name or an absolute path), architectures (empty: the
-    suite's), mode, device."""
-
-    suite: str
-    architectures: tuple[str, ...]
-    mode: str | None = None
-    device: str | None = None
-    arch_modules: tuple[str, ...] = ()
-    threads: int | None = None  # CPU threads per probe (OMP_NUM_THREADS); None: the runtime's default
-    timeout_s: float = 900.0
-
-    def command(self, python: str) -> list[str]:
-        command = [python, "-m", "bench.probe", "--suite", self.suite]
-        command += ["--arch", *self.architectures] if self.architectures else []
-        command += ["--mode", self.mode] if self.mode else []
-        command += ["--device", self.device] if self.device else []
-        for module in self.arch_modules:
-            command += ["--arch-module", module]
-        return command
 
 
 @dataclass
@@ -111,237 +69,31 @@ class Result:
         return [line for line in self.lines if line.verdict in FAILING]
 
 
-# --- checkouts ------------------------------------------------------------------------------------------
-
-
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise UserError(f"git {' '.join(args)}: {(done.stderr.strip().splitlines() or ['failed'])[-1]}")
-    return done.stdout.strip()
-
-
-def commit_of(repo: Path, rev: str) -> str:
-    """The full commit id `rev` names in `repo`; UserError for an unknown revision."""
-    done = subprocess.run(
-        ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise UserError(f"unknown revision {rev!r} in {repo}")
-    return done.stdout.strip()
-
-
-@contextmanager
-def checkouts(repo: Path, base: str, candidate: str | None) -> Iterator[tuple[Side, Side]]:
-    """Base (and candidate, unless None: the working tree of `repo`) checked out into temporary worktrees,
-    detached; removed afterwards."""
-    if not (repo / ".git").exists() and subprocess.run(
-        ["git", "-C", str(repo), "rev-parse", "--git-dir"], capture_output=True
-    ).returncode != 0:
-        raise UserError(f"{repo} is not a git repository (archbench ab compares two revisions of one)")
-    root = Path(git(repo, "rev-parse", "--show-toplevel"))
-    commits = {"base": commit_of(root, base)}
-    if candidate is not None:
-        commits["candidate"] = commit_of(root, candidate)
-    scratch = scratch_folder("ab")
-    added = []
-    try:
-        sides = {}
-        for label, commit in commits.items():
-            path = scratch / label
-            git(root, "worktree", "add", "--detach", "--quiet", str(path), commit)
-            added.append(path)
-            sides[label] = Side(label, base if label == "base" else candidate, commit, path)
-        if candidate is None:
-            sides["candidate"] = Side("candidate", "working tree", None, root)
-        yield sides["base"], sides["candidate"]
-    finally:
-        for path in added:
-            subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(path)], capture_output=True)
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-# --- measuring ------------------------------------------------------------------------------------------
-
-# Measures both sides of one round, `first` starting; returns their figures in that order.
-Measurer = Callable[[Side, Side], tuple[dict[str, dict], dict[str, dict]]]
-TURN_ORDER = (0, 1, 1, 0)  # whose turn it is, cycling: first, second, second, first
-
-
-def one_after_the_other(measure_side: Callable[[Side], dict[str, dict]]) -> Measurer:
-    """A measurer that measures the first side, then the second."""
-    return lambda first, second: (measure_side(first), measure_side(second))
-
-
-def probe_measurer(request: Request, python: str = sys.executable) -> Measurer:
-    """Both sides in fresh `python -m bench.probe` processes inside their checkouts: each side's own code.
-
-    Where both sides' probes take turns (probe version 2), the two processes run at once and alternate timed
-    window by timed window (first, second, second, first, ...), so that a slower spell of the machine, which
-    on a shared VM comes and goes within seconds, falls on both sides alike; otherwise one process runs after
-    the other."""
-
-    def measure(first: Side, second: Side) -> tuple[dict[str, dict], dict[str, dict]]:
-        if min(probe_version(first), probe_version(second)) >= 2:
-            return _taking_turns(request, python, (first, second))
-        return one_after_the_other(lambda side: _alone(request, python, side))(first, second)
-
-    return measure
-
-
-def probe_version(side: Side) -> int:
-    """The version of the measuring entry point `side` runs (its own bench/probe.py, else this harness's)."""
-    harness = side.path / "bench"
-    probe = harness / "probe.py" if harness.is_dir() else Path(__file__).parent.parent / "probe.py"
-    if not probe.is_file():
-        raise UserError(
-            f"{side.label} ({side.rev}): this revision has no measuring entry point (bench/probe.py); pick a later base"
-        )
-    found = re.search(r"^PROBE_VERSION = (\d+)", probe.read_text(), re.MULTILINE)
-    return int(found.group(1)) if found else 1
-
-
-def _environment(side: Side, threads: int | None) -> dict[str, str]:
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(side.path), os.environ.get("PYTHONPATH", "")])}
-    if threads is not None:  # read when torch starts, so it holds for any revision's probe
-        environment.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    return environment
-
-
-def _alone(request: Request, python: str, side: Side) -> dict[str, dict]:
-    try:
-        done = subprocess.run(
-            request.command(python), cwd=side.path, env=_environment(side, request.threads), capture_output=True, text=True,
-            timeout=request.timeout_s,
-        )
-    except subprocess.TimeoutExpired:
-        raise UserError(f"{side.label} ({side.rev}): the probe ran past {request.timeout_s:.0f} s") from None
-    figures: dict[str, dict] = {}
-    for line in done.stdout.splitlines():
-        _take(line, figures)
-    return _checked(side, done.returncode, figures, done.stderr)
-
-
-def _taking_turns(request: Request, python: str, sides: tuple[Side, Side]) -> tuple[dict[str, dict], dict[str, dict]]:
-    with ExitStack() as stack:
-        errors = [stack.enter_context(tempfile.TemporaryFile("w+")) for _ in sides]
-        processes = [
-            subprocess.Popen(
-                [*request.command(python), "--turns"], cwd=side.path, env=_environment(side, request.threads), text=True,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=error,
-            )
-            for side, error in zip(sides, errors)
-        ]
-        expired = threading.Event()
-
-        def expire() -> None:
-            expired.set()
-            for process in processes:
-                process.kill()
-
-        timer = threading.Timer(request.timeout_s, expire)
-        timer.start()
-        figures: tuple[dict[str, dict], dict[str, dict]] = ({}, {})
-        try:
-            _give_turns(processes, figures)
-        finally:
-            timer.cancel()
-            for process in processes:  # asked first, so that a probe removes its scratch folder
-                if process.poll() is None:
-                    process.terminate()
-            for process in processes:
-                try:
-                    process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-        if expired.is_set():
-            raise UserError(f"the probes ran past {request.timeout_s:.0f} s")
-        for error in errors:
-            error.seek(0)
-        for item in (*figures[0].values(), *figures[1].values()):
-            item["turns"] = True
-        first, second = (
-            _checked(side, process.returncode, found, error.read())
-            for side, process, found, error in zip(sides, processes, figures, errors)
-        )
-        return first, second
-
-
-def _give_turns(processes: list[subprocess.Popen], figures: tuple[dict[str, dict], dict[str, dict]]) -> None:
-    """Lets the two probes run one at a time, timed window by timed window, in TURN_ORDER, until both end."""
-    waiting = [_until_turn(process, found) for process, found in zip(processes, figures)]
-    turn = 0
-    while any(waiting):
-        index = TURN_ORDER[turn % len(TURN_ORDER)]
-        index = index if waiting[index] else 1 - index
-        turn += 1
-        try:
-            processes[index].stdin.write("\n")
-            processes[index].stdin.flush()
-        except OSError:  # it ended; its exit status says how
-            waiting[index] = False
-            continue
-        waiting[index] = _until_turn(processes[index], figures[index])
-
-
-def _until_turn(process: subprocess.Popen, figures: dict[str, dict]) -> bool:
-    """Reads the probe's output into `figures` until it asks for its turn (True) or ends (False)."""
-    for line in process.stdout:
-        if _take(line, figures):
-            return True
-    return False
-
-
-def _take(line: str, figures: dict[str, dict]) -> bool:
-    """Files one line of probe output into `figures`; True when it is a request for a turn."""
-    if not line.startswith("{"):
-        return False
-    item = json.loads(line)
-    if item.get("turn"):
-        return True
-    figures[item["architecture"]] = item
-    return False
-
-
-def _checked(side: Side, returncode: int, figures: dict[str, dict], stderr: str) -> dict[str, dict]:
-    if returncode != 0 or not figures:
-        raise UserError(f"{side.label} ({side.rev}): {_gist(stderr, side.path) or f'exit status {returncode}'}")
-    return figures
-
-
-def _gist(stderr: str, folder: Path) -> str:
-    """A failed probe's last stderr line, with the file and line of the innermost frame its traceback names (a
-    SyntaxError's is where the bad code is), relative to the side's checkout."""
-    lines = stderr.strip().splitlines()
-    if not lines:
-        return ""
-    frames = [found for line in lines if (found := re.match(r'\s*File "(.+)", line (\d+)', line))]
-    if not frames:
-        return lines[-1]
-    file = Path(frames[-1][1])
-    shown = file.relative_to(folder) if file.is_relative_to(folder) else file
-    return f"{lines[-1]} ({shown}:{frames[-1][2]})"
-
-
 def order_of_round(index: int) -> tuple[int, int]:
     """Which side goes first in round `index`: base, candidate; then candidate, base; and so on (A B B A A B ...)."""
     return (0, 1) if index % 2 == 0 else (1, 0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rounds:
+    """How many rounds to measure: at least `min_rounds`, at most `max_rounds`, none that would end past
+    `budget_s`; with `until_budget` (calibration) every round the budget allows, settled or not."""
+
+    budget_s: float
+    min_rounds: int = MIN_ROUNDS
+    max_rounds: int = 40
+    until_budget: bool = False
 
 
 def run(
     sides: tuple[Side, Side],
     measure: Measurer,
     tolerance: float,
-    budget_s: float,
-    min_rounds: int = MIN_ROUNDS,
-    max_rounds: int = 40,
-    until_budget: bool = False,
+    plan: Rounds,
     echo: Callable[[str], None] = lambda line: None,
     memory_tolerance: float = MEMORY_TOLERANCE,
 ) -> Result:
-    """Alternating rounds until no timed figure is inconclusive (after `min_rounds`), or `max_rounds`, or until
-    another round would exceed `budget_s`; with `until_budget` (calibration) every round the budget allows."""
+    """Alternating rounds (A B, B A, ...) until no timed figure is inconclusive, as far as `plan` allows."""
     started = time.monotonic()
     samples: tuple[list[dict], list[dict]] = ([], [])
     order: list[str] = []
@@ -356,10 +108,14 @@ def run(
         elapsed = time.monotonic() - started
         echo(f"round {rounds}: {elapsed:.0f} s")
         lines = judge(samples[0], samples[1], tolerance, memory_tolerance)
-        if rounds < min_rounds:
+        if rounds < plan.min_rounds:
             continue
         settled = not any(line.verdict == "inconclusive" for line in lines)
-        if rounds >= max_rounds or (settled and not until_budget) or elapsed * (rounds + 1) / rounds > budget_s:
+        if (
+            rounds >= plan.max_rounds
+            or (settled and not plan.until_budget)
+            or elapsed * (rounds + 1) / rounds > plan.budget_s
+        ):
             harness = {side.label: _harness(samples[i]) for i, side in enumerate(sides)}
             return Result(lines, rounds, elapsed, order, harness)
 
