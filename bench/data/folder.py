@@ -143,26 +143,33 @@ def index(path: str | Path, settings: FolderSettings) -> FolderIndex:
         layout = f"hold-out {settings.holdout:g}"
     classes = tuple(sorted(train))
     skipped: list[tuple[str, str]] = []
-    splits = []
-    for files_of in (train, test):
-        files, labels = [], []
-        for label, name in enumerate(classes):
-            for file in files_of[name]:
-                problem = check_image(file, settings.max_image_pixels)
-                if problem is None:
-                    files.append(str(file))
-                    labels.append(label)
-                elif settings.skip_bad_images:
-                    skipped.append((str(file), problem))
-                else:
-                    raise UserError(f"folder dataset: {file}: {problem} (pass --skip-bad-images to skip such files and count them)")
-        order = np.random.default_rng(SPLIT_SEED).permutation(len(files))
-        splits.append((np.array(files)[order], np.array(labels, dtype=np.int64)[order]))
-    (train_files, train_labels), (test_files, test_labels) = splits
+    train_files, train_labels = _checked_split(train, classes, settings, skipped)
+    test_files, test_labels = _checked_split(test, classes, settings, skipped)
     for split, labels in (("training", train_labels), ("evaluation", test_labels)):
         if len(labels) == 0:
             raise UserError(f"folder dataset {root}: no {split} images are left after skipping {len(skipped)} bad one(s)")
     return FolderIndex(str(root), classes, train_files, train_labels, test_files, test_labels, layout, tuple(skipped), ignored)
+
+
+def _checked_split(
+    files_of: dict[str, list[Path]], classes: tuple[str, ...], settings: FolderSettings, skipped: list[tuple[str, str]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """One split's images that pass `check_image` and their labels (each class's index in `classes`), in the
+    order SPLIT_SEED shuffles them into; a bad image raises UserError, or with `settings.skip_bad_images` is
+    appended to `skipped` as (file, problem)."""
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        for file in files_of[name]:
+            problem = check_image(file, settings.max_image_pixels)
+            if problem is None:
+                files.append(str(file))
+                labels.append(label)
+            elif settings.skip_bad_images:
+                skipped.append((str(file), problem))
+            else:
+                raise UserError(f"folder dataset: {file}: {problem} (pass --skip-bad-images to skip such files and count them)")
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(files))
+    return np.array(files)[order], np.array(labels, dtype=np.int64)[order]
 
 
 def _class_files(folder: Path) -> tuple[dict[str, list[Path]], int]:

@@ -81,7 +81,6 @@ def fit(
     record.update({f"curve_{key}": values for key, values in curves.items()})
     record["train_time_s"] = 0.0
     figures: dict[str, float] = {}
-    progress = context.progress(total, "train")
     midway = throughput.loop_stretch(total, steps_per_epoch) if not settings.budgeted and settings.epochs == 1 else 0
 
     def stepped() -> None:
@@ -90,7 +89,7 @@ def fit(
             record.update(loop_start_s=clock.now(), loop_start_samples=samples)
         after_step(clock, steps.optimizers)
 
-    try:
+    with contextlib.closing(context.progress(total, "train")) as progress:
         for epoch in budget.epochs():
             steps.model.train()
             with phase("train"), clock:
@@ -100,19 +99,31 @@ def fit(
                 )
             record["train_time_s"] = clock.seconds
             losses = group.mean(losses)
-            bad = first_non_finite(losses if losses.ndim == 1 else losses.sum(1))
-            if bad is not None:
-                step = epoch * steps_per_epoch + bad + 1
-                raise Diverged(f"non-finite {steps.loss_name} at step {step} (epoch {epoch + 1})", step)
-            with phase("evaluate"):
-                figures = end.evaluate(losses, epoch)
-            for key in end.curves:
-                curves[key].append(figures[key])
-            curves["train_time_s"].append(record["train_time_s"])
+            check_finite(losses, epoch, steps_per_epoch, steps.loss_name)
+            figures = evaluate_epoch(end, losses, epoch, curves, record["train_time_s"])
             progress.set_postfix_str(end.describe(figures))
-    finally:
-        progress.close()
     record.update(budget.figures(steps_per_epoch))
+    return figures
+
+
+def check_finite(losses: torch.Tensor, epoch: int, steps_per_epoch: int, loss_name: str) -> None:
+    """Raises Diverged naming the first step of `epoch` whose loss (a row of losses: their sum) is not finite."""
+    bad = first_non_finite(losses if losses.ndim == 1 else losses.sum(1))
+    if bad is not None:
+        step = epoch * steps_per_epoch + bad + 1
+        raise Diverged(f"non-finite {loss_name} at step {step} (epoch {epoch + 1})", step)
+
+
+def evaluate_epoch(
+    end: EpochEnd, losses: torch.Tensor, epoch: int, curves: dict[str, list], train_time_s: float
+) -> dict[str, float]:
+    """`end.evaluate`'s figures for `epoch`, each of `end.curves` grown by its figure and the
+    `train_time_s` curve by `train_time_s`."""
+    with phase("evaluate"):
+        figures = end.evaluate(losses, epoch)
+    for key in end.curves:
+        curves[key].append(figures[key])
+    curves["train_time_s"].append(train_time_s)
     return figures
 
 
