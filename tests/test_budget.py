@@ -84,12 +84,12 @@ def test_budgets_are_checked_and_enter_the_config_id_only_when_set(tiny_suite, c
     tiny = data.load("synthetic", limit_train=32, limit_test=32)
 
     def config_id(settings):
-        return schema.start(architectures.get_spec("cnn-baseline"), 0, run_id="r", suite="s", data=tiny, device=CPU, settings=settings,
-                            measure=FAST_MEASURE, mode=Mode())["config_id"]
+        return schema.start(architectures.get_spec("cnn-baseline"), 0, schema.Origin(run_id="r", suite="s"), data=tiny,
+                            device=CPU, settings=settings, measure=FAST_MEASURE, mode=Mode())["config_id"]
 
     plain = ClassifySettings()
     assert config_id(plain) != config_id(dataclasses.replace(plain, budget_s=5.0))
     fields = [f.name for f in dataclasses.fields(plain) if f.name not in schema.UNSET_OMITTED]
-    before = schema.start(architectures.get_spec("cnn-baseline"), 0, run_id="r", suite="s", data=tiny, device=CPU, settings=plain,
-                          measure=FAST_MEASURE, mode=Mode())
+    before = schema.start(architectures.get_spec("cnn-baseline"), 0, schema.Origin(run_id="r", suite="s"), data=tiny,
+                          device=CPU, settings=plain, measure=FAST_MEASURE, mode=Mode())
     assert before["config_id"] == schema.config_id(before, fields)  # what it was before budgets existed

@@ -126,8 +126,8 @@ def test_the_mode_is_part_of_config_id_and_auto_shares_the_id_of_what_it_resolve
 
     def config_id(mode):
         start = schema.start(
-            architectures.get_spec("cnn-baseline"), 0, run_id="r", suite="s", data=tiny, device=CPU, settings=settings, measure=FAST_MEASURE,
-            mode=mode,
+            architectures.get_spec("cnn-baseline"), 0, schema.Origin(run_id="r", suite="s"), data=tiny, device=CPU,
+            settings=settings, measure=FAST_MEASURE, mode=mode,
         )
         return start["config_id"]
 

@@ -68,23 +68,33 @@ UNSET_OMITTED = ("budget_s", "budget_flops")
 Pair = tuple[str, str, int]  # (architecture, mode, seed): what a record is about (`pair`)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Origin:
+    """Where a record comes from: its run (`run_id`), suite, and part of a sharded sweep (`shard`, "2/3"; None for
+    a whole suite), and how its pair ran there (the processes of its data-parallel group, its isolation)."""
+
+    run_id: str
+    suite: str
+    shard: str | None = None
+    world_size: int = 1
+    isolation: str = "process"
+
+
 def start(
-    spec: Any, seed: int, *, run_id: str, suite: str, data: Any, device: Any, settings: Any, measure: Any,
-    mode: Any, world_size: int = 1, isolation: str = "process", shard: str | None = None,
+    spec: Any, seed: int, origin: Origin, *, data: Any, device: Any, settings: Any, measure: Any, mode: Any
 ) -> dict[str, Any]:
     """The fields every record of the architecture `spec` describes (its registry entry: name, family, task,
-    provenance) in `mode` at `seed` starts with; `failed` until a run says otherwise.
+    provenance) in `mode` at `seed`, from `origin`, starts with; `failed` until a run says otherwise.
 
     `data` is the run's ImageData or FolderStream, `settings` the task's training settings (a dataclass, or None when the
-    task has none), `measure` the measurement settings and `mode` the resolved bench.measure.modes.Mode. `shard` is the
-    part of a sharded sweep the run was ("2/3"), None for a whole suite.
+    task has none), `measure` the measurement settings and `mode` the resolved bench.measure.modes.Mode.
     """
     record = {
         "record_version": RECORD_VERSION,
         "record_id": uuid.uuid4().hex,  # this record, wherever it is copied: readers count it once
-        "run_id": run_id,
-        "suite": suite,
-        "shard": shard,
+        "run_id": origin.run_id,
+        "suite": origin.suite,
+        "shard": origin.shard,
         "architecture": spec.name,
         "family": spec.family,
         "task": spec.task,
@@ -95,8 +105,8 @@ def start(
         "device": device.type,
         "dtype": data.dtype,
         "seed": seed,
-        "world_size": world_size,
-        "isolation": isolation,
+        "world_size": origin.world_size,
+        "isolation": origin.isolation,
         **mode.record(),
         **spec.provenance,
         **(dataclasses.asdict(settings) if settings else {}),

@@ -56,11 +56,13 @@ class Job:
 
     def start_record(self, world_size: int = 1) -> dict[str, Any]:
         """The fields this pair's record starts with (bench.results.schema.start); `failed` until a run says otherwise."""
+        origin = schema.Origin(
+            run_id=self.run_dir.name, suite=self.config.suite, shard=self.shard, world_size=world_size,
+            isolation=self.isolation,
+        )
         record = schema.start(
-            architectures.get_spec(self.name), self.seed, run_id=self.run_dir.name, suite=self.config.suite, data=self.data,
-            device=self.device, settings=self.config.settings_of(self.name),
-            measure=self.config.measure, mode=self.mode, world_size=world_size, isolation=self.isolation,
-            shard=self.shard,
+            architectures.get_spec(self.name), self.seed, origin, data=self.data, device=self.device,
+            settings=self.config.settings_of(self.name), measure=self.config.measure, mode=self.mode,
         )
         return {**record, **self.extra}
 
