@@ -79,7 +79,8 @@ def _add_plugins(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="MODULE",
-        help="import MODULE (a module name or a .py file) so its @register decorators add architectures; repeatable",
+        help="import MODULE (a module name or a .py file) so its @register decorators add architectures (and its "
+        "bench.tasks.register calls tasks: report and compare need the plugin of a task archbench does not ship); repeatable",
     )
 
 
@@ -92,9 +93,11 @@ def _add_yes(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_list(listing: argparse.ArgumentParser) -> None:
+    from .tasks import TASKS
+
     _add_plugins(listing)
     listing.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'cnn-*'")
-    listing.add_argument("--task", help="only architectures of this task (classify, vae, gan)")
+    listing.add_argument("--task", help=f"only architectures of this task ({', '.join(TASKS)}, or a plugin's)")
     listing.set_defaults(handler=_list)
 
 
@@ -196,6 +199,7 @@ def _add_speed(speed: argparse.ArgumentParser) -> None:
 
 
 def _add_report(show: argparse.ArgumentParser) -> None:
+    _add_plugins(show)
     show.add_argument("runs", nargs="*", metavar="RUN", help="run folders, records files or run ids (default: the newest run); "
                       "the shards of a sweep (archbench run --shard) together")
     show.add_argument("--out", type=Path, default=store.DEFAULT_OUT, metavar="DIR", help="where run folders are")
@@ -207,6 +211,7 @@ def _add_report(show: argparse.ArgumentParser) -> None:
 
 
 def _add_compare(comparing: argparse.ArgumentParser) -> None:
+    _add_plugins(comparing)
     comparing.add_argument("baseline", help="baseline run folder or records file (e.g. results/baseline)")
     comparing.add_argument(
         "candidates", nargs="+", metavar="CANDIDATE",
@@ -494,16 +499,16 @@ def _resumed(args: argparse.Namespace):
         flag = "--" + given[0].replace("_", "-").replace("seeds", "seed")
         where = args.resume / store.RUN_INFO
         raise UserError(f"{flag} cannot change a resumed run; --resume takes the configuration from {where}")
-    config = configs.from_dict(info["config"])
-    config.quiet, config.strict = bool(args.quiet), bool(args.strict)  # how to show the run, not what it measures
     started_in = Path(info.get("working_dir") or ".")  # plugin paths and module names are as given there
     if str(started_in) not in sys.path:
         sys.path.insert(0, str(started_in))
     arch_modules = tuple(
         str(started_in / module) if module.endswith(".py") else module for module in info.get("arch_modules", [])
     )
-    for module in arch_modules:
+    for module in arch_modules:  # before the configuration: a plugin's task has its settings in it
         architectures.load_module(module)
+    config = configs.from_dict(info["config"])
+    config.quiet, config.strict = bool(args.quiet), bool(args.strict)  # how to show the run, not what it measures
     distributed = info.get("distributed")
     launch = parallel.Options(**distributed) if distributed else None
     isolation = args.isolation or info.get("isolation", "process")

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from architectures import registry
+from bench.tasks import TASKS
 from support.settings import TINY_SUITE
 
 
@@ -58,9 +59,12 @@ def pytest_runtest_protocol(item, nextitem):
 
 @pytest.fixture(autouse=True)
 def isolated_registry():
-    """Each test sees the built-in registry; whatever it registers (also through --arch-module files) is gone afterwards."""
-    saved, loaded = dict(registry._REGISTRY), registry._entry_points_loaded
+    """Each test sees the built-in registry and task table; whatever it registers (also through --arch-module files)
+    is gone afterwards."""
+    saved, loaded, tasks = dict(registry._REGISTRY), registry._entry_points_loaded, dict(TASKS)
     yield
+    TASKS.clear()
+    TASKS.update(tasks)
     for name in [name for name in sys.modules if name.startswith("archbench_user_")]:
         del sys.modules[name]
     registry._REGISTRY.clear()

@@ -341,7 +341,7 @@ def test_tolerances_are_non_negative_numbers_or_false(tmp_path, value):
 
 def test_the_ci_gate_judges_quality_memory_and_structure_not_speed():
     ci = compare.load_tolerances(Path(__file__).parents[1] / ".ci" / "tolerances.toml")
-    speed = [f.key for f in compare.FIGURES if f.speed]
+    speed = [f.key for f in compare.figures() if f.speed]
     assert speed and all(ci.of("any", key) is False for key in speed)
     assert ci.of("any", "test_accuracy") == 5.0 and isinstance(ci.of("any", "peak_memory_mb"), float)
 

@@ -6,12 +6,12 @@ import torch
 import architectures
 from bench import configs, probe
 from bench.run import runner
-from bench.tasks import FIGURES, TASKS
+from bench.tasks import TASKS, figures
 
 from support.settings import FAST_MEASURE
 
 CPU = torch.device("cpu")
-QUALITY = {figure.key for figure in FIGURES if figure.kind == "quality"}
+QUALITY = {figure.key for figure in figures() if figure.kind == "quality"}
 TRAINING = {"steps_trained", "epochs_trained", "train_loss", "test_neg_elbo", "kid", "d_loss", "g_loss", "test_loss"}
 
 

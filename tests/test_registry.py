@@ -6,7 +6,6 @@ from torch import nn
 
 import architectures
 from architectures import registry
-from bench.tasks import TASKS
 
 CLASSIFIERS = ["cnn-baseline", "cnn-bn", "cnn-deep", "cnn-wide", "googlenet", "resnet18", "vgg11-bn"]
 
@@ -142,7 +141,3 @@ def test_a_plugin_file_named_like_an_imported_module_replaces_nothing(stem, tmp_
     architectures.load_module(str(tmp_path / f"{stem}.py"))
     assert sys.modules[stem] is before
     assert architectures.create(f"from-{stem}-py", (1, 8, 8), 3)(torch.zeros(2, 1, 8, 8)).shape == (2, 3)
-
-
-def test_the_registry_knows_the_tasks_of_the_task_table():
-    assert registry.TASKS == tuple(TASKS)

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from bench.results import aggregate, report
+from bench.tasks import CLASSIFIERS
 from bench.results.records import read_records
 from bench.cli import main
 
@@ -143,7 +144,7 @@ def test_the_report_names_architectures_measured_under_load():
     ok = {"task": "classify", "dataset": "d", "status": "ok", "config_id": "c", "test_accuracy": 0.5, "train_throughput": 10}
     rows = aggregate.aggregate([{**ok, "architecture": "calm", "other_cpu_share": 0.01},
                                 {**ok, "architecture": "busy", "other_cpu_share": 0.35}])
-    legend = report._legend(aggregate.VIEWS["classify"], rows)
+    legend = report._legend(CLASSIFIERS, rows)
     assert "Measured under load" in legend and "busy (35%)" in legend and "calm" not in legend.split("load")[-1]
 
 
@@ -151,7 +152,7 @@ def test_the_report_names_architectures_whose_timing_windows_disagree_with_their
     ok = {"task": "classify", "dataset": "d", "status": "ok", "config_id": "c", "test_accuracy": 0.5}
     rows = aggregate.aggregate([{**ok, "architecture": "steady", "train_throughput": 104, "train_loop_throughput": 100},
                                 {**ok, "architecture": "deep", "train_throughput": 292, "train_loop_throughput": 410}])
-    legend = report._legend(aggregate.VIEWS["classify"], rows)
+    legend = report._legend(CLASSIFIERS, rows)
     assert "deep (292 vs 410 samples/s)" in legend and "steady" not in legend.split("training loop")[-1]
 
 
@@ -171,7 +172,7 @@ def test_rows_of_different_record_versions_are_shown_apart_and_never_compared():
     headers, body = report.table_cells(rows)
     cells = [dict(zip(headers, line)) for line in body]
     assert cells[1]["train speedup"] == cells[1]["Δ test accuracy"] == "not comparable"
-    view = aggregate.VIEWS["classify"]
+    view = CLASSIFIERS
     lines = report.summary_lines(rows, view, reference="a")
     assert lines == ["a (bf16): not comparable with a (record version 7 against 8).",
                      "b: not comparable with a (record version 7 against 8)."]

@@ -7,6 +7,7 @@ import pytest
 
 from bench import stats
 from bench.results import aggregate, report
+from bench.tasks import CLASSIFIERS
 
 
 @pytest.mark.parametrize("df, expected", [(1, 12.706), (2, 4.303), (10, 2.228), (30, 2.042), (60, 2.000), (120, 1.980)])
@@ -90,7 +91,7 @@ def test_summary_lines_say_in_words_whether_a_difference_is_significant():
         + records("cnn-bn", [0.911, 0.915, 0.922], [90, 90, 90])
         + records("cnn-deep", [0.905, 0.898, 0.911], [80, 80, 80])
     )
-    view = aggregate.VIEWS["classify"]
+    view = CLASSIFIERS
     lines = report.summary_lines(rows, view)
     assert lines[0] == "cnn-bn is 1.1 points above cnn-baseline in test accuracy (95% CI 0.9 to 1.3, paired by seed, 3 seeds)."
     assert lines[1].startswith("cnn-deep: no significant difference from cnn-baseline in test accuracy (-0.0 points")
@@ -108,7 +109,7 @@ def test_architectures_are_compared_with_the_reference_in_their_own_mode():
         + moded("bf16", "vgg", [0.93], [10])  # a mode the reference ran in, one seed
         + moded("fp16", "cnn-wide", [0.92, 0.921, 0.925], [70, 70, 70])  # a mode the reference did not run in
     )
-    lines = report.summary_lines(rows, aggregate.VIEWS["classify"], reference="cnn-baseline")
+    lines = report.summary_lines(rows, CLASSIFIERS, reference="cnn-baseline")
     assert lines == [
         "cnn-baseline (bf16): +0.6 points against cnn-baseline in test accuracy (too few seeds for an interval: 3 and 1).",
         "cnn-bn (bf16) is 1.1 points above cnn-baseline (bf16) in test accuracy (95% CI 0.9 to 1.3, paired by seed, 3 seeds).",
@@ -119,5 +120,5 @@ def test_architectures_are_compared_with_the_reference_in_their_own_mode():
 
 def test_with_one_seed_each_the_summary_says_so_once():
     rows = aggregate.aggregate(records("cnn-baseline", [0.90], [100]) + records("cnn-bn", [0.91], [90]))
-    (line,) = report.summary_lines(rows, aggregate.VIEWS["classify"])
+    (line,) = report.summary_lines(rows, CLASSIFIERS)
     assert line.startswith("One seed per architecture: no confidence intervals")

@@ -27,9 +27,10 @@ from tabulate import tabulate
 from .. import tomlfile
 from .. import stats
 from ..errors import UserError
-from ..results.aggregate import Number, Row, aggregate
+from ..results.aggregate import Row, aggregate
 from ..results.records import versions_text
-from ..tasks import FIGURES, Figure
+from ..tasks import TASKS, figures
+from ..tasks.figures import Figure, Number
 
 DEFAULT_TOLERANCES = Path(__file__).parent / "tolerances.toml"
 MEDIAN = "median"  # the `reference` that stands for every architecture compared
@@ -87,6 +88,8 @@ def load_tolerances(path: Path | None = None, architectures: Collection[str] | N
     `architectures` (the names in the runs compared) is given, an `[architecture.NAME]` for a name in none of them.
     """
     table = tomlfile.read(DEFAULT_TOLERANCES, "tolerances file")
+    quality = {f.key: f.tolerance for f in figures() if f.tolerance is not None}  # the task table's (bench.tasks)
+    table["default"] = {**quality, **table["default"]}
     if path is not None:
         override = tomlfile.read(path, "tolerances file")
         unknown = set(override) - {"reference", "alpha", "default", "architecture"}
@@ -131,7 +134,9 @@ def check_accepted(accept: Collection[str], architectures: Collection[str]) -> N
             )
 
 
-TOLERANCE_KEYS = tuple(dict.fromkeys([*(f.key for f in FIGURES), *(f.floor for f in FIGURES if f.floor)]))
+def tolerance_keys() -> tuple[str, ...]:
+    """The keys a tolerances table may hold: every judged figure's (bench.tasks.figures) and their floors'."""
+    return tuple(dict.fromkeys([*(f.key for f in figures()), *(f.floor for f in figures() if f.floor)]))
 
 
 def _check_table(path: Path, name: str, values: Any) -> None:
@@ -139,8 +144,8 @@ def _check_table(path: Path, name: str, values: Any) -> None:
     if not isinstance(values, dict):
         raise UserError(f"{path}: [{name}] must be a table of tolerances, got {_toml_kind(values)}")
     for key, value in values.items():
-        if key not in TOLERANCE_KEYS:
-            raise UserError(f"{path}: [{name}]: unknown figure {key!r} (valid: {', '.join(TOLERANCE_KEYS)})")
+        if key not in tolerance_keys():
+            raise UserError(f"{path}: [{name}]: unknown figure {key!r} (valid: {', '.join(tolerance_keys())})")
         if not (value is False or (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0)):
             raise UserError(
                 f"{path}: [{name}] {key} = {value!r}: tolerances must be non-negative numbers, or false (shown, not judged)"
@@ -159,6 +164,10 @@ def compare(
 
     A configuration the candidate lacks is one "missing" line. Raises UserError when the runs have none in common.
     """
+    unknown = sorted({r.get("task") for r in (*baseline, *candidate)} - set(TASKS))
+    if unknown:
+        raise UserError(f"records of task {unknown[0]!r}, which no entry of the task table describes (tasks: "
+                        f"{', '.join(TASKS)}): give the plugin module that adds it with --arch-module")
     base_rows, cand_rows = _by_key(aggregate(baseline)), _by_key(aggregate(candidate))
     common = [key for key in base_rows if key in cand_rows]
     if not common:
@@ -184,7 +193,7 @@ def compare(
         if status:
             comparison.lines.append(replace(status, architecture=base.label))
             continue
-        for figure in FIGURES:
+        for figure in figures():
             line = _judge(figure, base, cand, machine.get((key[1], figure.key)), tolerances, accept)
             if line:
                 comparison.lines.append(replace(line, architecture=base.label))
@@ -353,7 +362,7 @@ def _machine_factors(
         base, cand = base_rows[key], cand_rows[key]
         if not (base.ok and cand.ok) or (reference != MEDIAN and key[2] != reference):
             continue
-        for figure in (f for f in FIGURES if f.speed):
+        for figure in (f for f in figures() if f.speed):
             b, c = _center(_samples(base, figure), None), _center(_samples(cand, figure), None)
             if b and c:
                 ratios.setdefault((key[1], figure.key), []).append(c / b)

@@ -1,7 +1,7 @@
 """Records -> rows: each configuration aggregated over its seeds, and the Pareto front of each table.
 
 Read by report (tables and pages), plots (figures) and compare (the regression gate); it renders
-nothing itself, beyond `Number`, the way one figure is written. Records of one configuration (same
+nothing itself. Records of one configuration (same
 architecture and `config_id`: task, data, device and settings) from any number of seeds or runs become
 one `Row` with mean, standard deviation, 95% confidence interval and the number of seeds. Differences between
 rows are taken per seed where they share seeds (bench.stats); the Pareto front marks rows that no other row
@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import stats
 from .records import comparable, named, point, versions
-from ..tasks import TASKS
+from ..tasks import TASKS, tables
 
 COST_KEY, COST_LABEL = "train_throughput", "training throughput (samples/s)"
 # A record was measured under load when other processes took more than this share of the machine's CPU meanwhile.
@@ -26,72 +26,6 @@ LOADED_SHARE = 0.10
 CLOCK_AGREEMENT = 0.10
 
 
-@dataclass(frozen=True)
-class Number:
-    """How a figure is shown: scaled, then to fixed `decimals` or to `significant` figures; std alike."""
-
-    scale: float = 1.0
-    decimals: int | None = None
-    significant: int = 3
-
-    def __call__(self, mean: Any, std: Any = None) -> str:
-        if not finite(mean):
-            return ""
-        value = mean * self.scale
-        decimals = self.decimals
-        if decimals is None:
-            magnitude = math.floor(math.log10(abs(value))) if value else 0
-            decimals = max(0, self.significant - 1 - magnitude)
-        text = f"{value:.{decimals}f}"
-        if finite(std):
-            text += f" ± {std * self.scale:.{decimals}f}"
-        return text
-
-
-@dataclass(frozen=True)
-class TaskView:
-    """One table's model: which tasks it holds and which figure is its quality (for Pareto fronts and plots).
-
-    The columns a table shows are the report's business (`report.LAYOUTS`), not this model's.
-    """
-
-    title: str
-    quality: str
-    quality_label: str
-    higher_is_better: bool
-    tasks: tuple[str, ...]
-    quality_name: str
-    quality_scale: float = 1.0
-    curve: str | None = None
-    curve_label: str = ""
-    params_key: str = "params"
-    samples_key: str | None = None
-
-
-VIEWS: dict[str, TaskView] = {
-    "classify": TaskView(
-        title="Classifiers",
-        quality="test_accuracy",
-        quality_label="test accuracy (%)",
-        higher_is_better=True,
-        tasks=tuple(name for name, task in TASKS.items() if task.view == "classify"),
-        quality_name="test accuracy",
-        quality_scale=100,
-        curve="curve_test_accuracy",
-        curve_label="test accuracy (%)",
-    ),
-    "generators": TaskView(
-        title="Generators",
-        quality="fid",
-        quality_label="FID on the reference classifier's features",
-        higher_is_better=False,
-        tasks=tuple(name for name, task in TASKS.items() if task.view == "generators"),
-        quality_name="FID",
-        params_key="generator_params",
-        samples_key="sample_grid",
-    ),
-}
-VIEW_OF_TASK = {task: name for name, view in VIEWS.items() for task in view.tasks}
 SPEED = "speed"  # the table of `archbench speed`'s records, whatever their task: cost figures only
 
 
@@ -194,9 +128,10 @@ def aggregate(records: list[dict[str, Any]]) -> list[Row]:
             rows[key] = Row(str(key[0]), str(key[1]), str(key[2]))
         rows[key].records.append(record)
     result = list(rows.values())
-    for (table, _), group in task_groups(result).items():
-        if table in VIEWS:
-            mark_pareto(group, VIEWS[table].quality, VIEWS[table].higher_is_better)
+    known = tables()
+    for (name, _), group in task_groups(result).items():
+        if name in known:
+            mark_pareto(group, known[name].quality, known[name].higher_is_better)
     return result
 
 
@@ -276,9 +211,11 @@ def task_groups(rows: list[Row]) -> dict[tuple[str, str], list[Row]]:
 
 
 def table_of(row: Row) -> str:
-    """The table a row belongs in: `speed` for a speed sweep's, else its task's view (generators share one), else
-    the task itself."""
-    return SPEED if row.point else VIEW_OF_TASK.get(row.task, row.task)
+    """The name of the table a row belongs in: `speed` for a speed sweep's, else its task's (generators share one),
+    else, for a task no entry describes, the task itself."""
+    if row.point:
+        return SPEED
+    return TASKS[row.task].table.name if row.task in TASKS else row.task
 
 
 def finite(value: Any) -> bool:

@@ -15,14 +15,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from .aggregate import COST_KEY, COST_LABEL, Row, TaskView, finite  # noqa: E402
+from .aggregate import COST_KEY, COST_LABEL, Row, finite  # noqa: E402
+from ..tasks.figures import Table  # noqa: E402
 from .records import named, versions_text  # noqa: E402
 from .store import write_whole  # noqa: E402
 
 DPI = 110
 
 
-def task_figures(rows: list[Row], view: TaskView, folder: Path, stem: str) -> list[tuple[Path, str]]:
+def task_figures(rows: list[Row], view: Table, folder: Path, stem: str) -> list[tuple[Path, str]]:
     """Every figure for one task's rows: (path, alt text) pairs, skipping figures with nothing to show."""
     folder.mkdir(parents=True, exist_ok=True)
     made = []
@@ -47,7 +48,7 @@ def task_figures(rows: list[Row], view: TaskView, folder: Path, stem: str) -> li
 
 
 def quality_vs_cost(
-    rows: list[Row], view: TaskView, cost: str, cost_label: str, path: Path, draw_front: bool, scale: float = 1.0
+    rows: list[Row], view: Table, cost: str, cost_label: str, path: Path, draw_front: bool, scale: float = 1.0
 ) -> Path | None:
     """Scatter of each row's quality against `cost` x `scale` (log when it spans a decade), labelled by name."""
     points = [(r, r.mean(cost), r.mean(view.quality)) for r in rows]

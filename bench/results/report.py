@@ -10,7 +10,6 @@ import base64
 import html
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,87 +18,32 @@ from tabulate import tabulate
 
 from . import plots
 from .aggregate import (
-    CLOCK_AGREEMENT, COST_KEY, LOADED_SHARE, SPEED, VIEWS, Number, Row, TaskView, aggregate, finite, fold_step_downs,
-    reference_rows, subject, table_of, task_groups,
+    CLOCK_AGREEMENT, COST_KEY, LOADED_SHARE, SPEED, Row, aggregate, finite, fold_step_downs, reference_rows, subject,
+    table_of, task_groups,
 )
+from .. import tasks
+from ..tasks.figures import Column, Number, Table
 from .records import named, versions, versions_text
 from .store import write_whole
 
 # What a speedup, Δ or summary line between rows of different record versions says instead of a figure.
 NOT_COMPARABLE = "not comparable"
 
-@dataclass(frozen=True)
-class Column:
-    key: str
-    header: str
-    number: Number
+SIG3 = Number()
 
-
-@dataclass(frozen=True)
-class Layout:
-    """What one table (a view of `aggregate.VIEWS`) shows: its columns, and whether a task column tells tasks apart."""
-
-    columns: list[Column]
-    show_task: bool = False
-
-
-PERCENT, POINTS = Number(100, decimals=1), Number(100, decimals=1)
-MILLIONS, SIG3 = Number(1e-6, decimals=2), Number()
-
-COST_COLUMNS = [
+# The speed sweep's table, whatever its records' task: a task's own table is its entry's (bench.tasks).
+SPEED_TABLE = (
+    Column("image_size", "px", Number(decimals=0)),
+    Column("batch_size", "batch", Number(decimals=0)),
+    Column("params", "params (M)", Number(1e-6, decimals=2)),
+    Column("flops_per_sample", "GFLOPs/sample", Number(1e-9, decimals=2)),
     Column("train_throughput", "train (samples/s)", SIG3),
+    Column("train_utilization", "train % peak", Number(100, decimals=1)),
     Column("infer_throughput", "infer (samples/s)", SIG3),
+    Column("infer_utilization", "infer % peak", Number(100, decimals=1)),
     Column("latency_p50_ms", "latency p50 (ms)", SIG3),
-    Column("latency_p95_ms", "latency p95 (ms)", SIG3),
     Column("peak_memory_mb", "train peak mem (MB)", SIG3),
-    Column("train_time_s", "train time (s)", SIG3),
-]
-
-LAYOUTS: dict[str, Layout] = {
-    SPEED: Layout(
-        [
-            Column("image_size", "px", Number(decimals=0)),
-            Column("batch_size", "batch", Number(decimals=0)),
-            Column("params", "params (M)", MILLIONS),
-            Column("flops_per_sample", "GFLOPs/sample", Number(1e-9, decimals=2)),
-            Column("train_throughput", "train (samples/s)", SIG3),
-            Column("train_utilization", "train % peak", PERCENT),
-            Column("infer_throughput", "infer (samples/s)", SIG3),
-            Column("infer_utilization", "infer % peak", PERCENT),
-            Column("latency_p50_ms", "latency p50 (ms)", SIG3),
-            Column("peak_memory_mb", "train peak mem (MB)", SIG3),
-        ]
-    ),
-    "classify": Layout(
-        [
-            Column("test_accuracy", "test acc (%)", PERCENT),
-            Column("generalization_gap", "gap (pts)", POINTS),
-            Column("params", "params (M)", MILLIONS),
-            Column("flops_per_sample", "FLOPs/sample (M)", Number(1e-6)),
-            *COST_COLUMNS[:1],
-            Column("train_utilization", "train % peak", PERCENT),
-            *COST_COLUMNS[1:],
-            Column("time_to_target_s", "time to target (s)", SIG3),
-        ]
-    ),
-    "generators": Layout(
-        [
-            Column("fid", "FID", SIG3),
-            Column("kid", "KID", SIG3),
-            Column("test_nll", "test NLL (nats)", Number(significant=4)),
-            Column("test_neg_elbo", "test -ELBO (nats)", Number(significant=4)),
-            Column("generator_params", "params G (M)", MILLIONS),
-            Column("discriminator_params", "params D (M)", MILLIONS),
-            Column("flops_per_sample", "FLOPs/sample (M)", Number(1e-6)),
-            Column("generate_throughput", "generate (samples/s)", SIG3),
-            Column("train_throughput", "train (samples/s)", SIG3),
-            Column("peak_memory_mb", "train peak mem (MB)", SIG3),
-            Column("train_time_s", "train time (s)", SIG3),
-            Column("fid_classifier_accuracy", "FID ref acc (%)", PERCENT),
-        ],
-        show_task=True,
-    ),
-}
+)
 
 # Rows under a generator table that place its FIDs: the same features and number of images, other image sets.
 CALIBRATION_ROWS = [
@@ -174,7 +118,7 @@ def _speedup(row: Row, reference: Row) -> str:
     return "" if ratio is None else f"×{ratio:.2f}"
 
 
-def _quality_change(row: Row, reference: Row, view: TaskView | None) -> str:
+def _quality_change(row: Row, reference: Row, view: Table | None) -> str:
     if view is None:
         return ""
     new, old = row.mean(view.quality), reference.mean(view.quality)
@@ -195,16 +139,16 @@ def task_table(rows: list[Row], fmt: str = "github") -> str:
 
 def table_cells(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     """The header and the body cells (strings) of one table's rows, as `task_table` shows them."""
-    layout = LAYOUTS.get(table_of(rows[0])) if rows else None
-    columns = layout.columns if layout else []
+    name = table_of(rows[0]) if rows else None
+    view = tasks.tables().get(name)
+    columns = list(SPEED_TABLE if name == SPEED else view.columns if view else [])
     if any((r.get("world_size") or 1) > 1 for row in rows for r in row.records):
         columns = columns + DISTRIBUTED_COLUMNS
     if any(finite(r.get("compile_time_s")) for row in rows for r in row.records):
         columns = columns + [COMPILE_COLUMN]
     if any(r.get("budget_s") is not None or r.get("budget_flops") is not None for row in rows for r in row.records):
         columns = columns + BUDGET_COLUMNS
-    show_task = bool(layout and layout.show_task)
-    view = VIEWS.get(table_of(rows[0])) if rows else None
+    show_task = bool(view and view.show_task)
     show_modes = len({row.mode for row in rows}) > 1
     references = reference_rows(rows)
     headers = ["architecture", *(["mode"] if show_modes else []), *(["task"] if show_task else []), "seeds", "status"]
@@ -279,7 +223,7 @@ def _half_width(row: Row, key: str) -> float | None:
     return interval.half_width if interval else None
 
 
-def summary_lines(rows: list[Row], view: TaskView, reference: str | None = None) -> list[str]:
+def summary_lines(rows: list[Row], view: Table, reference: str | None = None) -> list[str]:
     """In words, how each row's quality differs from the reference architecture's (`reference`; the table's first
     row's where it names none or one not in this table), with the 95% interval of the difference, paired by seed
     where the seeds match, and whether it is significant. A row is compared with the reference in the row's own
@@ -328,11 +272,11 @@ def summary_lines(rows: list[Row], view: TaskView, reference: str | None = None)
 
 def tables(records: list[dict[str, Any]], reference: str | None = None) -> str:
     """Every task's table under a heading naming the task and dataset, and its summary lines, for the terminal."""
-    parts = []
+    parts, known = [], tasks.tables()
     for (table, dataset), rows in task_groups(aggregate(records)).items():
         title = _title(table)
         rows, folded = fold_step_downs(rows) if table == SPEED else (rows, [])
-        summary = summary_lines(rows, VIEWS[table], reference) if table in VIEWS else []
+        summary = summary_lines(rows, known[table], reference) if table in known else []
         lines = [line for line in (folded_line(folded), *summary) if line]
         parts.append(f"### {title} on {dataset}\n\n{task_table(rows)}" + "".join(f"\n{line}" for line in lines))
     return "\n\n".join(parts)
@@ -357,7 +301,7 @@ def write_report(
     rows = aggregate(records)
     blocks: list[tuple] = [("h1", "archbench report"), *_environment_blocks(records)]
     for (table, dataset), group in task_groups(rows).items():
-        view = VIEWS.get(table)
+        view = tasks.tables().get(table)
         blocks.append(("h2", f"{_title(table)} on {dataset}"))
         group, folded = fold_step_downs(group) if table == SPEED else (group, [])
         headers, body = table_cells(group)
@@ -386,7 +330,10 @@ def write_report(
 
 
 def _title(table: str) -> str:
-    return VIEWS[table].title if table in VIEWS else "Speed" if table == SPEED else table
+    known = tasks.tables()
+    if table in known or table == SPEED:
+        return known[table].title if table in known else "Speed"
+    return f"{table} (no task entry describes it: give its plugin with --arch-module)"
 
 
 SPEED_LEGEND = (
@@ -399,7 +346,7 @@ SPEED_LEGEND = (
 )
 
 
-def _legend(view: TaskView, rows: list[Row]) -> str:
+def _legend(view: Table, rows: list[Row]) -> str:
     front = [r.label for r in rows if r.pareto]
     best = max(
         (r for r in rows if finite(r.mean(view.quality))),

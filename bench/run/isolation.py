@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -101,10 +101,11 @@ class ChildProcess(runner.Strategy):
         os.close(handle)
         context = multiprocessing.get_context(start_method())
         receive, send = context.Pipe(duplex=False)
-        environment = (os.getpid(), os.getcwd(), {**os.environ, **self.env}, self.threads or torch.get_num_threads())
+        setting = _Setting(os.getcwd(), {**os.environ, **self.env}, job.arch_modules)
         started = time.perf_counter()
         child = context.Process(
-            target=_child, args=(job, send, log, time.monotonic(), *environment), name=f"archbench {job.name}"
+            target=_child, args=(setting, job, send, log, time.monotonic(), os.getpid(), self.threads or torch.get_num_threads()),
+            name=f"archbench {job.name}",
         )
         child.start()
         send.close()
@@ -164,11 +165,32 @@ def _wait(child: multiprocessing.Process, receive: Connection, timeout: float | 
         return None, f"exited with code {code} before its record was written"
 
 
+@dataclass(frozen=True)
+class _Setting:
+    """What a child takes on from its parent before anything else of its arguments is unpickled: the folder, the
+    environment and the plugins (a plugin task's settings, which the job holds, are the plugin's classes)."""
+
+    cwd: str
+    environ: dict[str, str]
+    plugins: tuple[str, ...]
+
+    def __reduce__(self):
+        return _settle, (self.cwd, self.environ, self.plugins)
+
+
+def _settle(cwd: str, environ: dict[str, str], plugins: tuple[str, ...]) -> None:
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(environ)
+    for module in plugins:
+        architectures.load_module(module)
+
+
 def _child(
-    job: runner.Job, send: Connection, log: str, spawned: float, archbench: int, cwd: str, environ: dict[str, str],
-    threads: int,
+    setting: None, job: runner.Job, send: Connection, log: str, spawned: float, archbench: int, threads: int
 ) -> None:
-    """The child's side: the parent's folder, environment and threads; stderr into `log`; one record sent back;
+    """The child's side (`setting` took on the parent's folder, environment and plugins as it was unpickled, first
+    of the arguments): the parent's threads; stderr into `log`; one record sent back;
     ended when the parent process `archbench` ends. `spawned` is when the parent started it (time.monotonic()).
 
     Ctrl-C reaches the whole process group; the child ignores it and the parent stops it.
@@ -180,12 +202,7 @@ def _child(
     os.dup2(stderr, 2)
     os.close(stderr)
     faulthandler.enable()  # a segfault or abort leaves the Python stack in the record's stderr_tail
-    os.chdir(cwd)
-    os.environ.clear()
-    os.environ.update(environ)
     torch.set_num_threads(threads)
-    for module in job.arch_modules:
-        architectures.load_module(module)
     record = runner.run_pair(replace(job, data=job.data.to(job.device)), spawned=spawned)
     send.send(record)
     send.close()

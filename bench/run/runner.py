@@ -28,7 +28,7 @@ from ..errors import UserError
 from ..measure import load, memory, phases, utilization
 from ..measure.modes import Mode, compile_seconds, fresh_compiler
 from ..results import schema
-from ..tasks import FIGURES, TASKS
+from ..tasks import TASKS
 from ..tasks.base import Diverged, Group, RunContext
 
 FINISHED = ("ok", "diverged")  # statuses a resumed run keeps; `failed` pairs are rerun with --retry-failed
@@ -261,16 +261,15 @@ def progress_factory(name: str, seed: int, quiet: bool, mode: str = "fp32"):
     return progress
 
 
-QUALITY_KEYS = tuple(figure.key for figure in FIGURES if figure.kind == "quality")  # what a summary line names
-
-
 def summary(record: dict[str, Any]) -> str:
-    """A finished record as one line: architecture, mode, seed, status, then its quality figures (or its error)."""
+    """A finished record as one line: architecture, mode, seed, status, then its task's quality figures (or its
+    error)."""
     mode = f" {record['mode']:<12}" if record.get("mode", "fp32") != "fp32" else ""
     head = f"  {record['architecture']:<16}{mode} seed {record['seed']:<3} {record['status']:<8}"
     if record["status"] != "ok":
         return f"{head} {record['error']}"
+    figures = TASKS[record["task"]].figures if record.get("task") in TASKS else ()
     quality = ", ".join(
-        f"{key.replace('_', ' ')} {record[key]:.4g}" for key in QUALITY_KEYS if isinstance(record.get(key), (int, float))
+        f"{f.key.replace('_', ' ')} {record[f.key]:.4g}" for f in figures if isinstance(record.get(f.key), (int, float))
     )
     return f"{head} {quality}  ({record['wall_time_s']:.1f} s)"

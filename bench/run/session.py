@@ -175,6 +175,11 @@ def architectures_of(config: RunConfig, strategy: Strategy, echo: Callable[[str]
         names = strategy.select(architectures.resolve(config.architectures), echo)
     except architectures.UnknownArchitecture as error:
         raise UserError(str(error)) from None
+    for name in names:
+        task = architectures.get_spec(name).task
+        if task not in TASKS:
+            raise UserError(f"{name} is an architecture of task {task!r}, which no entry of the task table runs "
+                            f"(tasks: {', '.join(TASKS)}; a plugin module adds one with bench.tasks.register)")
     if any(TASKS[architectures.get_spec(name).task].generative for name in names):
         what = "FID cache folder ([fid] cache_dir or $ARCHBENCH_FID_CACHE)"
         store.writable_folder(reference.cache_dir(config.fid), what, create=False)
