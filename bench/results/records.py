@@ -166,30 +166,9 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         )
     records, seen, lines, repeated = [], set(), {}, 0
     for number, raw in enumerate(content[:cut].split(b"\n"), 1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise UserError(
-                f"{path}:{number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1}); "
-                "is this a records file?"
-            ) from None
-        if not line.strip():
+        record = _parsed_line(raw, f"{path}:{number}")
+        if record is None:
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path}:{number}: corrupt record: {error.msg} (column {error.colno})") from None
-        if not isinstance(record, dict):
-            raise UserError(f"{path}:{number}: a record must be a JSON object, got {json_kind(record)}")
-        missing = [key for key in REQUIRED_KEYS if key not in record]
-        if missing:
-            raise UserError(
-                f"{path}:{number}: record lacks required key(s) {', '.join(missing)} "
-                f"(a record needs {', '.join(REQUIRED_KEYS)})"
-            )
-        wrong = next((key for key in REQUIRED_KEYS if not isinstance(record[key], str)), None)
-        if wrong:
-            raise UserError(f"{path}:{number}: record key {wrong!r} must be a string, got {json_kind(record[wrong])}")
         if identity(record) in seen:
             repeated += 1
             continue
@@ -206,6 +185,35 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     if repeated:
         print(f"archbench: {path}: {repeated} record(s) found twice in it, each read once", file=sys.stderr)
     return records
+
+
+def _parsed_line(raw: bytes, where: str) -> dict[str, Any] | None:
+    """One line of a records file as its record, None for a blank line; a UserError starting with `where` (file
+    and line) for one that is not UTF-8, not a JSON object, or lacks a `REQUIRED_KEYS` string."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(
+            f"{where}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1}); "
+            "is this a records file?"
+        ) from None
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{where}: corrupt record: {error.msg} (column {error.colno})") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{where}: a record must be a JSON object, got {json_kind(record)}")
+    missing = [key for key in REQUIRED_KEYS if key not in record]
+    if missing:
+        raise UserError(
+            f"{where}: record lacks required key(s) {', '.join(missing)} (a record needs {', '.join(REQUIRED_KEYS)})"
+        )
+    wrong = next((key for key in REQUIRED_KEYS if not isinstance(record[key], str)), None)
+    if wrong:
+        raise UserError(f"{where}: record key {wrong!r} must be a string, got {json_kind(record[wrong])}")
+    return record
 
 
 def identity(record: dict[str, Any]) -> str:
