@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..measure.timing import MeasureSettings, synchronize
-from ..measure.modes import Mode, compute_dtypes
+from ..measure.modes import Amp, Mode, compute_dtypes
 from .settings import FidSettings, TrainingSettings
 
 
@@ -97,3 +97,14 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], settings: TrainingSetti
         return cls(params, fused=True, **options)
     except RuntimeError:  # PyTorch has no fused kernel for these parameters' device or dtype, and says so here
         return cls(params, **options)
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, amp: Amp, loss: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """One step of `optimizer` on the scalar `loss()` computes under `amp`'s autocast (the step Amp describes, for
+    a task with one loss and one optimizer); returns the loss detached, without synchronizing."""
+    optimizer.zero_grad(set_to_none=True)
+    with amp.autocast():
+        value = loss()
+    amp.step(value, optimizer)
+    amp.update()
+    return value.detach()

@@ -14,7 +14,7 @@ from ..measure.throughput import loader_throughput
 from ..measure.phases import phase
 from ..measure.modes import Amp
 from . import costs, loop
-from .base import Diverged, RunContext, make_optimizer
+from .base import Diverged, RunContext, make_optimizer, optimizer_step
 from .loop import AfterStep, EpochEnd, Steps
 from .sequence import Parts
 from .settings import ClassifySettings
@@ -29,12 +29,7 @@ def train_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, amp: Amp
 ) -> torch.Tensor:
     """One optimizer step on cross-entropy in `amp`'s mode; returns the detached loss without synchronizing."""
-    optimizer.zero_grad(set_to_none=True)
-    with amp.autocast():
-        loss = F.cross_entropy(model(x).float(), y)
-    amp.step(loss, optimizer)
-    amp.update()
-    return loss.detach()
+    return optimizer_step(optimizer, amp, lambda: F.cross_entropy(model(x).float(), y))
 
 
 def steps(model: nn.Module, settings: ClassifySettings, amp: Amp) -> Steps:

@@ -23,7 +23,7 @@ from ..data import ImageData, Source, TensorSource
 from ..measure.modes import Amp
 from ..measure.phases import phase
 from . import generative, loop
-from .base import RunContext, make_optimizer
+from .base import RunContext, make_optimizer, optimizer_step
 from .settings import VaeSettings
 from .loop import AfterStep, EpochEnd, Steps
 from .sequence import Parts
@@ -58,13 +58,12 @@ def train_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, settings: VaeSettings, amp: Amp
 ) -> torch.Tensor:
     """One optimizer step on the mean negative ELBO in `amp`'s mode; returns it detached, without synchronizing."""
-    optimizer.zero_grad(set_to_none=True)
-    with amp.autocast():
+
+    def negative_elbo() -> torch.Tensor:
         reconstruction, kl = elbo_terms(model, x, settings)
-        loss = (reconstruction + kl).mean()
-    amp.step(loss, optimizer)
-    amp.update()
-    return loss.detach()
+        return (reconstruction + kl).mean()
+
+    return optimizer_step(optimizer, amp, negative_elbo)
 
 
 def steps(model: nn.Module, settings: VaeSettings, amp: Amp) -> Steps:
