@@ -106,36 +106,35 @@ def suite_path(name: str) -> Path:
     return path
 
 
-def load(
-    suite: str = DEFAULT_SUITE,
-    *,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    data: dict[str, Any] | None = None,
-    **overrides: Any,
-) -> RunConfig:
-    """The RunConfig of `suite`, with command-line `overrides` (None means "not given") applied on top.
+def load(suite: str = DEFAULT_SUITE, **overrides: Any) -> RunConfig:
+    """The RunConfig of `suite`, with `overrides` (command-line values; None means "not given") applied on top.
 
-    `epochs` and `batch_size` override every task's settings, per-architecture ones included; `data` the
-    `[data]` table's keys (a folder dataset's). Raises
-    UserError for a malformed suite or impossible settings.
+    Each override is named as what it sets: a field of RunConfig; a training setting of every task (`epochs`,
+    `batch_size`: per-architecture tables included); or a key of the `[data]` table (a folder dataset's). Raises
+    UserError for a malformed suite or impossible settings, TypeError for a name that sets nothing.
     """
     path = suite_path(suite)
     config = _from_table(tomlfile.read(path, "suite"), path)
     config.suite = path.stem
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(config, key, value)
-    config = overridden(config, epochs=epochs, batch_size=batch_size)
-    config.data = _checked(dataclasses.replace(config.data, **{k: v for k, v in (data or {}).items() if v is not None}), "[data]")
+    given = {key: value for key, value in overrides.items() if value is not None}
+    top, training, data = (
+        {f.name for f in dataclasses.fields(cls)} for cls in (RunConfig, TrainingSettings, FolderSettings)
+    )
+    unknown = set(overrides) - top - training - data
+    if unknown:
+        raise TypeError(f"configs.load: no setting named {sorted(unknown)[0]!r}")
+    for key in given.keys() & top:
+        setattr(config, key, given[key])
+    config = overridden(config, **{key: given[key] for key in given.keys() - top if key in training})
+    changes = {key: given[key] for key in given.keys() - top - training}
+    config.data = _checked(dataclasses.replace(config.data, **changes), "[data]")
     _check(config)
     return config
 
 
-def overridden(config: RunConfig, *, epochs: int | None = None, batch_size: int | None = None) -> RunConfig:
-    """A copy of `config` whose every task trains for `epochs` at `batch_size` (None: as it was), per-architecture
-    tables included; UserError for settings that become impossible."""
-    changes = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size)) if v is not None}
+def overridden(config: RunConfig, **changes: Any) -> RunConfig:
+    """A copy of `config` whose every task's training settings take `changes` (e.g. `epochs`, `batch_size`),
+    per-architecture tables included; UserError for settings that become impossible."""
     tasks = {name: _checked(dataclasses.replace(settings, **changes), f"[{name}]") for name, settings in config.tasks.items()}
     tables = {
         task: {pattern: {k: v for k, v in table.items() if k not in changes} for pattern, table in by_name.items()}

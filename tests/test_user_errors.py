@@ -309,6 +309,10 @@ CASES = [
     # isolation and resume
     ("resume-with-a-new-setting", lambda tmp: ["run", "--resume", resumable(tmp), "--epochs", "3"],
      "--epochs cannot change a resumed run; --resume takes the configuration from {tmp}/run/run.json"),
+    ("resume-with-new-seeds", lambda tmp: ["run", "--resume", resumable(tmp), "--seed", "3"],
+     "--seed cannot change a resumed run"),
+    ("resume-with-a-folder-setting", lambda tmp: ["run", "--resume", resumable(tmp), "--no-augment"],
+     "--no-augment cannot change a resumed run"),
     ("resume-not-a-run-folder", lambda tmp: ["run", "--resume", tmp / "nothere"], "--resume {tmp}/nothere: not a run folder"),
     ("retry-failed-without-resume", quick_run("--retry-failed"), "--retry-failed goes with --resume RUN_DIR"),
     ("arch-timeout-in-process", quick_run("--isolation", "none", "--arch-timeout", "5"),

@@ -1,0 +1,98 @@
+"""The gates on the command line: `archbench compare` (a candidate run against a baseline), `archbench ab` (two
+revisions measured here, alternating) and `archbench baseline update`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from ..errors import UserError
+from ..results import store
+from ..results.records import read_records, shared
+from .reading import merged
+
+
+def compare(args: argparse.Namespace) -> int:
+    from ..gate import compare as gate
+
+    baseline = read_records(store.records_path(args.baseline, args.out))
+    candidate_runs = merged([store.records_path(run, args.out) for run in args.candidates])
+    twice = shared([(", ".join(map(str, run.paths)), run.records) for run in candidate_runs])
+    if twice:
+        raise UserError(f"{twice[0]} and {twice[1]} hold the same records: a run given twice does not reproduce itself")
+    candidates = [run.records for run in candidate_runs]
+    names = {record["architecture"] for run in (baseline, *candidates) for record in run}
+    tolerances = gate.load_tolerances(args.tolerances, names)
+    gate.check_accepted(args.accept, names)
+    if args.reference:
+        tolerances = dataclasses.replace(tolerances, reference=args.reference)
+    comparison = gate.reproduced([gate.compare(baseline, run, tolerances, tuple(args.accept)) for run in candidates])
+    print(gate.render(comparison))
+    failures = comparison.failures  # regressed, missing or not comparable
+    if failures:
+        listed = ", ".join(
+            f"{line.architecture} {line.figure}" + ("" if line.verdict == "regressed" else f" ({line.verdict})")
+            for line in failures
+        )
+        print(f"archbench compare: {len(failures)} regression(s): {listed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def ab(args: argparse.Namespace) -> int:
+    from .. import configs
+    from ..gate import ab as paired
+    from .running import confirm
+
+    if args.calibrate and args.candidate is not None:
+        raise UserError("--calibrate measures BASE against itself; give no CANDIDATE")
+    if args.min_rounds < paired.MIN_ROUNDS:
+        raise UserError(f"--min-rounds must be at least {paired.MIN_ROUNDS}: fewer paired ratios give no 95% interval")
+    if args.max_rounds < args.min_rounds:
+        raise UserError(f"--max-rounds ({args.max_rounds}) is below --min-rounds ({args.min_rounds})")
+    tolerance = paired.TOLERANCE if args.tolerance is None else args.tolerance
+    memory_tolerance = paired.MEMORY_TOLERANCE if args.memory_tolerance is None else args.memory_tolerance
+    suite = args.suite
+    if suite.endswith(".toml") or "/" in suite:  # a file: the same one for both sides
+        suite = str(configs.suite_path(suite).resolve())
+    confirm(args.arch or (), args.yes)  # the suite's names are each side's, resolved by its own probe
+    request = paired.Request(suite, tuple(args.arch or ()), args.mode, args.device, tuple(args.side_modules), args.threads)
+    plan = paired.Rounds(budget_s=args.budget, min_rounds=args.min_rounds, max_rounds=args.max_rounds, until_budget=args.calibrate)
+    with paired.checkouts(args.repo.resolve(), args.base, args.base if args.calibrate else args.candidate) as sides:
+        print(f"base {sides[0].rev} ({sides[0].commit[:10]}) vs candidate {sides[1].rev}"
+              + (f" ({sides[1].commit[:10]})" if sides[1].commit else f" ({sides[1].path})")
+              + f": rounds alternate A B, B A, ...; budget {args.budget:.0f} s", flush=True)
+        result = paired.run(
+            sides, paired.probe_measurer(request), tolerance, plan,
+            echo=lambda line: print(line, file=sys.stderr, flush=True), memory_tolerance=memory_tolerance,
+        )
+    return _present_ab(result, args, tolerance, memory_tolerance)
+
+
+def _present_ab(result, args: argparse.Namespace, tolerance: float, memory_tolerance: float) -> int:
+    from ..gate import ab as paired
+
+    print(f"\n{paired.table(result)}\n")
+    print(f"{result.rounds} rounds in {result.seconds:.0f} s; tolerance {tolerance:.0%} (peak memory {memory_tolerance:.0%}); "
+          "each side measured by "
+          f"its own code: base {result.harness.get('base')}, candidate {result.harness.get('candidate')}"
+          + (f"; {args.threads} CPU thread(s) per probe" if args.threads else ""))
+    if args.calibrate:
+        for figure, width in paired.noise_floor(result).items():
+            print(f"noise floor of {figure}: {width:.1%} (an A/A interval reached this far from 1)")
+        return 0
+    inconclusive = [line for line in result.lines if line.verdict == "inconclusive"]
+    if inconclusive:
+        print(f"{len(inconclusive)} figure(s) inconclusive within the budget: raise --budget or --tolerance", file=sys.stderr)
+    failing = result.failing
+    print(f"{len(failing)} failing: " + ", ".join(f"{l.architecture} {l.figure} {l.verdict}" for l in failing) if failing else "no regression")
+    return 1 if failing else 0
+
+
+def baseline(args: argparse.Namespace) -> int:
+    from ..gate import baseline as baselines
+
+    path = baselines.update([store.records_path(run, args.out) for run in args.runs], args.to)
+    print(f"baseline: {path}")
+    return 0
