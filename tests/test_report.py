@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from bench.results import aggregate, report
+from bench.results.legend import legend as legend_of
 from bench.tasks import CLASSIFIERS
 from bench.results.records import read_records
 from bench.cli import main
@@ -144,7 +145,7 @@ def test_the_report_names_architectures_measured_under_load():
     ok = {"task": "classify", "dataset": "d", "status": "ok", "config_id": "c", "test_accuracy": 0.5, "train_throughput": 10}
     rows = aggregate.aggregate([{**ok, "architecture": "calm", "other_cpu_share": 0.01},
                                 {**ok, "architecture": "busy", "other_cpu_share": 0.35}])
-    legend = report._legend(CLASSIFIERS, rows)
+    legend = legend_of(CLASSIFIERS, rows)
     assert "Measured under load" in legend and "busy (35%)" in legend and "calm" not in legend.split("load")[-1]
 
 
@@ -152,7 +153,7 @@ def test_the_report_names_architectures_whose_timing_windows_disagree_with_their
     ok = {"task": "classify", "dataset": "d", "status": "ok", "config_id": "c", "test_accuracy": 0.5}
     rows = aggregate.aggregate([{**ok, "architecture": "steady", "train_throughput": 104, "train_loop_throughput": 100},
                                 {**ok, "architecture": "deep", "train_throughput": 292, "train_loop_throughput": 410}])
-    legend = report._legend(CLASSIFIERS, rows)
+    legend = legend_of(CLASSIFIERS, rows)
     assert "deep (292 vs 410 samples/s)" in legend and "steady" not in legend.split("training loop")[-1]
 
 
@@ -176,7 +177,7 @@ def test_rows_of_different_record_versions_are_shown_apart_and_never_compared():
     lines = report.summary_lines(rows, view, reference="a")
     assert lines == ["a (bf16): not comparable with a (record version 7 against 8).",
                      "b: not comparable with a (record version 7 against 8)."]
-    legend = report._legend(view, rows)
+    legend = legend_of(view, rows)
     assert "**Record versions differ** (8: a; 7: a (bf16), b)" in legend
     (_, env_headers, env_body), *_ = report._environment_blocks(records)
     versions = [dict(zip(env_headers, line))["record version"] for line in env_body]
