@@ -21,14 +21,13 @@ from . import flags
 @dataclass(frozen=True, kw_only=True)
 class RunRequest:
     """What `archbench run` was asked: the configuration, how its pairs run, the plugin modules, the shard, and the
-    interrupted run it finishes (`resume`, rerunning its failed pairs with `retry_failed`)."""
+    interrupted run it finishes (bench.run.suite.Resume)."""
 
     config: Any
     strategy: Any
     plugins: tuple[str, ...]
     shard: Any = None
-    resume: Path | None = None
-    retry_failed: bool = False
+    resume: Any = None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         run_dir = suite.run_suite(
             request.config, request.strategy, echo, args.command_line, request.plugins, resume=request.resume,
-            retry_failed=request.retry_failed, shard=request.shard, profile=profile,
+            shard=request.shard, profile=profile,
         )
     except session.Interrupted as interrupted:
         print(f"archbench: {interrupted}", file=sys.stderr)
@@ -80,7 +79,7 @@ def resumed(args: argparse.Namespace) -> RunRequest:
     import architectures
 
     from .. import configs
-    from ..run import parallel
+    from ..run import parallel, suite
 
     info = store.read_run_info(args.resume) if args.resume.is_dir() else {}
     if "config" not in info:  # a run stopped before its first record has no records file yet
@@ -105,7 +104,7 @@ def resumed(args: argparse.Namespace) -> RunRequest:
     devices = args.devices or (",".join(info["devices"]) if info.get("devices") else None)
     return RunRequest(
         config=config, strategy=strategy(config, None if launch else isolation, launch, devices), plugins=plugins,
-        resume=args.resume, retry_failed=args.retry_failed,
+        resume=suite.Resume(args.resume, args.retry_failed),
     )
 
 

@@ -8,6 +8,7 @@ bench.run.parallel), which ends each as a record; the session appends them as th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,16 +25,24 @@ from .session import Session
 from ..configs import RunConfig
 
 
+@dataclass(frozen=True)
+class Resume:
+    """An interrupted run to finish: its folder, and whether the pairs it recorded as failed run again."""
+
+    folder: Path
+    retry_failed: bool = False
+
+
 def run_suite(
     config: RunConfig, strategy: Strategy | None = None, echo: Callable[[str], None] = print, command: str | None = None,
-    arch_modules: tuple[str, ...] = (), *, resume: Path | None = None, retry_failed: bool = False,
-    shard: shards.Shard | None = None, profile: phases.SuiteProfile | None = None,
+    arch_modules: tuple[str, ...] = (), *, resume: Resume | None = None, shard: shards.Shard | None = None,
+    profile: phases.SuiteProfile | None = None,
 ) -> Path | None:
     """Run every selected architecture in every mode for every seed of `config`; return the run folder holding
     the records (None in a process that does not write).
 
-    With `resume`, that run folder is reopened and the pairs it already holds as ok or diverged (and, unless
-    `retry_failed`, as failed) are skipped; a sharded run keeps to the pairs its run.json assigned it. With
+    With `resume`, its run folder is reopened and the pairs it already holds as ok or diverged (and, unless it
+    retries them, as failed) are skipped; a sharded run keeps to the pairs its run.json assigned it. With
     `shard`, only that part of the pairs runs (bench.run.shards) and run.json records the plan. `command` is the
     command line recorded with every record (default: this process's). `profile` gets each record written and the
     seconds before the first pair. Raises Interrupted on SIGINT or SIGTERM once the running pair is stopped.
@@ -44,13 +53,14 @@ def run_suite(
     data = strategy.load(config, session.device)
     _check_streamed(data, session.names)
     pairs = [(name, mode, seed) for name in session.names for mode in session.modes for seed in config.seeds]
-    plan = store.read_run_info(resume).get("shard") if resume is not None else None
+    plan = store.read_run_info(resume.folder).get("shard") if resume is not None else None
     if plan is None and shard is not None:
         plan = shards.plan(pairs, shard, config, data)
     planned, pairs = len(pairs), _assigned(pairs, plan)
-    run_dir = session.open({"shard": plan}, resume)
+    run_dir = session.open({"shard": plan}, resume.folder if resume else None)
     done = session.done
-    todo = [p for p in pairs if p not in done or (retry_failed and done[p] not in FINISHED)]
+    retry = resume is not None and resume.retry_failed
+    todo = [p for p in pairs if p not in done or (retry and done[p] not in FINISHED)]
     age = phases.process_age_s()
     if profile is not None:
         profile.before_pairs_s = age
