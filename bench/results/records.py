@@ -37,10 +37,7 @@ VERSIONS = (
     Version(2, "Each architecture measured in a fresh process, with provenance."),
     Version(
         3,
-        "A mode (precision, memory format, compilation) is part of every record and of its config_id. Added within "
-        "3, as keys that change no figure's meaning: `shard`, which stays out of config_id; `steps_trained`, "
-        "`epochs_trained`, `train_flops_per_step` and the budgets, which enter config_id only when set; and the "
-        "generators' `fid_calibration_*`.",
+        "A mode (precision, memory format, compilation) is part of every record and of its config_id.",
     ),
     Version(
         4,
@@ -70,23 +67,7 @@ VERSIONS = (
     Version(
         8,
         "Freed heap up to 1 GiB stays with the process (glibc's trim threshold, 64 MiB before): a window's copy "
-        "of fp32 cnn-wide faulted 90 MB of pages in at every step and its windows ran 9% below the loop. Added "
-        "within 8, as keys and a setting that change no figure's meaning: `phase_s` and `pair_wall_s` (where the "
-        "pair's time went), and `min_windows` (where windows fall; a window during training warms up for one step "
-        "and 0.05 s, not two steps, and none where a step takes 0.1 s or more: every quick-suite row's windows "
-        "stayed within 10% of its loop), and "
-        "`record_id` (what makes a record the same record wherever it is read), and `peak_flops`, `peak_method`, "
-        "`train_flop_rate`, `train_utilization`, `infer_flop_rate`, `infer_utilization` (a matmul's rate in the "
-        "run's mode, and the share of it a model's training and inference reach). `flops_per_sample` counts "
-        "attention as its matrix products (fused attention kernels went uncounted): no registered architecture "
-        "has attention, so theirs are unchanged. A folder dataset's records add what it was and how it was "
-        "read (`data_folder`, `data_layout`, `data_path`, `image_size`, `augmentation`, `normalization`, "
-        "`normalize_mean`, `normalize_std`, `num_workers`, `images_skipped`, `images_skipped_examples`, "
-        "`files_ignored`), the first four in config_id, and a streamed one `loader_throughput` and "
-        "`loader_throughput_iqr`; `other_cpu_s` no longer counts the pair's own child processes (DataLoader "
-        "workers) as other processes' load. A run of one epoch has a loop figure, its second half's "
-        "(`loop_start_s`, `loop_start_samples`), and its windows fall in that half (before: over the whole run, "
-        "with no loop figure to check them against).",
+        "of fp32 cnn-wide faulted 90 MB of pages in at every step and its windows ran 9% below the loop.",
     ),
     Version(
         9,
