@@ -26,7 +26,7 @@ class FakeClock:
         self.per_step, self.budget = per_step, None
 
     def now(self):
-        return self.budget.steps * self.per_step
+        return self.budget.taken * self.per_step
 
 
 def steps_run(budget, epochs=10, steps_per_epoch=4):

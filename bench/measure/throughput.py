@@ -83,7 +83,7 @@ class TrainingWindows:
         device: torch.device, settings: MeasureSettings, record: dict, planned_steps: int | None = None,
     ):
         self.make_step, self.items_per_step, self.device, self.settings = make_step, items_per_step, device, settings
-        self.record, self.steps = record, 0
+        self.record, self.taken = record, 0
         self.seconds_per_step = seconds_per_step = items_per_step / record["train_throughput"]
         self.every = max(1, round(settings.window_every / seconds_per_step))
         self.first = self.every  # the step of the first window; then one every `every` steps
@@ -101,8 +101,8 @@ class TrainingWindows:
     def after_step(self, clock, optimizers: Sequence[torch.optim.Optimizer] = ()) -> None:
         """Count one training step; when a window is due, time it inside `clock.paused()` (the fit's TrainClock),
         on a copy resumed from training's `optimizers`."""
-        self.steps += 1
-        due = self.steps >= self.first and (self.steps - self.first) % self.every == 0
+        self.taken += 1
+        due = self.taken >= self.first and (self.taken - self.first) % self.every == 0
         if self.settings.window_repeats and due:
             with clock.paused():
                 self._time_window(optimizers)
@@ -116,7 +116,7 @@ class TrainingWindows:
                 step, self.device, self._window, warmup_calls=self._warmup_calls, per_call=self.seconds_per_step
             )
         record = self.record
-        steps = [*record["train_throughput_window_steps"], self.steps]
+        steps = [*record["train_throughput_window_steps"], self.taken]
         windows = [*record["train_throughput_windows"], statistics.median([self.items_per_step / s for s in seconds])]
         repeats = [*record["train_throughput_repeats"], *(self.items_per_step / s for s in seconds)]
         pooled = [w for w, step in zip(windows, steps) if step >= self.stretch] or windows[1:]

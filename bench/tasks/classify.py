@@ -15,7 +15,7 @@ from ..measure.phases import phase
 from ..measure.modes import Amp
 from . import costs, loop
 from .base import Diverged, RunContext, make_optimizer, optimizer_step
-from .loop import AfterStep, EpochEnd, Steps
+from .loop import AfterStep, EpochEnd, TrainingStep
 from .sequence import Parts
 from .settings import ClassifySettings
 
@@ -32,10 +32,10 @@ def train_step(
     return optimizer_step(optimizer, amp, lambda: F.cross_entropy(model(x).float(), y))
 
 
-def steps(model: nn.Module, settings: ClassifySettings, amp: Amp) -> Steps:
+def training_step(model: nn.Module, settings: ClassifySettings, amp: Amp) -> TrainingStep:
     """The classifier's training step over `model`: cross-entropy, one optimizer of the suite's kind."""
     optimizer = make_optimizer(model.parameters(), settings)
-    return Steps(model, (optimizer,), lambda x, y: train_step(model, optimizer, x, y, amp), amp)
+    return TrainingStep(model, (optimizer,), lambda x, y: train_step(model, optimizer, x, y, amp), amp)
 
 
 @torch.inference_mode()
@@ -103,7 +103,7 @@ def check_outputs(model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
 
 def step_maker(model: nn.Module, splits: Splits, settings: ClassifySettings, context: RunContext) -> Callable[..., Callable[[], object]]:
     """The timed training step (loop.step_maker) of this task's `steps` over `model`, on the training split."""
-    build = lambda copied, amp: steps(copied, settings, amp)
+    build = lambda copied, amp: training_step(copied, settings, amp)
     return loop.step_maker(model, build, compiled_parts, splits.train, settings.batch_size, context)
 
 
@@ -131,7 +131,7 @@ def fit(
     per-step losses are averaged over the ranks, and every rank evaluates the whole test set on its replica
     (identical to rank 0's, whose figures are recorded); nothing of the evaluation is all-reduced.
     """
-    training = steps(model, settings, Amp(context.mode, context.device))
+    training = training_step(model, settings, Amp(context.mode, context.device))
     train, test, probe = splits.train, splits.test, splits.probe
     steps_per_epoch = train.steps_per_epoch(settings.batch_size, context.group.world_size)
     record.update(epochs_to_target=None, time_to_target_s=None)

@@ -26,7 +26,7 @@ from ..measure.modes import Amp
 from . import generative, loop
 from .base import Diverged, RunContext, make_optimizer
 from .settings import GanSettings
-from .loop import AfterStep, EpochEnd, Steps
+from .loop import AfterStep, EpochEnd, TrainingStep
 from .sequence import Parts
 
 
@@ -76,18 +76,18 @@ def train_step(
 
 
 @dataclass
-class GanSteps(Steps):
+class GanTrainingStep(TrainingStep):
     """The GAN's step, and the moving average of its generator that the step updates (None without `ema`)."""
 
     average: AveragedModel | None = None
 
 
-def steps(model: nn.Module, settings: GanSettings, amp: Amp) -> GanSteps:
+def training_step(model: nn.Module, settings: GanSettings, amp: Amp) -> GanTrainingStep:
     """The GAN's training step over `model`: a discriminator step, then a generator step, then the generator's
     moving average (`settings.ema`) updated; returns the two losses."""
     (g_optimizer, d_optimizer), average = optimizers(model, settings), moving_average(model, settings)
     step = lambda x, _: train_step(model, g_optimizer, d_optimizer, x, amp, average)
-    return GanSteps(model, (g_optimizer, d_optimizer), step, amp, "GAN loss", average)
+    return GanTrainingStep(model, (g_optimizer, d_optimizer), step, amp, "GAN loss", average)
 
 
 def collapse_step(d_losses: torch.Tensor, threshold: float, window: int) -> int | None:
@@ -110,7 +110,7 @@ def parts(model: nn.Module, data: ImageData, settings: GanSettings, context: Run
     """
     mode = context.mode
     images, model = mode.data(data), mode.prepare(model)
-    build = lambda copied, amp: steps(copied, settings, amp)
+    build = lambda copied, amp: training_step(copied, settings, amp)
     return Parts(
         **generative.training_parts(model, images, build, compiled_parts, settings, context),
         forward=generative.sample_forward(model, model.generator, context),
@@ -135,7 +135,7 @@ def fit(
     Raises Diverged at the first step with a non-finite loss, or where the discriminator has collapsed.
     `after_step(clock, (g_optimizer, d_optimizer))` runs after every step, inside the training clock.
     """
-    training = steps(model, settings, Amp(context.mode, context.device))
+    training = training_step(model, settings, Amp(context.mode, context.device))
     d_losses = []
 
     def evaluate_epoch(losses: torch.Tensor, epoch: int) -> dict[str, float]:

@@ -20,7 +20,7 @@ from ..measure.fid import calibration_images, sample_quality
 from ..measure.phases import phase
 from . import costs, loop
 from .base import RunContext
-from .loop import Steps
+from .loop import TrainingStep
 from .reference import load_or_train
 from .settings import FidSettings, GenerativeSettings
 
@@ -40,7 +40,7 @@ def generate(sample: Sampler, z: torch.Tensor, batch_size: int) -> torch.Tensor:
 
 
 def training_parts(
-    model: nn.Module, images: ImageData, build: Callable[[nn.Module, Amp], Steps],
+    model: nn.Module, images: ImageData, build: Callable[[nn.Module, Amp], TrainingStep],
     compiled_parts: Callable[[nn.Module], tuple[nn.Module, ...]], settings: GenerativeSettings, context: RunContext,
 ) -> dict:
     """The fields of a generator's sequence.Parts that its training gives alike for every generator: the model, its

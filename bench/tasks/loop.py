@@ -1,6 +1,6 @@
 """The one training loop every task runs in, and the one timed training step every measurement takes.
 
-A task supplies `Steps`: its model, optimizers and one training step (`step(x, y)`, returning the detached
+A task supplies `TrainingStep`: its model, optimizers and one training step (`step(x, y)`, returning the detached
 loss or losses without synchronizing), and `EpochEnd`: what it evaluates after each epoch. `fit` owns the
 rest, for every task, single-process and data-parallel alike: the batches (from a data source), the training
 clock, the budget, the schedules, the progress bar, the divergence check on non-finite losses, the per-epoch
@@ -32,7 +32,7 @@ AfterStep = Callable[["TrainClock", tuple[torch.optim.Optimizer, ...]], None]
 
 
 @dataclass
-class Steps:
+class TrainingStep:
     """A task's training step over `model`: `step(x, y)` (y None for a task without labels) takes one step of
     `optimizers` in `amp`'s mode and returns the detached loss (or a row of losses), on the device.
     `loss_name` names it in the divergence message."""
@@ -56,15 +56,15 @@ class EpochEnd:
 
 
 def fit(
-    steps: Steps, source: Source, settings: TrainingSettings, context: RunContext, record: dict, end: EpochEnd,
+    training: TrainingStep, source: Source, settings: TrainingSettings, context: RunContext, record: dict, end: EpochEnd,
     after_step: AfterStep = lambda clock, optimizers: None,
 ) -> dict[str, float]:
-    """Train `steps.model` on `source` for `settings.epochs` epochs (or its budget, see Budget), calling
+    """Train `training.model` on `source` for `settings.epochs` epochs (or its budget, see Budget), calling
     `end.evaluate` after each; returns the last epoch's figures.
 
     Each epoch draws the source's batches in an order from `context.seed`'s generator (this rank's shard of it
     in a data-parallel group), steps the schedules after every step and calls `after_step(clock,
-    steps.optimizers)` inside the training clock (what it times, it times in `clock.paused()`). `record` gets
+    training.optimizers)` inside the training clock (what it times, it times in `clock.paused()`). `record` gets
     the per-epoch curves (`curve_<name>`, `curve_train_time_s`) as they grow, `train_time_s`, and the budget's
     figures; a run of one epoch also the training seconds and samples at its middle step (`loop_start_s`,
     `loop_start_samples`), where its loop figure starts. The per-step losses are averaged over the group's
@@ -76,7 +76,7 @@ def fit(
     budget = Budget(settings, clock, record.get("train_flops_per_step"))
     steps_per_epoch = source.steps_per_epoch(settings.batch_size, group.world_size)
     total = budget.planned_steps(steps_per_epoch)
-    schedules = [make_schedule(optimizer, settings, total) for optimizer in steps.optimizers]
+    schedules = [make_schedule(optimizer, settings, total) for optimizer in training.optimizers]
     curves = {key: [] for key in (*end.curves, "train_time_s")}
     record.update({f"curve_{key}": values for key, values in curves.items()})
     record["train_time_s"] = 0.0
@@ -84,22 +84,22 @@ def fit(
     midway = throughput.loop_stretch(total, steps_per_epoch) if not settings.budgeted and settings.epochs == 1 else 0
 
     def stepped() -> None:
-        if budget.steps == midway:  # a one-epoch run's loop figure is its second half's (schema.loop_throughput)
+        if budget.taken == midway:  # a one-epoch run's loop figure is its second half's (schema.loop_throughput)
             samples = midway * settings.batch_size * group.world_size
             record.update(loop_start_s=clock.now(), loop_start_samples=samples)
-        after_step(clock, steps.optimizers)
+        after_step(clock, training.optimizers)
 
     with contextlib.closing(context.progress(total, "train")) as progress:
         for epoch in budget.epochs():
-            steps.model.train()
+            training.model.train()
             with phase("train"), clock:
                 losses = run_epoch(
-                    steps.step, source.epoch(settings.batch_size, generator, group.rank, group.world_size),
+                    training.step, source.epoch(settings.batch_size, generator, group.rank, group.world_size),
                     steps_per_epoch, schedules, progress, budget, stepped,
                 )
             record["train_time_s"] = clock.seconds
             losses = group.mean(losses)
-            check_finite(losses, epoch, steps_per_epoch, steps.loss_name)
+            check_finite(losses, epoch, steps_per_epoch, training.loss_name)
             figures = evaluate_epoch(end, losses, epoch, curves, record["train_time_s"])
             progress.set_postfix_str(end.describe(figures))
     record.update(budget.figures(steps_per_epoch))
@@ -128,7 +128,7 @@ def evaluate_epoch(
 
 
 def step_maker(
-    model: nn.Module, build: Callable[[nn.Module, Amp], Steps], parts: Callable[[nn.Module], Iterable[nn.Module]],
+    model: nn.Module, build: Callable[[nn.Module, Amp], TrainingStep], parts: Callable[[nn.Module], Iterable[nn.Module]],
     source: Source, batch_size: int, context: RunContext,
 ) -> Callable[..., Callable[[], torch.Tensor]]:
     """`make_step(mode=context.mode, trained=(), group=None, sync=True)`: the task's training step (`build(copy,
@@ -146,16 +146,16 @@ def step_maker(
         copied = trainee(model, mode, parts)
         if group is not None:
             copied = group.wrap(copied)
-        steps = build(copied, Amp(mode, context.device))
-        resume_optimizers(steps.optimizers, trained)
+        step = build(copied, Amp(mode, context.device))
+        resume_optimizers(step.optimizers, trained)
         shard = (group.rank, group.world_size) if group is not None else (0, 1)
         drawn = source.drawn(batch_size, context.seed, *shard)
         if sync:
-            return lambda: steps.step(*next(drawn))
+            return lambda: step.step(*next(drawn))
 
         def unsynced() -> torch.Tensor:
             with copied.no_sync():
-                return steps.step(*next(drawn))
+                return step.step(*next(drawn))
 
         return unsynced
 
@@ -200,12 +200,12 @@ class TrainClock:
 class Budget:
     """How long a fit trains: `settings.epochs` epochs; or, with `budget_s` or `budget_flops`, steps until the
     first step boundary at or past the budget (overshooting by less than one step), in as many epochs as that
-    takes, the last one partial. `steps` counts the steps taken."""
+    takes, the last one partial. `taken` counts the steps taken."""
 
     def __init__(self, settings: TrainingSettings, clock: TrainClock, flops_per_step: float | None = None):
         if settings.budget_flops is not None and not flops_per_step:
             raise ValueError("a FLOPs budget needs the FLOPs of one training step")
-        self.settings, self.clock, self.flops_per_step, self.steps = settings, clock, flops_per_step, 0
+        self.settings, self.clock, self.flops_per_step, self.taken = settings, clock, flops_per_step, 0
 
     @property
     def limited(self) -> bool:
@@ -213,7 +213,7 @@ class Budget:
 
     def spent(self) -> bool:
         if self.settings.budget_flops is not None:
-            return self.steps * self.flops_per_step >= self.settings.budget_flops
+            return self.taken * self.flops_per_step >= self.settings.budget_flops
         if self.settings.budget_s is not None:
             return self.clock.now() >= self.settings.budget_s
         return False
@@ -226,7 +226,7 @@ class Budget:
             epoch += 1
 
     def planned_steps(self, steps_per_epoch: int) -> int:
-        """Steps the budget will buy (for schedules and progress bars): exact for epochs and FLOPs, the
+        """TrainingStep the budget will buy (for schedules and progress bars): exact for epochs and FLOPs, the
         `epochs` setting's worth for a time budget."""
         if self.settings.budget_flops is not None:
             return max(1, math.ceil(self.settings.budget_flops / self.flops_per_step))
@@ -238,8 +238,8 @@ class Budget:
             "budget_s": self.settings.budget_s,
             "budget_flops": self.settings.budget_flops,
             "train_flops_per_step": self.flops_per_step,
-            "steps_trained": self.steps,
-            "epochs_trained": self.steps / steps_per_epoch,
+            "steps_trained": self.taken,
+            "epochs_trained": self.taken / steps_per_epoch,
         }
 
 
@@ -287,13 +287,13 @@ def make_schedule(
 def run_epoch(
     step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    steps: int,
+    count: int,
     schedules: Iterable[torch.optim.lr_scheduler.LRScheduler | None] = (),
     progress: Progress = Progress(),
     budget: Budget | None = None,
     after_step: Callable[[], None] = lambda: None,
 ) -> torch.Tensor:
-    """`step` on each of `steps` batches, the schedules and the progress bar advanced and `after_step()` called
+    """`step` on each of `count` batches, the schedules and the progress bar advanced and `after_step()` called
     after each, stopping early once `budget` is spent (at least one step is taken); returns a (steps taken, ...)
     tensor of what every step returned (its loss or losses), kept on the device."""
     schedules = [schedule for schedule in schedules if schedule is not None]
@@ -303,11 +303,11 @@ def run_epoch(
             break
         loss = step(x, y)
         if losses is None:
-            losses = loss.new_empty((steps, *loss.shape))
+            losses = loss.new_empty((count, *loss.shape))
         losses[taken] = loss
         taken += 1
         if budget is not None:
-            budget.steps += 1
+            budget.taken += 1
         for schedule in schedules:
             schedule.step()
         progress.update()

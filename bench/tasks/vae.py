@@ -25,7 +25,7 @@ from ..measure.phases import phase
 from . import generative, loop
 from .base import RunContext, make_optimizer, optimizer_step
 from .settings import VaeSettings
-from .loop import AfterStep, EpochEnd, Steps
+from .loop import AfterStep, EpochEnd, TrainingStep
 from .sequence import Parts
 
 def compiled_parts(model: nn.Module) -> tuple[nn.Module, ...]:
@@ -66,10 +66,10 @@ def train_step(
     return optimizer_step(optimizer, amp, negative_elbo)
 
 
-def steps(model: nn.Module, settings: VaeSettings, amp: Amp) -> Steps:
+def training_step(model: nn.Module, settings: VaeSettings, amp: Amp) -> TrainingStep:
     """The VAE's training step over `model`: the negative ELBO, one optimizer of the suite's kind."""
     optimizer = make_optimizer(model.parameters(), settings)
-    return Steps(model, (optimizer,), lambda x, _: train_step(model, optimizer, x, settings, amp), amp)
+    return TrainingStep(model, (optimizer,), lambda x, _: train_step(model, optimizer, x, settings, amp), amp)
 
 
 @torch.inference_mode()
@@ -124,7 +124,7 @@ def parts(model: nn.Module, data: ImageData, settings: VaeSettings, context: Run
     mode = context.mode
     images, model = mode.data(data), mode.prepare(model)
     sample = sampler(model)
-    build = lambda copied, amp: steps(copied, settings, amp)
+    build = lambda copied, amp: training_step(copied, settings, amp)
 
     def evaluate() -> None:
         with phase("evaluate"), mode.autocast(context.device):
@@ -154,7 +154,7 @@ def fit(
     whose loss is not finite. `after_step(clock, (optimizer,))` runs after every step, inside the training
     clock.
     """
-    training, test = steps(model, settings, Amp(context.mode, context.device)), TensorSource(data.test_x)
+    training, test = training_step(model, settings, Amp(context.mode, context.device)), TensorSource(data.test_x)
 
     def evaluate_epoch(losses: torch.Tensor, epoch: int) -> dict[str, float]:
         with training.amp.autocast():

@@ -12,7 +12,7 @@ Per mode and round, in turn:
   mode's dtype, and `torch.compile` in the mode's compile mode when it compiles; nothing of the harness;
 - the harness's training step (`classify.train_step` on a `trainee` with its `Amp`: what `train_throughput`
   times);
-- the harness's training epoch (`loop.run_epoch` on `classify.steps` over a `TensorSource`: batches gathered
+- the harness's training epoch (`loop.run_epoch` on `classify.training_step` over a `TensorSource`: batches gathered
   from the data in the mode's memory format, as `loop.fit` trains).
 
 Prints the median samples/s over the rounds and the harness/bare ratios.
@@ -66,7 +66,7 @@ def harness(name: str, batch: int, mode: modes.Mode):
     optimizer, amp = classify.make_optimizer(copied.parameters(), settings), Amp(mode, CPU)
     step = lambda: classify.train_step(copied, optimizer, x, y, amp)
     generator, source = torch.Generator().manual_seed(0), TensorSource(data.train_x, data.train_y)
-    fitted = classify.steps(trainee(model, mode, classify.compiled_parts), settings, Amp(mode, CPU))
+    fitted = classify.training_step(trainee(model, mode, classify.compiled_parts), settings, Amp(mode, CPU))
     epoch = lambda: run_epoch(fitted.step, source.epoch(batch, generator), source.steps_per_epoch(batch))
     return step, epoch
 

@@ -46,7 +46,7 @@ def evaluate(model: nn.Module, source, batch_size: int) -> float:
     return float(total) / len(source)
 
 
-def steps(model: nn.Module, settings: ReconstructSettings, amp: Amp) -> loop.Steps:
+def training_step(model: nn.Module, settings: ReconstructSettings, amp: Amp) -> loop.TrainingStep:
     optimizer = make_optimizer(model.parameters(), settings)
 
     def step(x: torch.Tensor, y) -> torch.Tensor:
@@ -57,7 +57,7 @@ def steps(model: nn.Module, settings: ReconstructSettings, amp: Amp) -> loop.Ste
         amp.update()
         return loss.detach()
 
-    return loop.Steps(model, (optimizer,), step, amp, "reconstruction loss")
+    return loop.TrainingStep(model, (optimizer,), step, amp, "reconstruction loss")
 
 
 def parts(model: nn.Module, data, settings: ReconstructSettings, context, record: dict) -> Parts:
@@ -66,14 +66,14 @@ def parts(model: nn.Module, data, settings: ReconstructSettings, context, record
     splits = data.splits(context.mode, context.seed)
     model = context.mode.prepare(model)
     x, test = splits.train.head(settings.batch_size), splits.test.head(settings.batch_size)
-    build = lambda copied, amp: steps(copied, settings, amp)
+    build = lambda copied, amp: training_step(copied, settings, amp)
 
     def fit(after_step) -> None:
         def end_of_epoch(losses: torch.Tensor, epoch: int) -> dict[str, float]:
             return {"train_loss": losses.mean().item(), LOSS.key: evaluate(model, splits.test, settings.eval_batch_size)}
 
         end = loop.EpochEnd(("train_loss", LOSS.key), end_of_epoch)
-        training = steps(model, settings, Amp(context.mode, context.device))
+        training = training_step(model, settings, Amp(context.mode, context.device))
         record.update(loop.fit(training, splits.train, settings, context, record, end, after_step))
 
     return Parts(
