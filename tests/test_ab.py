@@ -153,7 +153,10 @@ def fake_measurer(figures_of):
     return probes.one_after_the_other(measure)
 
 
-SIDES = (ab.Side("base", "b", "1" * 40, Path("/base")), ab.Side("candidate", "c", None, Path("/cand")))
+SIDES = (
+    ab.Side(label="base", rev="b", commit="1" * 40, path=Path("/base")),
+    ab.Side(label="candidate", rev="c", commit=None, path=Path("/cand")),
+)
 
 
 def test_rounds_alternate_a_b_b_a_and_a_settled_result_stops_at_the_minimum():
@@ -317,13 +320,14 @@ def test_sides_take_turns_only_when_both_probes_can(tmp_path):
     old = tmp_path / "old"
     (old / "bench").mkdir(parents=True)
     (old / "bench" / "probe.py").write_text("PROBE_VERSION = 1\n")
-    assert probes.probe_version(ab.Side("base", "old", None, old)) == 1
-    assert probes.probe_version(ab.Side("base", "plain", None, tmp_path)) >= 2  # no harness of its own: this one
+    assert probes.probe_version(ab.Side(label="base", rev="old", commit=None, path=old)) == 1
+    plain = ab.Side(label="base", rev="plain", commit=None, path=tmp_path)
+    assert probes.probe_version(plain) >= 2  # no harness of its own: this one
 
 
 def test_threads_reach_the_probe_through_the_environment(tmp_path):
-    request = ab.Request("quick", ("cnn-baseline",), threads=1)
-    side = ab.Side("base", "b", None, tmp_path)
+    request = ab.Request(suite="quick", architectures=("cnn-baseline",), threads=1)
+    side = ab.Side(label="base", rev="b", commit=None, path=tmp_path)
     environment = probes._environment(side, request.threads)
     assert environment["OMP_NUM_THREADS"] == "1" and environment["PYTHONPATH"].startswith(str(tmp_path))
     done = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], env=environment,

@@ -57,7 +57,10 @@ def ab(args: argparse.Namespace) -> int:
     if suite.endswith(".toml") or "/" in suite:  # a file: the same one for both sides
         suite = str(configs.suite_path(suite).resolve())
     confirm(args.arch or (), args.yes)  # the suite's names are each side's, resolved by its own probe
-    request = paired.Request(suite, tuple(args.arch or ()), args.mode, args.device, tuple(args.side_modules), args.threads)
+    request = paired.Request(
+        suite=suite, architectures=tuple(args.arch or ()), mode=args.mode, device=args.device,
+        arch_modules=tuple(args.side_modules), threads=args.threads,
+    )
     plan = paired.Rounds(budget_s=args.budget, min_rounds=args.min_rounds, max_rounds=args.max_rounds, until_budget=args.calibrate)
     with paired.checkouts(args.repo.resolve(), args.base, args.base if args.calibrate else args.candidate) as sides:
         print(f"base {sides[0].rev} ({sides[0].commit[:10]}) vs candidate {sides[1].rev}"

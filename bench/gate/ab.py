@@ -43,7 +43,7 @@ MEMORY = ("peak_memory_mb",)
 FAILING = ("regressed", "changed", "failed")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Line:
     architecture: str
     figure: str
@@ -56,7 +56,7 @@ class Line:
     pairs: int = 0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Result:
     lines: list[Line]
     rounds: int
@@ -117,7 +117,7 @@ def run(
             or elapsed * (rounds + 1) / rounds > plan.budget_s
         ):
             harness = {side.label: _harness(samples[i]) for i, side in enumerate(sides)}
-            return Result(lines, rounds, elapsed, order, harness)
+            return Result(lines=lines, rounds=rounds, seconds=elapsed, order=order, harness=harness)
 
 
 def _harness(rounds: list[dict]) -> str:
@@ -172,15 +172,20 @@ def judge(
             broken = next((c for _, c in pairs if c is None or c["status"] != "ok"), None)
             base_broken = next((b for b, _ in pairs if b["status"] != "ok"), None)
             if base_broken is not None:
-                lines.append(Line(name, "status", None, None, verdict="base failed"))
+                lines.append(Line(architecture=name, figure="status", base=None, candidate=None, verdict="base failed"))
             else:
                 error = "absent" if broken is None else broken.get("error")
-                lines.append(Line(name, f"status: {error}", None, None, verdict="failed"))
+                lines.append(Line(
+                    architecture=name, figure=f"status: {error}", base=None, candidate=None, verdict="failed"
+                ))
             continue
         for key in EXACT:
             b, c = ok[-1][0].get(key), ok[-1][1].get(key)
             if b is not None:
-                lines.append(Line(name, key, b, c, verdict="ok" if b == c else "changed", pairs=len(ok)))
+                lines.append(Line(
+                    architecture=name, figure=key, base=b, candidate=c, verdict="ok" if b == c else "changed",
+                    pairs=len(ok),
+                ))
         for key, higher_is_better in TIMED:
             rounds = [(b, c, round_ratio(b, c, key)) for b, c in ok]
             rounds = [(b[key], c[key], ratio) for b, c, ratio in rounds if ratio is not None]
@@ -188,9 +193,10 @@ def judge(
                 continue
             median, low, high = ratio_interval([ratio for _, _, ratio in rounds])
             lines.append(Line(
-                name, key, statistics.median(b for b, _, _ in rounds), statistics.median(c for _, c, _ in rounds),
-                median, low, high, verdict(low, high, memory_tolerance if key in MEMORY else tolerance, higher_is_better),
-                len(rounds),
+                architecture=name, figure=key, base=statistics.median(b for b, _, _ in rounds),
+                candidate=statistics.median(c for _, c, _ in rounds), ratio=median, low=low, high=high,
+                verdict=verdict(low, high, memory_tolerance if key in MEMORY else tolerance, higher_is_better),
+                pairs=len(rounds),
             ))
     return lines
 

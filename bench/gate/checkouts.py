@@ -14,7 +14,7 @@ from ..errors import UserError
 from ..scratch import folder as scratch_folder
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Side:
     """One side of the comparison: `label` (base or candidate), the revision as given, its commit, its checkout."""
 
@@ -61,9 +61,9 @@ def checkouts(repo: Path, base: str, candidate: str | None) -> Iterator[tuple[Si
             path = scratch / label
             git(root, "worktree", "add", "--detach", "--quiet", str(path), commit)
             added.append(path)
-            sides[label] = Side(label, base if label == "base" else candidate, commit, path)
+            sides[label] = Side(label=label, rev=base if label == "base" else candidate, commit=commit, path=path)
         if candidate is None:
-            sides["candidate"] = Side("candidate", "working tree", None, root)
+            sides["candidate"] = Side(label="candidate", rev="working tree", commit=None, path=root)
         yield sides["base"], sides["candidate"]
     finally:
         for path in added:

@@ -39,7 +39,7 @@ VERDICTS = ("regressed", "missing", "not comparable", "improved", "noise", "nois
             "accepted", "reference", "unjudged")  # in the order the summary counts them
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Tolerances:
     """Tolerances by figure key, per architecture over the defaults; `False` means shown but not judged."""
 
@@ -52,7 +52,7 @@ class Tolerances:
         return self.architectures.get(architecture, {}).get(key, self.default.get(key))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Line:
     architecture: str
     figure: str
@@ -62,7 +62,7 @@ class Line:
     verdict: str
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Comparison:
     lines: list[Line]
     only_in_baseline: list[str]
@@ -121,7 +121,9 @@ def load_tolerances(path: Path | None = None, architectures: Collection[str] | N
         )
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise UserError(f"{source}: alpha must be a number between 0 and 1 (exclusive), got {alpha!r}")
-    return Tolerances(reference, float(alpha), table["default"], table.get("architecture", {}))
+    return Tolerances(
+        reference=reference, alpha=float(alpha), default=table["default"], architectures=table.get("architecture", {})
+    )
 
 
 def check_accepted(accept: Collection[str], architectures: Collection[str]) -> None:
@@ -173,10 +175,10 @@ def compare(
     if not common:
         raise UserError("the two runs have no architecture and configuration in common")
     comparison = Comparison(
-        [],
-        sorted({row.label for k, row in base_rows.items() if k not in cand_rows}),
-        sorted({row.label for k, row in cand_rows.items() if k not in base_rows}),
-        tolerances.reference,
+        lines=[],
+        only_in_baseline=sorted({row.label for k, row in base_rows.items() if k not in cand_rows}),
+        only_in_candidate=sorted({row.label for k, row in cand_rows.items() if k not in base_rows}),
+        reference=tolerances.reference,
     )
     compared = sorted({key[2] for key in common})
     if tolerances.reference not in (MEDIAN, *compared):
@@ -187,7 +189,10 @@ def compare(
     for key, base in base_rows.items():
         cand = cand_rows.get(key)
         if cand is None:
-            comparison.lines.append(Line(base.label, "record", base.status(), "absent", "", "missing"))
+            comparison.lines.append(Line(
+                architecture=base.label, figure="record", baseline=base.status(), candidate="absent", change="",
+                verdict="missing",
+            ))
             continue
         status = _version_line(base, cand) or _status_line(base, cand)
         if status:
@@ -257,15 +262,23 @@ def _judge(
     name = base.architecture
     shown = Number(figure.scale) if figure.kind == "quality" else Number()
     if c_center is None:
-        return Line(name, figure.key, shown(b_center), "absent", "", "missing")
-    texts = (shown(b_center), shown(c_center))
+        return Line(
+            architecture=name, figure=figure.key, baseline=shown(b_center), candidate="absent", change="",
+            verdict="missing",
+        )
+    texts = {"baseline": shown(b_center), "candidate": shown(c_center)}
     unjudged = tolerances.of(name, figure.key) is False
     if figure.kind == "structure":
         if unjudged:
-            return Line(name, figure.key, *texts, f"{c_center - b_center:+,.0f}", "unjudged")
+            return Line(
+                architecture=name, figure=figure.key, **texts, change=f"{c_center - b_center:+,.0f}", verdict="unjudged"
+            )
         if b_center == c_center:
-            return Line(name, figure.key, *texts, "same", "ok")
-        return Line(name, figure.key, *texts, f"{c_center - b_center:+,.0f}", "accepted" if name in accept else "regressed")
+            return Line(architecture=name, figure=figure.key, **texts, change="same", verdict="ok")
+        return Line(
+            architecture=name, figure=figure.key, **texts, change=f"{c_center - b_center:+,.0f}",
+            verdict="accepted" if name in accept else "regressed",
+        )
     label, tolerance = figure.key, tolerances.of(name, figure.key)
     if figure.kind == "quality":
         b_values, c_values = base.values(figure.key), cand.values(figure.key)
@@ -274,26 +287,29 @@ def _judge(
     else:
         b_values, c_values = _samples(base, figure), _samples(cand, figure)
         b_center, c_center = _center(b_values, b_center), _center(c_values, c_center)
-        texts = (shown(b_center), shown(c_center))
+        texts = {"baseline": shown(b_center), "candidate": shown(c_center)}
         if figure.speed and name == tolerances.reference:
             change = c_center / b_center - 1 if b_center else 0.0
-            return Line(name, f"{figure.key} (raw)", *texts, f"{change * 100:+.1f}%", "reference")
+            return Line(
+                architecture=name, figure=f"{figure.key} (raw)", **texts, change=f"{change * 100:+.1f}%",
+                verdict="reference",
+            )
         if figure.speed and machine:
             c_values, c_center = [v / machine for v in c_values], c_center / machine
             label = f"{figure.key} ÷ {'machine' if tolerances.reference == MEDIAN else tolerances.reference}"
         change = c_center / b_center - 1 if b_center else 0.0
         change_text = f"{change * 100:+.1f}%"
     if unjudged:
-        return Line(name, label, *texts, change_text, "unjudged")
+        return Line(architecture=name, figure=label, **texts, change=change_text, verdict="unjudged")
     floor = tolerances.of(name, figure.floor) if figure.floor else None
     floor = None if floor is False else floor
     if tolerance is None or abs(change) <= tolerance or (floor is not None and abs(c_center - b_center) < floor):
-        return Line(name, label, *texts, change_text, "ok")
+        return Line(architecture=name, figure=label, **texts, change=change_text, verdict="ok")
     worse = change < 0 if figure.higher_is_better else change > 0
     verdict = "regressed" if worse else "improved"
     if not _significant(b_values, c_values, tolerances.alpha):
         verdict = "noise"
-    return Line(name, label, *texts, change_text, verdict)
+    return Line(architecture=name, figure=label, **texts, change=change_text, verdict=verdict)
 
 
 def _significant(base: list[float], cand: list[float], alpha: float) -> bool:
@@ -331,17 +347,28 @@ def _version_line(base: Row, cand: Row) -> Line | None:
     """A "not comparable" line when the two rows' records are of different record versions."""
     if base.comparable(cand):
         return None
-    versions = (versions_text(base.record_versions), versions_text(cand.record_versions))
-    return Line(base.architecture, "record_version", *versions, "", "not comparable")
+    return Line(
+        architecture=base.architecture, figure="record_version", baseline=versions_text(base.record_versions),
+        candidate=versions_text(cand.record_versions), change="", verdict="not comparable",
+    )
 
 
 def _status_line(base: Row, cand: Row) -> Line | None:
     if base.ok and not cand.ok:
-        return Line(base.architecture, "status", "ok", cand.status(), "", "regressed")
+        return Line(
+            architecture=base.architecture, figure="status", baseline="ok", candidate=cand.status(), change="",
+            verdict="regressed",
+        )
     if not base.ok and cand.ok:
-        return Line(base.architecture, "status", base.status(), "ok", "", "improved")
+        return Line(
+            architecture=base.architecture, figure="status", baseline=base.status(), candidate="ok", change="",
+            verdict="improved",
+        )
     if not base.ok and not cand.ok:
-        return Line(base.architecture, "status", base.status(), cand.status(), "", "ok")
+        return Line(
+            architecture=base.architecture, figure="status", baseline=base.status(), candidate=cand.status(), change="",
+            verdict="ok",
+        )
     return None
 
 

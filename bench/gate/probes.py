@@ -20,7 +20,7 @@ from ..errors import UserError
 from .checkouts import Side
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Request:
     """What to measure on each side: the suite (a built-in name or an absolute path), architectures (empty: the
     suite's), mode, device."""
