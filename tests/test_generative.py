@@ -206,7 +206,10 @@ def test_a_generators_fid_falls_as_it_trains(trained_reference, shapes, fid_sett
     def smooth(x):
         return F.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
 
-    target = data.ImageData("smooth", smooth(shapes.train_x), shapes.train_y, smooth(shapes.test_x), shapes.test_y, 10)
+    target = data.ImageData(
+        name="smooth", train_x=smooth(shapes.train_x), train_y=shapes.train_y, test_x=smooth(shapes.test_x),
+        test_y=shapes.test_y, num_classes=10,
+    )
     settings = VaeSettings(epochs=1, batch_size=32, eval_batch_size=300)
     model = architectures.create("vae-mlp", shapes.input_shape, **settings.model_overrides())
     z = generative.codes(len(target.test_x), model.latent_dim, 0, CPU)

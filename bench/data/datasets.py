@@ -73,8 +73,12 @@ def load(
 
 @cache
 def _synthetic(root: Path, download: bool) -> ImageData:
-    train, test = synthetic.shapes(SYNTHETIC_TRAIN, seed=0), synthetic.shapes(SYNTHETIC_TEST, seed=1)
-    return ImageData("synthetic", *train, *test, len(synthetic.CLASSES))
+    train_x, train_y = synthetic.shapes(SYNTHETIC_TRAIN, seed=0)
+    test_x, test_y = synthetic.shapes(SYNTHETIC_TEST, seed=1)
+    return ImageData(
+        name="synthetic", train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
+        num_classes=len(synthetic.CLASSES),
+    )
 
 
 def _check_consistent(data: ImageData) -> None:
@@ -146,7 +150,11 @@ def _torchvision(dataset_class: str, name: str, how_to_get: str) -> Callable[[Pa
             train_files = ", ".join(str(folder / entry[0]) for entry in cls.train_list)
             sources = {"train_x": train_files, "train_y": train_files}
             sources.update(dict.fromkeys(("test_x", "test_y"), ", ".join(str(folder / e[0]) for e in cls.test_list)))
-        return ImageData(name, *_pixels(train), *_pixels(test), len(train.classes), sources=sources)
+        (train_x, train_y), (test_x, test_y) = _pixels(train), _pixels(test)
+        return ImageData(
+            name=name, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, num_classes=len(train.classes),
+            sources=sources,
+        )
 
     return loader
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import struct
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ SPLIT_SEED = 0  # the hold-out split and the order of the files: one per folder,
 MEASURED_IMAGES = 1000  # `normalize = "measured"` takes the statistics of up to this many training images
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FolderSettings:
     """How a `folder:PATH` dataset is read; the suite's `[data]` table (folder datasets only).
 
@@ -87,7 +87,7 @@ class FolderSettings:
         return 0 if cpus <= 2 else min(8, cpus - 1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FolderIndex:
     """The images of a folder dataset: paths and labels of each split, in a seeded order, and what was left out."""
 
@@ -103,9 +103,9 @@ class FolderIndex:
 
     def cut(self, limit_train: int | None, limit_test: int | None) -> "FolderIndex":
         """The first `limit_train`/`limit_test` images of each split (a seeded sample of every class)."""
-        return FolderIndex(
-            self.root, self.classes, self.train_files[:limit_train], self.train_labels[:limit_train],
-            self.test_files[:limit_test], self.test_labels[:limit_test], self.layout, self.skipped, self.ignored,
+        return replace(
+            self, train_files=self.train_files[:limit_train], train_labels=self.train_labels[:limit_train],
+            test_files=self.test_files[:limit_test], test_labels=self.test_labels[:limit_test],
         )
 
 
@@ -148,7 +148,10 @@ def index(path: str | Path, settings: FolderSettings) -> FolderIndex:
     for split, labels in (("training", train_labels), ("evaluation", test_labels)):
         if len(labels) == 0:
             raise UserError(f"folder dataset {root}: no {split} images are left after skipping {len(skipped)} bad one(s)")
-    return FolderIndex(str(root), classes, train_files, train_labels, test_files, test_labels, layout, tuple(skipped), ignored)
+    return FolderIndex(
+        root=str(root), classes=classes, train_files=train_files, train_labels=train_labels, test_files=test_files,
+        test_labels=test_labels, layout=layout, skipped=tuple(skipped), ignored=ignored,
+    )
 
 
 def _checked_split(

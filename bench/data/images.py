@@ -10,7 +10,7 @@ import torch
 from .memory import Splits, TensorSource
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ImageData:
     """Train and test images (N, C, H, W) with integer labels (N,), all on one device."""
 
@@ -59,8 +59,8 @@ class ImageData:
         data = mode.data(data) if mode is not None else data
         probe = len(data.test_x)
         return Splits(
-            TensorSource(data.train_x, data.train_y), TensorSource(data.test_x, data.test_y),
-            TensorSource(data.train_x[:probe], data.train_y[:probe]), data.num_classes,
+            train=TensorSource(data.train_x, data.train_y), test=TensorSource(data.test_x, data.test_y),
+            probe=TensorSource(data.train_x[:probe], data.train_y[:probe]), num_classes=data.num_classes,
         )
 
     @cached_property

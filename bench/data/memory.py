@@ -37,7 +37,7 @@ class Source(Protocol):
         """The split's first `n` images in stored order, as its batches hold them (cost figures run on these)."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Splits:
     """What a classifier trains and is evaluated on, ready on the run's device in the run's mode: the training
     and test splits, the probe (the first len(test) training samples, as evaluation sees them: the

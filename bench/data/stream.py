@@ -128,7 +128,7 @@ def _loader(images: FolderImages, workers: int, **options) -> torch.utils.data.D
     return torch.utils.data.DataLoader(images, num_workers=workers, multiprocessing_context=fork, **options)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FolderStream:
     """A folder dataset read batch by batch during training (see the module's docstring)."""
 
@@ -175,8 +175,9 @@ class FolderStream:
         probe = len(index.test_files)
         train = source(index.train_files, index.train_labels, True)
         return Splits(
-            train, source(index.test_files, index.test_labels, False),
-            source(index.train_files[:probe], index.train_labels[:probe], False), self.num_classes, loader=train,
+            train=train, test=source(index.test_files, index.test_labels, False),
+            probe=source(index.train_files[:probe], index.train_labels[:probe], False), num_classes=self.num_classes,
+            loader=train,
         )
 
     @property
@@ -210,7 +211,9 @@ def open_folder(path: str, settings: FolderSettings, limit_train: int | None = N
     )
     mean, std, normalization = _normalization(index_, settings)
     if not memory:
-        return FolderStream(name, index_, settings, mean, std, normalization)
+        return FolderStream(
+            name=name, index=index_, settings=settings, mean=mean, std=std, normalization=normalization
+        )
     if settings.augment:
         raise UserError(
             "data_path = \"memory\" decodes each image once, so it cannot augment; set augment = false "
@@ -220,8 +223,9 @@ def open_folder(path: str, settings: FolderSettings, limit_train: int | None = N
     test_x = _decoded(index_.test_files, index_.test_labels, settings)
     fields = {**folder_fields(index_, settings, mean, std, normalization), "data_path": "memory", "num_workers": None}
     return ImageData(
-        name, train_x, torch.from_numpy(index_.train_labels), test_x, torch.from_numpy(index_.test_labels),
-        len(index_.classes), sources={"train_x": index_.root}, stats=(mean, std), fields=fields,
+        name=name, train_x=train_x, train_y=torch.from_numpy(index_.train_labels), test_x=test_x,
+        test_y=torch.from_numpy(index_.test_labels), num_classes=len(index_.classes), sources={"train_x": index_.root},
+        stats=(mean, std), fields=fields,
     )
 
 

@@ -62,7 +62,9 @@ def random_data(channels: int, size: int, classes: int, samples: int, seed: int 
     generator = torch.Generator().manual_seed(seed)
     x = torch.rand(samples, channels, size, size, generator=generator)
     y = torch.randint(0, classes, (samples,), generator=generator)
-    return ImageData(f"random {channels}x{size}x{size}", x, y, x, y, classes)
+    return ImageData(
+        name=f"random {channels}x{size}x{size}", train_x=x, train_y=y, test_x=x, test_y=y, num_classes=classes
+    )
 
 
 def run_sweep(

@@ -60,7 +60,10 @@ def harness(name: str, batch: int, mode: modes.Mode):
     settings = ClassifySettings(batch_size=batch)
     model = mode.prepare(architectures.create(name, (3, 32, 32), 10))
     images = torch.randn(batch * STEPS, 3, 32, 32)
-    data = mode.data(ImageData("random", images, torch.randint(0, 10, (len(images),)), images[:batch], images[:batch], 10))
+    data = mode.data(ImageData(
+        name="random", train_x=images, train_y=torch.randint(0, 10, (len(images),)), test_x=images[:batch],
+        test_y=images[:batch], num_classes=10,
+    ))
     x, y = data.train_x[:batch], data.train_y[:batch]
     copied = trainee(model, mode, classify.compiled_parts)
     optimizer, amp = classify.make_optimizer(copied.parameters(), settings), Amp(mode, CPU)
