@@ -75,7 +75,7 @@ def test_throughput_on_cuda_is_timed_with_cuda_events(monkeypatch):
 
 
 def test_the_fp16_scaler_steps_and_backs_off_on_cuda():
-    amp = Amp(Mode("fp16", "fp16"), CUDA)
+    amp = Amp(Mode(name="fp16", precision="fp16"), CUDA)
     assert amp.scaler.is_enabled()
     model = nn.Linear(8, 1).to(CUDA)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

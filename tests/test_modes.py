@@ -24,7 +24,7 @@ from bench.tasks.settings import ClassifySettings, FidSettings, GanSettings, Vae
 from support.cli import run_cli, run_records
 
 CPU = torch.device("cpu")
-BF16_CL = Mode("bf16+channels_last", "bf16", channels_last=True)
+BF16_CL = Mode(name="bf16+channels_last", precision="bf16", channels_last=True)
 SLOW_BACKEND, SLOW_COMPILE_S = "archbench_slow_test", 0.6
 
 
@@ -133,8 +133,8 @@ def test_the_mode_is_part_of_config_id_and_auto_shares_the_id_of_what_it_resolve
 
     ids = {text: config_id(modes.parse(text).resolved(CPU)) for text in ("fp32", "bf16", "fp32+channels_last")}
     assert len(set(ids.values())) == 3
-    assert config_id(Mode("auto", "bf16")) == ids["bf16"]
-    assert config_id(Mode("fp32+compile", "fp32", compile="default")) != ids["fp32"]
+    assert config_id(Mode(name="auto", precision="bf16")) == ids["bf16"]
+    assert config_id(Mode(name="fp32+compile", precision="fp32", compile="default")) != ids["fp32"]
 
 
 def test_bf16_autocast_runs_the_layers_in_bf16_and_keeps_the_weights_fp32():
@@ -173,7 +173,7 @@ def test_the_harness_step_in_bf16_matches_a_bare_autocast_step():
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     optimizer, bare_optimizer = (torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, bare))
     torch.manual_seed(1)
-    loss = classify.train_step(model, optimizer, x, y, Amp(Mode("bf16", "bf16"), CPU))
+    loss = classify.train_step(model, optimizer, x, y, Amp(Mode(name="bf16", precision="bf16"), CPU))
     torch.manual_seed(1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         bare_loss = nn.functional.cross_entropy(bare(x).float(), y)
@@ -184,7 +184,7 @@ def test_the_harness_step_in_bf16_matches_a_bare_autocast_step():
 
 
 def test_an_fp16_scaler_scales_the_loss_and_skips_a_step_whose_gradients_overflow():
-    amp = Amp(Mode("fp16", "fp16"), CPU)
+    amp = Amp(Mode(name="fp16", precision="fp16"), CPU)
     assert amp.scaler.is_enabled() and amp.scaler.get_scale() == 2.0**16
     weight = nn.Parameter(torch.ones(3))
     optimizer = torch.optim.SGD([weight], lr=0.1)
@@ -209,7 +209,7 @@ def test_time_in_a_paused_block_is_not_training_time(monkeypatch):
 
 def test_compilation_time_is_kept_out_of_the_training_clock():
     model = architectures.create("cnn-baseline", (3, 32, 32), 10)
-    Mode("fp32+compile", compile="default", compile_backend=SLOW_BACKEND).compile_modules(model)
+    Mode(name="fp32+compile", compile="default", compile_backend=SLOW_BACKEND).compile_modules(model)
     clock, started = TrainClock(CPU, Group()), time.perf_counter()
     with clock:
         model(torch.randn(2, 3, 32, 32))  # the first call compiles

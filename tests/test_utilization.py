@@ -80,7 +80,8 @@ def test_the_warm_up_ends_once_the_rate_stops_rising(full_length):
 
 def test_the_peak_is_a_timed_matmul_in_the_modes_precision(full_length):
     fp32 = utilization.matmul_peak(torch.device("cpu"), Mode())
-    bf16 = utilization.matmul_peak(torch.device("cpu"), Mode("bf16+channels_last", "bf16", True))
+    bf16_cl = Mode(name="bf16+channels_last", precision="bf16", channels_last=True)
+    bf16 = utilization.matmul_peak(torch.device("cpu"), bf16_cl)
     assert fp32["peak_method"].endswith(" matmul, float32, cpu") and bf16["peak_method"].endswith(" matmul, bfloat16, cpu")
     assert fp32["peak_flops"] > 1e8 and bf16["peak_flops"] > 1e8 and fp32["peak_flops_iqr"] >= 0
 

@@ -30,7 +30,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _SYNTAX = "a mode is PRECISION[+channels_last][+compile[:MODE]], e.g. bf16+channels_last"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Mode:
     """One precision / memory format / compilation mode. `name` is how the user wrote it; `precision` is what
     runs (`auto` until `resolved` for a device)."""
@@ -141,7 +141,10 @@ def parse(text: str, compile_backend: str = "inductor") -> Mode:
                 raise UserError(f"mode {text!r}: unknown compile mode {compile_mode!r} (valid: {', '.join(COMPILE_MODES)})")
         else:
             raise UserError(f"mode {text!r}: unexpected part {part!r}; {_SYNTAX}")
-    return Mode("+".join(parts), precision, channels_last, compile_mode, compile_backend)
+    return Mode(
+        name="+".join(parts), precision=precision, channels_last=channels_last, compile=compile_mode,
+        compile_backend=compile_backend,
+    )
 
 
 def from_flags(precision: str | None, channels_last: bool, compile_mode: str | None) -> str | None:

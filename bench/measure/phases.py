@@ -87,7 +87,7 @@ def summed(totals: dict[str, float], more: dict[str, float]) -> dict[str, float]
     return {name: both[name] for name in sorted(both, key=_order)}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SuiteProfile:
     """Where an `archbench run` went: its pairs' phases summed (`add` each record as it is written) and the
     parent's own time around them: from the process's start to the first pair (`before_pairs_s`), handing

@@ -16,7 +16,7 @@ from ..stats import iqr, quantile
 from .phases import phase
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MeasureSettings:
     """How long and how often to measure; the suite's `[measure]` table."""
 
