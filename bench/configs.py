@@ -50,7 +50,7 @@ _KIND_NAMES = {
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes any 64-bit value; seeds are recorded as JSON integers
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunConfig:
     """Everything one `archbench run` does: which architectures, on what data, under which settings."""
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 CONFIDENCE = 0.95
 # Two-sided 95% quantiles of Student's t, t(0.975, df), for df = 1..30.
@@ -47,7 +47,7 @@ def t_quantile(df: float) -> float:
     return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Interval:
     """An estimate and its 95% confidence interval; `n` values went in; `paired` says how a difference was taken."""
 
@@ -74,7 +74,7 @@ def mean_interval(values: list[float]) -> Interval | None:
         return None
     mean = statistics.fmean(values)
     half = t_quantile(n - 1) * statistics.stdev(values) / math.sqrt(n)
-    return Interval(mean, mean - half, mean + half, n)
+    return Interval(estimate=mean, low=mean - half, high=mean + half, n=n)
 
 
 def difference(a: dict[int, float], b: dict[int, float]) -> Interval | None:
@@ -83,17 +83,17 @@ def difference(a: dict[int, float], b: dict[int, float]) -> Interval | None:
     common = sorted(set(a) & set(b))
     if len(common) >= 2:
         found = mean_interval([a[seed] - b[seed] for seed in common])
-        return Interval(found.estimate, found.low, found.high, found.n, paired=True)
+        return replace(found, paired=True)
     if len(a) < 2 or len(b) < 2:
         return None
     va, vb = list(a.values()), list(b.values())
     sa, sb = statistics.variance(va) / len(va), statistics.variance(vb) / len(vb)
     estimate = statistics.fmean(va) - statistics.fmean(vb)
     if sa + sb == 0:
-        return Interval(estimate, estimate, estimate, len(va) + len(vb))
+        return Interval(estimate=estimate, low=estimate, high=estimate, n=len(va) + len(vb))
     df = (sa + sb) ** 2 / (sa**2 / (len(va) - 1) + sb**2 / (len(vb) - 1))
     half = t_quantile(max(1.0, df)) * math.sqrt(sa + sb)
-    return Interval(estimate, estimate - half, estimate + half, len(va) + len(vb))
+    return Interval(estimate=estimate, low=estimate - half, high=estimate + half, n=len(va) + len(vb))
 
 
 def signed_rank_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float]:

@@ -115,7 +115,10 @@ def speed(args: argparse.Namespace) -> int:
 
     config = configs.load(args.suite, **flags.settings(args))
     confirm(config.architectures, args.yes)
-    sweep = sweeps.Sweep(tuple(args.batch_sizes), tuple(args.image_sizes), args.channels, args.classes, args.max_memory)
+    sweep = sweeps.Sweep(
+        batch_sizes=tuple(args.batch_sizes), image_sizes=tuple(args.image_sizes), channels=args.channels,
+        classes=args.classes, max_memory_mb=args.max_memory,
+    )
     echo = (lambda line: None) if config.quiet else print
     try:
         run_dir = sweeps.run_sweep(config, sweep, strategy(config, args.isolation, None), echo, args.command_line,

@@ -29,7 +29,7 @@ CLOCK_AGREEMENT = 0.10
 SPEED = "speed"  # the table of `archbench speed`'s records, whatever their task: cost figures only
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Row:
     """One configuration of one architecture, aggregated over its records."""
 
@@ -125,7 +125,7 @@ def aggregate(records: list[dict[str, Any]]) -> list[Row]:
     for record in records:
         key = (record.get("task"), record.get("dataset"), record.get("architecture"), record.get("config_id"))
         if key not in rows:
-            rows[key] = Row(str(key[0]), str(key[1]), str(key[2]))
+            rows[key] = Row(task=str(key[0]), dataset=str(key[1]), architecture=str(key[2]))
         rows[key].records.append(record)
     result = list(rows.values())
     known = tables()

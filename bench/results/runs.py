@@ -16,7 +16,7 @@ from .schema import Pair, pair
 from .records import read_records
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Run:
     """The records of one run: one run folder, or every shard of one sweep merged; `missing` are pairs of the
     sweep in none of its folders."""
@@ -37,10 +37,10 @@ def merge(paths: list[Path]) -> list[Run]:
         info = store.read_run_info(path.parent).get("shard")
         found = read_records(path)
         if not isinstance(info, dict) or not info.get("sweep"):
-            runs.append(Run([path], found))
+            runs.append(Run(paths=[path], records=found))
             continue
         if info["sweep"] not in sweeps:
-            run = Run([], [], sweep=info["sweep"])
+            run = Run(paths=[], records=[], sweep=info["sweep"])
             runs.append(run)
             sweeps[info["sweep"]] = (run, {}, [tuple(p) for p in info.get("planned", [])])
         run, seen, _ = sweeps[info["sweep"]]

@@ -36,7 +36,7 @@ from . import runner
 from .session import Session
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Sweep:
     """The points of a speed sweep besides architectures and modes (those are the configuration's)."""
 

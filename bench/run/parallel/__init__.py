@@ -14,7 +14,7 @@ from ...errors import UserError
 DEFAULT_TIMEOUT = 300.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Options:
     """How a data-parallel run is launched: the --nproc, --backend, --scaling and --dist-timeout flags.
 
@@ -45,7 +45,7 @@ def from_flags(nproc: int | None, backend: str | None, scaling: bool, timeout: f
         if given:
             raise UserError(f"{given[0]} applies to data-parallel runs: add --nproc N, or launch with torchrun")
         return None
-    return Options(nproc, backend or "auto", bool(scaling), timeout or DEFAULT_TIMEOUT)
+    return Options(nproc=nproc, backend=backend or "auto", scaling=bool(scaling), timeout=timeout or DEFAULT_TIMEOUT)
 
 
 def strategy(options: Options):
