@@ -58,13 +58,15 @@ def test_a_classifier_trained_to_a_flops_budget_records_what_it_bought(tmp_path)
     model = architectures.create("cnn-baseline", tiny.input_shape, tiny.num_classes)
     probe = ClassifySettings(batch_size=32, optimizer="adam", budget_flops=1.0)
     costs = {}
-    TASKS["classify"].run(model, tiny, probe, RunContext(CPU, 0, FAST_MEASURE, tmp_path), costs, train=False)
+    context = RunContext(device=CPU, seed=0, measure=FAST_MEASURE, run_dir=tmp_path)
+    TASKS["classify"].run(model, tiny, probe, context, costs, train=False)
     per_step = costs["train_flops_per_step"]
     assert per_step == pytest.approx(3 * 32 * costs["flops_per_sample"], rel=0.05)  # forward and backward: about 3x
 
     settings = dataclasses.replace(probe, budget_flops=5.5 * per_step)
     found = {}
-    TASKS["classify"].run(model, tiny, settings, RunContext(CPU, 0, FAST_MEASURE, tmp_path), found)
+    context = RunContext(device=CPU, seed=0, measure=FAST_MEASURE, run_dir=tmp_path)
+    TASKS["classify"].run(model, tiny, settings, context, found)
     assert found["steps_trained"] == 6 and found["epochs_trained"] == 1.5
     assert len(found["curve_test_accuracy"]) == 2  # evaluated after the full epoch and after the partial one
     assert (found["steps_trained"] - 1) * per_step < found["budget_flops"] <= found["steps_trained"] * per_step

@@ -27,7 +27,8 @@ def run(name, tiny, tmp_path, seed=0, measure=FAST_MEASURE, **settings):
     torch.manual_seed(seed)
     model = architectures.create(name, tiny.input_shape, tiny.num_classes)
     record = {}
-    TASKS["classify"].run(model, tiny, settings, RunContext(CPU, seed, measure, tmp_path), record)
+    context = RunContext(device=CPU, seed=seed, measure=measure, run_dir=tmp_path)
+    TASKS["classify"].run(model, tiny, settings, context, record)
     return record
 
 
@@ -116,7 +117,8 @@ def test_a_nan_loss_raises_diverged_with_its_step(tiny, tmp_path):
     with pytest.raises(Diverged, match="step 4 ") as error:
         settings = ClassifySettings(epochs=2, batch_size=32)
         model = architectures.create("nan-after-3", tiny.input_shape, 10)
-        classify.fit(model, tiny.splits(), settings, RunContext(CPU, 0, FAST_MEASURE, tmp_path), {})
+        context = RunContext(device=CPU, seed=0, measure=FAST_MEASURE, run_dir=tmp_path)
+        classify.fit(model, tiny.splits(), settings, context, {})
     assert error.value.step == 4
 
 
@@ -134,7 +136,8 @@ def test_the_timed_training_step_runs_on_the_batches_training_draws(monkeypatch,
     settings = ClassifySettings(batch_size=25)
     model = architectures.create("cnn-baseline", shapes.input_shape, shapes.num_classes)
     costs = {}
-    TASKS["classify"].run(model, shapes, settings, RunContext(CPU, 7, FAST_MEASURE, tmp_path), costs, train=False)
+    context = RunContext(device=CPU, seed=7, measure=FAST_MEASURE, run_dir=tmp_path)
+    TASKS["classify"].run(model, shapes, settings, context, costs, train=False)
     assert costs["train_throughput"] > 0
     drawn = data.training_batches(shapes.standardized.train_x, shapes.train_y, 25, seed=7)
     first = [next(drawn)[1] for _ in range(3)]

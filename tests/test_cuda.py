@@ -38,7 +38,7 @@ def fid(tmp_path_factory):
 @pytest.mark.parametrize("text", MODES)
 def test_every_task_runs_in_every_mode_on_cuda(text, tiny, fid, tmp_path):
     mode = modes.parse(text).resolved(CUDA)
-    context = RunContext(CUDA, 0, FAST_MEASURE, tmp_path, fid=fid, mode=mode)
+    context = RunContext(device=CUDA, seed=0, measure=FAST_MEASURE, run_dir=tmp_path, fid=fid, mode=mode)
     expected = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[mode.precision]
     for task, name, settings in (
         (TASKS["classify"], "cnn-bn", ClassifySettings(epochs=2, batch_size=50, optimizer="adam")),

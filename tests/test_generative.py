@@ -219,7 +219,7 @@ def test_a_generators_fid_falls_as_it_trains(trained_reference, shapes, fid_sett
         return quality(trained_reference, target.test_x, samples, fid_settings)["fid"]
 
     before = fid()
-    vae.fit(model, target, settings, RunContext(CPU, 0, FAST_MEASURE, tmp_path), {})
+    vae.fit(model, target, settings, RunContext(device=CPU, seed=0, measure=FAST_MEASURE, run_dir=tmp_path), {})
     after = fid()
     assert after < 0.6 * before, (before, after)
 
@@ -229,7 +229,8 @@ def test_a_vae_run_records_elbo_nll_fid_and_the_costs_of_its_decoder(trained_ref
     settings = VaeSettings(epochs=1, batch_size=32, iwae_samples=10, eval_batch_size=300)
     model = architectures.create("vae-mlp", shapes.input_shape, **settings.model_overrides())
     record = {"architecture": "vae-mlp"}
-    TASKS["vae"].run(model, shapes, settings, RunContext(CPU, 0, WINDOWED_MEASURE, tmp_path, fid=fid_settings), record)
+    context = RunContext(device=CPU, seed=0, measure=WINDOWED_MEASURE, run_dir=tmp_path, fid=fid_settings)
+    TASKS["vae"].run(model, shapes, settings, context, record)
 
     assert record["fid_classifier"] == "cnn-bn" and record["fid_classifier_accuracy"] == trained_reference.accuracy
     assert record["fid_classifier_cached"] and record["fid_samples"] == len(shapes.test_x) and record["kid"] > 0
@@ -254,7 +255,8 @@ def test_a_gan_records_generator_and_discriminator_separately(trained_reference,
     torch.manual_seed(0)
     model = architectures.create("gan-mlp", shapes.input_shape, **settings.model_overrides())
     record = {"architecture": "gan-mlp"}
-    TASKS["gan"].run(model, shapes, settings, RunContext(CPU, 0, WINDOWED_MEASURE, tmp_path, fid=fid_settings), record)
+    context = RunContext(device=CPU, seed=0, measure=WINDOWED_MEASURE, run_dir=tmp_path, fid=fid_settings)
+    TASKS["gan"].run(model, shapes, settings, context, record)
     assert record["generator_params"] == sum(p.numel() for p in model.generator.parameters())
     assert record["generator_params"] + record["discriminator_params"] == record["params"]
     assert record["latent_dim"] == 32 and len(record["curve_d_loss"]) == len(record["curve_g_loss"]) == 1
@@ -267,7 +269,8 @@ def test_a_gan_records_generator_and_discriminator_separately(trained_reference,
     untimed = {"architecture": "gan-mlp"}
     torch.manual_seed(0)
     model = architectures.create("gan-mlp", shapes.input_shape, **settings.model_overrides())
-    TASKS["gan"].run(model, shapes, settings, RunContext(CPU, 0, FAST_MEASURE, tmp_path, fid=fid_settings), untimed)
+    context = RunContext(device=CPU, seed=0, measure=FAST_MEASURE, run_dir=tmp_path, fid=fid_settings)
+    TASKS["gan"].run(model, shapes, settings, context, untimed)
     assert (untimed["curve_d_loss"], untimed["curve_g_loss"]) == (record["curve_d_loss"], record["curve_g_loss"])
 
 
@@ -285,7 +288,8 @@ def test_a_vae_whose_loss_turns_nan_ends_training_as_diverged_at_that_step(shape
     model = VAE(nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 8)), NanAfter3(), latent_dim=4)
     few = dataclasses.replace(shapes, train_x=shapes.train_x[:128], test_x=shapes.test_x[:32])
     with pytest.raises(Diverged, match="non-finite training loss at step 4 ") as error:
-        vae.fit(model, few, VaeSettings(epochs=2, batch_size=32), RunContext(CPU, 0, FAST_MEASURE, tmp_path), {})
+        context = RunContext(device=CPU, seed=0, measure=FAST_MEASURE, run_dir=tmp_path)
+        vae.fit(model, few, VaeSettings(epochs=2, batch_size=32), context, {})
     assert error.value.step == 4
 
 
@@ -315,12 +319,13 @@ def test_a_discriminator_that_wins_outright_ends_training_as_diverged(shapes, tm
     record = {}
     few = dataclasses.replace(shapes, train_x=shapes.train_x[:320])
     with pytest.raises(Diverged, match="discriminator collapsed: its loss stayed below 0.2 for 5 steps") as error:
-        gan.fit(model, few, settings, RunContext(CPU, 0, FAST_MEASURE, tmp_path), record)
+        gan.fit(model, few, settings, RunContext(device=CPU, seed=0, measure=FAST_MEASURE, run_dir=tmp_path), record)
     assert 5 <= error.value.step < 50 and len(record["curve_d_loss"]) < settings.epochs  # 50 steps in all
 
 
 def test_a_gan_with_ema_is_judged_by_the_moving_average_of_its_generator(shapes, tmp_path):
-    few, context = dataclasses.replace(shapes, train_x=shapes.train_x[:128]), RunContext(CPU, 0, FAST_MEASURE, tmp_path)
+    few = dataclasses.replace(shapes, train_x=shapes.train_x[:128])
+    context = RunContext(device=CPU, seed=0, measure=FAST_MEASURE, run_dir=tmp_path)
     settings = GanSettings(epochs=2, batch_size=32, latent_dim=8, ema=0.9)
     torch.manual_seed(0)
     model = architectures.create("gan-dcgan", shapes.input_shape, latent_dim=8)  # batch norm: buffers averaged too

@@ -148,7 +148,7 @@ def test_bf16_autocast_runs_the_layers_in_bf16_and_keeps_the_weights_fp32():
 
 
 def test_every_task_trains_and_evaluates_in_bf16_channels_last(tiny, fid, tmp_path):
-    context = RunContext(CPU, 0, FAST_MEASURE, tmp_path, fid=fid, mode=BF16_CL)
+    context = RunContext(device=CPU, seed=0, measure=FAST_MEASURE, run_dir=tmp_path, fid=fid, mode=BF16_CL)
     for task, name, settings in (
         (TASKS["classify"], "cnn-bn", ClassifySettings(epochs=2, batch_size=25, optimizer="adam")),
         (TASKS["vae"], "vae-conv", VaeSettings(epochs=1, batch_size=25, iwae_samples=4, eval_batch_size=40)),

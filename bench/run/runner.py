@@ -227,7 +227,8 @@ def _build_and_run(
         model = model.to(job.device)
     progress = progress_factory(job.name, job.seed, job.quiet, job.mode.name)
     context = RunContext(
-        job.device, job.seed, job.config.measure, job.run_dir, progress, group or Group(), job.config.fid, job.mode
+        device=job.device, seed=job.seed, measure=job.config.measure, run_dir=job.run_dir, progress=progress,
+        group=group or Group(), fid=job.config.fid, mode=job.mode,
     )
     if job.measure_only:
         task.run(model, job.data, settings, context, record, train=False)

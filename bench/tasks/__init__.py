@@ -20,15 +20,17 @@ from .settings import ClassifySettings, GanSettings, TrainingSettings, VaeSettin
 
 # The figures every task's records may carry: costs (relative tolerances, timed) and structure (exact).
 COMMON_FIGURES = (
-    Figure("train_throughput", "cost", True, repeats="train_throughput_repeats", speed=True),
-    Figure("infer_throughput", "cost", True, repeats="infer_throughput_repeats", speed=True),
-    Figure("generate_throughput", "cost", True, repeats="generate_throughput_repeats", speed=True),
-    Figure("latency_p50_ms", "cost", False, repeats="latency_p50_ms_repeats", speed=True),
-    Figure("peak_memory_mb", "cost", False, floor="peak_memory_min_mb"),
-    Figure("params", "structure"),
-    Figure("generator_params", "structure"),
-    Figure("discriminator_params", "structure"),
-    Figure("flops_per_sample", "structure"),
+    Figure(key="train_throughput", kind="cost", higher_is_better=True, repeats="train_throughput_repeats", speed=True),
+    Figure(key="infer_throughput", kind="cost", higher_is_better=True, repeats="infer_throughput_repeats", speed=True),
+    Figure(
+        key="generate_throughput", kind="cost", higher_is_better=True, repeats="generate_throughput_repeats", speed=True
+    ),
+    Figure(key="latency_p50_ms", kind="cost", higher_is_better=False, repeats="latency_p50_ms_repeats", speed=True),
+    Figure(key="peak_memory_mb", kind="cost", higher_is_better=False, floor="peak_memory_min_mb"),
+    Figure(key="params", kind="structure"),
+    Figure(key="generator_params", kind="structure"),
+    Figure(key="discriminator_params", kind="structure"),
+    Figure(key="flops_per_sample", kind="structure"),
 )
 
 
@@ -87,9 +89,18 @@ def tables() -> dict[str, Table]:
     return {task.table.name: task.table for task in TASKS.values()}
 
 
-ACCURACY = Figure("test_accuracy", "quality", True, 100, " pts", tolerance=1.0)  # accuracy points lost
-FID = Figure("fid", "quality", False, tolerance=25.0)  # FID gained, on the reference classifier's features
-NLL = Figure("test_nll", "quality", False, unit=" nats", tolerance=5.0)  # nats per image gained
+ACCURACY = Figure(
+    key="test_accuracy", kind="quality", higher_is_better=True, scale=100, unit=" pts",
+    tolerance=1.0,  # accuracy points lost
+)
+FID = Figure(
+    key="fid", kind="quality", higher_is_better=False,
+    tolerance=25.0,  # FID gained, on the reference classifier's features
+)
+NLL = Figure(
+    key="test_nll", kind="quality", higher_is_better=False, unit=" nats",
+    tolerance=5.0,  # nats per image gained
+)
 
 PERCENT, MILLIONS, SIG3 = Number(100, decimals=1), Number(1e-6, decimals=2), Number()
 

@@ -55,7 +55,7 @@ class Group:
         return model
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunContext:
     """Everything a task loop needs besides the model, the data and its settings.
 

@@ -35,7 +35,8 @@ def train_step(
 def training_step(model: nn.Module, settings: ClassifySettings, amp: Amp) -> TrainingStep:
     """The classifier's training step over `model`: cross-entropy, one optimizer of the suite's kind."""
     optimizer = make_optimizer(model.parameters(), settings)
-    return TrainingStep(model, (optimizer,), lambda x, y: train_step(model, optimizer, x, y, amp), amp)
+    step = lambda x, y: train_step(model, optimizer, x, y, amp)
+    return TrainingStep(model=model, optimizers=(optimizer,), step=step, amp=amp)
 
 
 @torch.inference_mode()

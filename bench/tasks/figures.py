@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Figure:
     """A judged figure: `quality` (absolute `tolerance` in `unit` after `scale`), `cost` (relative, timed: the A/B
     gate pairs it), `structure` (exact).

@@ -75,7 +75,7 @@ def train_step(
     return torch.stack([d_loss.detach(), g_loss.detach()])
 
 
-@dataclass
+@dataclass(kw_only=True)
 class GanTrainingStep(TrainingStep):
     """The GAN's step, and the moving average of its generator that the step updates (None without `ema`)."""
 
@@ -87,7 +87,9 @@ def training_step(model: nn.Module, settings: GanSettings, amp: Amp) -> GanTrain
     moving average (`settings.ema`) updated; returns the two losses."""
     (g_optimizer, d_optimizer), average = optimizers(model, settings), moving_average(model, settings)
     step = lambda x, _: train_step(model, g_optimizer, d_optimizer, x, amp, average)
-    return GanTrainingStep(model, (g_optimizer, d_optimizer), step, amp, "GAN loss", average)
+    return GanTrainingStep(
+        model=model, optimizers=(g_optimizer, d_optimizer), step=step, amp=amp, loss_name="GAN loss", average=average
+    )
 
 
 def collapse_step(d_losses: torch.Tensor, threshold: float, window: int) -> int | None:

@@ -31,7 +31,7 @@ from .settings import TrainingSettings
 AfterStep = Callable[["TrainClock", tuple[torch.optim.Optimizer, ...]], None]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainingStep:
     """A task's training step over `model`: `step(x, y)` (y None for a task without labels) takes one step of
     `optimizers` in `amp`'s mode and returns the detached loss (or a row of losses), on the device.

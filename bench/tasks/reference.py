@@ -77,7 +77,7 @@ class Features(nn.Module):
         return captured[0].flatten(1)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Reference:
     """A trained reference classifier: its feature network, test accuracy and cache file."""
 
@@ -142,7 +142,7 @@ def load_or_train(
             accuracy = _train(model, settings, data, device, progress)
             _save(path, {"state_dict": model.state_dict(), "accuracy": accuracy, "key": json.dumps(cache_key(settings, data))})
     model.eval().requires_grad_(False)
-    return Reference(settings.classifier, Features(model), accuracy, path, cached)
+    return Reference(name=settings.classifier, features=Features(model), accuracy=accuracy, path=path, cached=cached)
 
 
 def _save(path: Path, saved: dict[str, Any]) -> None:
@@ -188,8 +188,8 @@ def _train(model: Standardized, settings: FidSettings, data: ImageData, device: 
     shared = {f.name: getattr(settings, f.name) for f in fields(TrainingSettings)}
     training = ClassifySettings(**shared, eval_batch_size=settings.eval_batch_size)
     context = RunContext(
-        device, settings.seed, MeasureSettings(), cache_dir(settings),
-        lambda total, description: progress(total, f"FID reference {settings.classifier}"),
+        device=device, seed=settings.seed, measure=MeasureSettings(), run_dir=cache_dir(settings),
+        progress=lambda total, description: progress(total, f"FID reference {settings.classifier}"),
     )
     record: dict[str, Any] = {}
     try:

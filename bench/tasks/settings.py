@@ -12,7 +12,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainingSettings:
     """Training budget and optimizer of one task, read from the suite's table for that task.
 
@@ -69,7 +69,7 @@ class TrainingSettings:
         return {}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ClassifySettings(TrainingSettings):
     """The suite's `[classify]` table. Defaults are the reference setup: SGD lr 0.001 momentum 0.9, batch 100."""
 
@@ -85,7 +85,7 @@ class ClassifySettings(TrainingSettings):
         return found
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GenerativeSettings(TrainingSettings):
     """Settings every generator task has: the latent size given to every builder, and the evaluation batch."""
 
@@ -107,7 +107,7 @@ class GenerativeSettings(TrainingSettings):
 LIKELIHOODS = ("bernoulli", "gaussian")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VaeSettings(GenerativeSettings):
     """The suite's `[vae]` table. Defaults: Adam lr 0.001, latent size 16, Bernoulli pixels, IWAE with k = 100."""
 
@@ -128,7 +128,7 @@ class VaeSettings(GenerativeSettings):
         return found
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GanSettings(GenerativeSettings):
     """The suite's `[gan]` table. Defaults: DCGAN's batch 128, Adam lr 2e-4, betas (0.5, 0.999), latent size 100."""
 
@@ -152,7 +152,7 @@ class GanSettings(GenerativeSettings):
         return found
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FidSettings(TrainingSettings):
     """The suite's `[fid]` table: the reference classifier, its training, and KID's subsets.
 

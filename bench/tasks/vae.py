@@ -69,7 +69,8 @@ def train_step(
 def training_step(model: nn.Module, settings: VaeSettings, amp: Amp) -> TrainingStep:
     """The VAE's training step over `model`: the negative ELBO, one optimizer of the suite's kind."""
     optimizer = make_optimizer(model.parameters(), settings)
-    return TrainingStep(model, (optimizer,), lambda x, _: train_step(model, optimizer, x, settings, amp), amp)
+    step = lambda x, _: train_step(model, optimizer, x, settings, amp)
+    return TrainingStep(model=model, optimizers=(optimizer,), step=step, amp=amp)
 
 
 @torch.inference_mode()

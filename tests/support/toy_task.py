@@ -24,10 +24,10 @@ from bench.tasks.sequence import Parts
 from bench.tasks.settings import TrainingSettings
 
 TASK = "reconstruct"
-LOSS = Figure("test_reconstruction_loss", "quality", higher_is_better=False, tolerance=0.01)
+LOSS = Figure(key="test_reconstruction_loss", kind="quality", higher_is_better=False, tolerance=0.01)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ReconstructSettings(TrainingSettings):
     """The suite's `[reconstruct]` table: training as every task's, and the evaluation batch."""
 
@@ -57,7 +57,7 @@ def training_step(model: nn.Module, settings: ReconstructSettings, amp: Amp) -> 
         amp.update()
         return loss.detach()
 
-    return loop.TrainingStep(model, (optimizer,), step, amp, "reconstruction loss")
+    return loop.TrainingStep(model=model, optimizers=(optimizer,), step=step, amp=amp, loss_name="reconstruction loss")
 
 
 def parts(model: nn.Module, data, settings: ReconstructSettings, context, record: dict) -> Parts:
