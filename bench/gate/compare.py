@@ -269,16 +269,9 @@ def _judge(
     texts = {"baseline": shown(b_center), "candidate": shown(c_center)}
     unjudged = tolerances.of(name, figure.key) is False
     if figure.kind == "structure":
-        if unjudged:
-            return Line(
-                architecture=name, figure=figure.key, **texts, change=f"{c_center - b_center:+,.0f}", verdict="unjudged"
-            )
-        if b_center == c_center:
-            return Line(architecture=name, figure=figure.key, **texts, change="same", verdict="ok")
-        return Line(
-            architecture=name, figure=figure.key, **texts, change=f"{c_center - b_center:+,.0f}",
-            verdict="accepted" if name in accept else "regressed",
-        )
+        verdict = "unjudged" if unjudged else "ok" if b_center == c_center else "accepted" if name in accept else "regressed"
+        change = "same" if verdict == "ok" else f"{c_center - b_center:+,.0f}"
+        return Line(architecture=name, figure=figure.key, **texts, change=change, verdict=verdict)
     label, tolerance = figure.key, tolerances.of(name, figure.key)
     if figure.kind == "quality":
         b_values, c_values = base.values(figure.key), cand.values(figure.key)
