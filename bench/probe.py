@@ -9,8 +9,10 @@ latency, peak memory, parameters and FLOPs; no training, no quality. Prints one 
 (`probe_version`, `architecture`, `status`, `error`, the figures, and `bench_file`: which harness measured).
 With `--turns` (probe version 2), before every timed window it prints `{"turn": true}` and waits for a line on
 standard input: `archbench ab` runs both sides' probes at once and lets them take turns, so that the two
-sides' windows alternate a fraction of a second apart. This interface is kept stable, so that `archbench ab`
-can measure any revision that has it.
+sides' windows alternate a fraction of a second apart. Since probe version 3, each timed figure's windows come
+with what they ran under (`<figure>_conditions`: a list of bench.measure.conditions.Conditions, one per repeat,
+in the order of `<figure>_repeats`). This interface is kept stable, so that `archbench ab` can measure any
+revision that has it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from .run import runner
 from .errors import UserError
 from .scratch import folder as scratch_folder
 
-PROBE_VERSION = 2
+PROBE_VERSION = 3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,8 +94,13 @@ def probe(name: str, config: configs.RunConfig, data, device: torch.device, mode
         name=name, seed=seed, config=measured, data=data, device=device, run_dir=scratch, quiet=True, mode=mode,
         measure_only=True,
     )
-    record = runner.run_pair(job)
-    return {"probe_version": PROBE_VERSION, "bench_file": __file__, "threads": torch.get_num_threads(), **record}
+    observed: dict[str, list[dict]] = {}
+    timing.observe_windows(lambda label, window: label and observed.setdefault(f"{label}_conditions", []).append(window.as_dict()))
+    try:
+        record = runner.run_pair(job)
+    finally:
+        timing.observe_windows(None)
+    return {"probe_version": PROBE_VERSION, "bench_file": __file__, "threads": torch.get_num_threads(), **record, **observed}
 
 
 if __name__ == "__main__":

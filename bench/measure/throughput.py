@@ -29,7 +29,7 @@ def training_costs(
     figure covers the copy, its gradients, optimizer state and activations, whatever ran before.
     """
     step = make_step()
-    rates = summarize_rates(time_repeats(step, device, settings), items_per_step)
+    rates = summarize_rates(time_repeats(step, device, settings, label="train_throughput"), items_per_step)
     del step
     with phase("memory"), peak_memory(device) as memory:
         step = make_step()
@@ -145,7 +145,8 @@ def inference_costs(
     model in eval mode; both run under torch.inference_mode.
     """
     with torch.inference_mode():
-        rates = summarize_rates(time_repeats(forward_batch, device, settings), items_per_batch)
+        seconds = time_repeats(forward_batch, device, settings, label=f"{prefix}_throughput")
+        rates = summarize_rates(seconds, items_per_batch)
         calls = time_each_call(forward_one, device, settings)
     latency = percentiles_ms(calls)
     size = block_size(len(calls), settings.repeats)

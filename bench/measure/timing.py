@@ -8,11 +8,13 @@ import math
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 
 from ..stats import iqr, quantile
+from . import conditions
 from .phases import phase
 
 
@@ -54,6 +56,7 @@ def synchronize(device: torch.device) -> None:
 
 
 _before_window: Callable[[], None] = lambda: None
+_observer: Callable[[str, conditions.Conditions], None] | None = None
 
 
 def take_turns(hook: Callable[[], None] | None) -> None:
@@ -64,12 +67,20 @@ def take_turns(hook: Callable[[], None] | None) -> None:
     _before_window = hook or (lambda: None)
 
 
+def observe_windows(observer: Callable[[str, conditions.Conditions], None] | None) -> None:
+    """Call `observer(label, conditions)` after every repeat `time_repeats` times from now on (None: no more),
+    with the label its caller gave and what the repeat ran under (bench.measure.conditions): `archbench ab`'s
+    probe records them beside the figures."""
+    global _observer
+    _observer = observer
+
+
 Timer = Callable[[Callable[[], object], int], float]  # seconds that `calls` calls of a function take, back to back
 
 
 def time_repeats(
     call: Callable[[], object], device: torch.device, settings: MeasureSettings, timer: Timer | None = None,
-    warmup_calls: int = 2, per_call: float | None = None,
+    warmup_calls: int = 2, per_call: float | None = None, label: str = "",
 ) -> list[float]:
     """Seconds per `call()` in each repeat, after a warm-up: `settings.repeats` repeats, then more for as long as
     their spread (IQR / median) exceeds `max_spread` and they have taken less than `max_time` seconds.
@@ -81,7 +92,8 @@ def time_repeats(
     `timer(call, calls)` times each block (default: this process's, the device synchronized); a data-parallel
     rank passes one whose figure every rank shares (the slowest rank's), so that all take the same decisions.
     The warm-up runs at least `warmup_calls` calls; with none and no `warmup_time`, there is no warm-up, and
-    `per_call` (seconds, known from earlier timing) calibrates the repeats instead.
+    `per_call` (seconds, known from earlier timing) calibrates the repeats instead. `label` names the figure
+    for an observer of the windows (`observe_windows`).
     """
     timer = timer or (lambda call, calls: timed(call, device, calls))
     _before_window()
@@ -92,8 +104,21 @@ def time_repeats(
         while len(seconds) < settings.repeats or _unsettled(seconds, calls, settings):
             if seconds:
                 _before_window()
-            seconds.append(timer(call, calls) / calls)
+            with _observed(label):
+                elapsed = timer(call, calls)
+            seconds.append(elapsed / calls)
     return seconds
+
+
+@contextmanager
+def _observed(label: str) -> Iterator[None]:
+    """Hands the conditions of the block it wraps (one window) to the observer, where there is one."""
+    if _observer is None:
+        yield
+        return
+    started, before = time.monotonic(), conditions.read()
+    yield
+    _observer(label, conditions.between(before, conditions.read(), started))
 
 
 def _unsettled(seconds: list[float], calls: int, settings: MeasureSettings) -> bool:
@@ -102,17 +127,19 @@ def _unsettled(seconds: list[float], calls: int, settings: MeasureSettings) -> b
 
 
 def time_each_call(call: Callable[[], object], device: torch.device, settings: MeasureSettings) -> list[float]:
-    """Seconds of each single `call()`, for latency percentiles: enough calls to fill `latency_time`."""
+    """Seconds of each single `call()`, for latency percentiles: enough calls to fill `latency_time`, in
+    `settings.repeats` windows of consecutive calls (block_size), each observed as `latency_p50_ms`."""
     _before_window()
     per_call = _warm_up(call, lambda call, calls: timed(call, device, calls), settings.warmup_time)
     count = max(settings.latency_min_calls, math.ceil(settings.latency_time / per_call))
     block = block_size(count, settings.repeats)
-    seconds = []
+    seconds: list[float] = []
     with phase("latency"):
-        for index in range(count):
-            if index and index % block == 0:
+        for start in range(0, count, block):
+            if start:
                 _before_window()
-            seconds.append(timed(call, device, 1))
+            with _observed("latency_p50_ms"):
+                seconds.extend(timed(call, device, 1) for _ in range(min(block, count - start)))
     return seconds
 
 
