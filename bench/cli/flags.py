@@ -277,6 +277,9 @@ def add_ab(paired: argparse.ArgumentParser) -> None:
     paired.add_argument("--calibrate", action="store_true", help="A/A: BASE on both sides, every round the budget "
                         "allows; prints the noise floor (the smallest tolerance this machine supports in that time)")
     paired.add_argument("--repo", type=Path, default=Path("."), metavar="DIR", help="the git repository (default: here)")
+    paired.add_argument("--rounds-file", type=Path, metavar="FILE", help="write every round as JSON lines: each side's "
+                        "figures by architecture, with what each timed window ran under (wall and CPU time, context "
+                        "switches, steal, other processes' CPU)")
 
 
 def add_baseline(baselines: argparse.ArgumentParser) -> None:

@@ -70,7 +70,22 @@ def ab(args: argparse.Namespace) -> int:
             sides, paired.probe_measurer(request), tolerance, plan,
             echo=lambda line: print(line, file=sys.stderr, flush=True), memory_tolerance=memory_tolerance,
         )
+    if args.rounds_file:
+        _write_rounds(result, sides, args.rounds_file)
     return _present_ab(result, args, tolerance, memory_tolerance)
+
+
+def _write_rounds(result, sides, path) -> None:
+    """Every round of `result` as one JSON line per side: round, side label, revision, and its figures."""
+    import json
+
+    from ..results.store import write_whole
+
+    lines = [
+        json.dumps({"round": index, "side": side.label, "rev": side.rev, "figures": figures})
+        for index, rounds in enumerate(zip(*result.measured)) for side, figures in zip(sides, rounds)
+    ]
+    write_whole(path, "".join(line + "\n" for line in lines))
 
 
 def _present_ab(result, args: argparse.Namespace, tolerance: float, memory_tolerance: float) -> int:
@@ -82,15 +97,47 @@ def _present_ab(result, args: argparse.Namespace, tolerance: float, memory_toler
           f"its own code: base {result.harness.get('base')}, candidate {result.harness.get('candidate')}"
           + (f"; {args.threads} CPU thread(s) per probe" if args.threads else ""))
     if args.calibrate:
-        for figure, width in paired.noise_floor(result).items():
-            print(f"noise floor of {figure}: {width:.1%} (an A/A interval reached this far from 1)")
+        _present_calibration(result)
         return 0
     inconclusive = [line for line in result.lines if line.verdict == "inconclusive"]
     if inconclusive:
         print(f"{len(inconclusive)} figure(s) inconclusive within the budget: raise --budget or --tolerance", file=sys.stderr)
     failing = result.failing
-    print(f"{len(failing)} failing: " + ", ".join(f"{l.architecture} {l.figure} {l.verdict}" for l in failing) if failing else "no regression")
+    worst, floor = paired.resolution(result)
+    if failing:
+        print(f"{len(failing)} failing: " + ", ".join(f"{l.architecture} {l.figure} {l.verdict}" for l in failing))
+    elif worst is None:
+        print("no regression")
+    else:
+        print(f"no regression larger than {max(0.0, worst):.1%} (the worst end of any 95% interval but peak memory's)")
+    if floor is not None:
+        print(f"floor {floor:.1%}: these rounds judge a slowdown `regressed` from {tolerance + floor:.1%} (the tolerance "
+              "plus the widest interval's half-width); `--calibrate` says the budget a smaller floor needs")
     return 1 if failing else 0
+
+
+def _present_calibration(result) -> None:
+    """An A/A's noise floor per figure, the budget each floor needs, and where the windows' noise comes from."""
+    from tabulate import tabulate
+
+    from ..gate import ab as paired
+    from ..gate import noise
+
+    for figure, width in paired.noise_floor(result).items():
+        print(f"noise floor of {figure}: {width:.1%} (an A/A interval reached this far from 1)")
+    rows = [[b.figure, f"{b.spread:.1%}", *(f"{b.rounds[f]} ({b.seconds[f]:.0f} s)" for f in noise.FLOORS)]
+            for b in noise.budgets(result)]
+    headers = ["figure", "round spread", *(f"floor {f:.0%}: rounds (--budget)" for f in noise.FLOORS)]
+    print(f"\n{tabulate(rows, headers=headers, tablefmt='github', disable_numparse=True)}\n")
+    print("A slowdown of s is judged `regressed` once it exceeds the tolerance plus the floor: to catch 5%, pick "
+          "--tolerance and a floor that add up to less, and the --budget of that floor.")
+    pairs = noise.window_pairs(result)
+    if pairs:
+        direction = dict(paired.TIMED)
+        rows = [[what, n, "" if spread is None else f"{spread:.2%}"] for what, n, spread in noise.window_noise(pairs, direction)]
+        print(f"\n{tabulate(rows, headers=['windows side by side', 'pairs', 'spread of their log ratio'], tablefmt='github')}")
+        rows = [[what, "" if rho is None else f"{rho:+.2f}"] for what, rho in noise.followed_by(pairs)]
+        print(f"\n{tabulate(rows, headers=['a pair differs in', 'rank correlation with |log ratio|'], tablefmt='github')}")
 
 
 def baseline(args: argparse.Namespace) -> int:

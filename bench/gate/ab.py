@@ -54,6 +54,28 @@ class Line:
     high: float | None = None
     verdict: str = "ok"
     pairs: int = 0
+    unpaired: int = 0  # rounds whose windows could not be paired one by one: judged on the ratio of their medians
+    higher_is_better: bool = True
+
+    @property
+    def worst(self) -> float | None:
+        """How much worse the candidate may be, at most, by the interval's worse end: 0.03 for 3% (a throughput's
+        low end at 0.97, a latency's high end at 1.03); None without an interval, inf where it is open."""
+        if self.low is None or self.high is None:
+            return None
+        if self.higher_is_better:
+            return 1 / self.low - 1 if self.low > 0 else math.inf
+        return self.high - 1
+
+    @property
+    def floor(self) -> float | None:
+        """The half-width of the interval on its better side, as a fraction: what its rounds cannot tell from no
+        change. A slowdown is judged `regressed` only beyond the tolerance plus this."""
+        if self.ratio is None or self.low is None or self.high is None:
+            return None
+        if self.higher_is_better:
+            return self.high / self.ratio - 1 if math.isfinite(self.high) else math.inf
+        return self.ratio / self.low - 1 if self.low > 0 else math.inf
 
 
 @dataclass(kw_only=True)
@@ -63,6 +85,7 @@ class Result:
     seconds: float
     order: list[str] = field(default_factory=list)  # the sides' labels in the order they were measured
     harness: dict[str, str] = field(default_factory=dict)  # side label -> the bench module that measured it
+    measured: tuple[list[dict], list[dict]] = ([], [])  # each side's figures by architecture, round by round
 
     @property
     def failing(self) -> list[Line]:
@@ -117,7 +140,7 @@ def run(
             or elapsed * (rounds + 1) / rounds > plan.budget_s
         ):
             harness = {side.label: _harness(samples[i]) for i, side in enumerate(sides)}
-            return Result(lines=lines, rounds=rounds, seconds=elapsed, order=order, harness=harness)
+            return Result(lines=lines, rounds=rounds, seconds=elapsed, order=order, harness=harness, measured=samples)
 
 
 def _harness(rounds: list[dict]) -> str:
@@ -126,17 +149,44 @@ def _harness(rounds: list[dict]) -> str:
 
 
 def round_ratio(base: dict, candidate: dict, key: str) -> float | None:
-    """Figure `key` of one round, candidate / base. Where the two probes took turns, the median of the ratios of
-    their windows side by side (each pair a fraction of a second apart); otherwise the ratio of the medians."""
+    """Figure `key` of one round, candidate / base: the median of the ratios of their windows side by side where
+    they pair (`paired_windows`), otherwise the ratio of the medians."""
     b, c = base.get(key), candidate.get(key)
     if not (_positive(b) and _positive(c)):
         return None
-    windows = base.get(f"{key}_repeats") or [], candidate.get(f"{key}_repeats") or []
-    if base.get("turns") and candidate.get("turns") and windows[0] and len(windows[0]) == len(windows[1]):
-        pairs = [(x, y) for x, y in zip(*windows) if _positive(x) and _positive(y)]
-        if pairs:
-            return statistics.median(y / x for x, y in pairs)
+    pairs = paired_windows(base, candidate, key)
+    if pairs:
+        return statistics.median(y / x for x, y in pairs)
     return c / b
+
+
+def paired_windows(base: dict, candidate: dict, key: str) -> list[tuple[float, float]] | None:
+    """The two probes' windows of figure `key` side by side (base, candidate), or None where they do not pair:
+    where the probes did not take turns, or their lists differ in length, or (where both say when each window
+    started, `<key>_conditions`) the windows of a pair were not next to each other in time. Windows are never
+    paired by position alone where their times say otherwise."""
+    windows = base.get(f"{key}_repeats") or [], candidate.get(f"{key}_repeats") or []
+    if not (base.get("turns") and candidate.get("turns") and windows[0] and len(windows[0]) == len(windows[1])):
+        return None
+    times = [[w.get("started") for w in side.get(f"{key}_conditions") or []] for side in (base, candidate)]
+    if all(len(t) == len(windows[0]) and None not in t for t in times) and not _adjacent(*times):
+        return None
+    pairs = [(x, y) for x, y in zip(*windows) if _positive(x) and _positive(y)]
+    return pairs or None
+
+
+def _unpaired(base: dict, candidate: dict, key: str) -> bool:
+    """Whether a round taken in turns has windows of `key` on both sides that `paired_windows` could not pair."""
+    windows = base.get(f"{key}_repeats") and candidate.get(f"{key}_repeats")
+    return bool(base.get("turns") and candidate.get("turns") and windows) and paired_windows(base, candidate, key) is None
+
+
+def _adjacent(first: list[float], second: list[float]) -> bool:
+    """Whether, in the time order of both lists' windows, window i of `first` and window i of `second` are next
+    to each other for every i (the turns' order: first, second, second, first, ...)."""
+    order = sorted([(t, 0, i) for i, t in enumerate(first)] + [(t, 1, i) for i, t in enumerate(second)])
+    position = {(side, i): place for place, (_, side, i) in enumerate(order)}
+    return all(abs(position[(0, i)] - position[(1, i)]) == 1 for i in range(len(first)))
 
 
 def _positive(value: object) -> bool:
@@ -188,6 +238,7 @@ def judge(
                 ))
         for key, higher_is_better in TIMED:
             rounds = [(b, c, round_ratio(b, c, key)) for b, c in ok]
+            unpaired = sum(1 for b, c, ratio in rounds if ratio is not None and _unpaired(b, c, key))
             rounds = [(b[key], c[key], ratio) for b, c, ratio in rounds if ratio is not None]
             if not rounds:
                 continue
@@ -196,7 +247,7 @@ def judge(
                 architecture=name, figure=key, base=statistics.median(b for b, _, _ in rounds),
                 candidate=statistics.median(c for _, c, _ in rounds), ratio=median, low=low, high=high,
                 verdict=verdict(low, high, memory_tolerance if key in MEMORY else tolerance, higher_is_better),
-                pairs=len(rounds),
+                pairs=len(rounds), unpaired=unpaired, higher_is_better=higher_is_better,
             ))
     return lines
 
@@ -212,11 +263,23 @@ def table(result: Result) -> str:
         else:
             high = "inf" if math.isinf(line.high) else f"{line.high:.3f}"
             ratio = f"{line.ratio:.3f} [{line.low:.3f}, {high}]"
+            ratio += f" ({line.unpaired} unpaired)" if line.unpaired else ""
         base = "" if line.base is None else f"{line.base:.4g}"
         candidate = "" if line.candidate is None else f"{line.candidate:.4g}"
-        rows.append([line.architecture, line.figure, base, candidate, ratio, line.verdict])
-    headers = ["architecture", "figure", "base", "candidate", "ratio [95% CI]", "verdict"]
+        worst = "" if line.worst is None else "any" if math.isinf(line.worst) else f"{max(0.0, line.worst):.1%}"
+        rows.append([line.architecture, line.figure, base, candidate, ratio, worst, line.verdict])
+    headers = ["architecture", "figure", "base", "candidate", "ratio [95% CI]", "worse by at most", "verdict"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def resolution(result: Result) -> tuple[float | None, float | None]:
+    """(worst, floor) over the timed figures but peak memory: how much worse, at most, any figure of the candidate
+    is (the intervals' worse ends), and the widest floor (Line.floor): a slowdown beyond the tolerance plus it
+    is `regressed`."""
+    lines = [line for line in result.lines if line.worst is not None and line.figure not in MEMORY]
+    if not lines:
+        return None, None
+    return max(line.worst for line in lines), max(line.floor for line in lines)
 
 
 def noise_floor(result: Result) -> dict[str, float]:
