@@ -287,7 +287,7 @@ print(json.dumps({"architecture": "a", "status": "ok", "side": name}), flush=Tru
 '''
 
 
-def test_two_probes_take_turns_window_by_window_first_second_second_first(tmp_path):
+def test_two_probes_take_turns_window_by_window_first_second(tmp_path):
     script, log = tmp_path / "probe.py", tmp_path / "log"
     script.write_text(TURNS_PROBE)
     processes = [
@@ -297,7 +297,7 @@ def test_two_probes_take_turns_window_by_window_first_second_second_first(tmp_pa
     figures = ({}, {})
     probes._give_turns(processes, figures)
     assert [p.wait() for p in processes] == [0, 0]
-    assert log.read_text().split() == ["A0", "B0", "B1", "A1", "A2", "B2"]
+    assert log.read_text().split() == ["A0", "B0", "A1", "B1", "A2", "B2"]
     assert figures[0]["a"]["side"] == "A" and figures[1]["a"]["side"] == "B"
 
 

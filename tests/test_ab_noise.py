@@ -34,19 +34,19 @@ def sides(base_times, candidate_times, base_rates=(100.0,) * 4, candidate_rates=
 
 
 def test_windows_pair_side_by_side_only_where_their_start_times_say_they_ran_next_to_each_other():
-    # Turns go base, candidate, candidate, base, base, candidate, candidate, base: each pair is next in time.
-    base, candidate = sides([0, 3, 4, 7], [1, 2, 5, 6])
+    # Turns go base, candidate, base, candidate, ...: each pair is next in time.
+    base, candidate = sides([0, 2, 4, 6], [1, 3, 5, 7])
     assert ab.paired_windows(base, candidate, "train_throughput") == [(100.0, 90.0)] * 4
     assert ab.round_ratio(base, candidate, "train_throughput") == pytest.approx(0.9)
     # The candidate's list reordered (its third window listed second): refused, not paired by position.
-    base, candidate = sides([0, 3, 4, 7], [1, 5, 2, 6])
+    base, candidate = sides([0, 2, 4, 6], [1, 5, 3, 7])
     assert ab.paired_windows(base, candidate, "train_throughput") is None
     assert ab.round_ratio(base, candidate, "train_throughput") == pytest.approx(0.5)  # the ratio of the medians
     # One side one turn ahead (an extra window earlier on): every pair is a turn apart, none next to each other.
-    base, candidate = sides([0, 3, 4, 7], [2, 5, 6, 9])
+    base, candidate = sides([0, 2, 4, 6], [3, 5, 7, 9])
     assert ab.paired_windows(base, candidate, "train_throughput") is None
     # A longer list cannot pair either; and the rounds judged without pairs are counted on the figure's line.
-    base, candidate = sides([0, 3, 4, 7], [1, 2, 5, 6, 8], candidate_rates=(90.0,) * 5)
+    base, candidate = sides([0, 2, 4, 6], [1, 3, 5, 7, 8], candidate_rates=(90.0,) * 5)
     assert ab.paired_windows(base, candidate, "train_throughput") is None
     lines = ab.judge([{"a": {**base, "status": "ok"}}] * 6, [{"a": {**candidate, "status": "ok"}}] * 6, 0.05)
     (line,) = [line for line in lines if line.figure == "train_throughput"]
@@ -129,7 +129,7 @@ def test_calibrate_prints_the_floor_the_budgets_and_where_the_noise_comes_from(t
         measured = []
         for side in (first, second):
             rates = [100 * math.exp(generator.gauss(0, 0.02)) for _ in range(4)]
-            times = [0, 3, 4, 7] if side is first else [1, 2, 5, 6]
+            times = [0, 2, 4, 6] if side is first else [1, 3, 5, 7]
             figures = {"status": "ok", "turns": True, "params": 10, "train_throughput": statistics_median(rates),
                        "train_throughput_repeats": rates, "train_throughput_conditions": [window(t) for t in times]}
             measured.append({"a": figures})

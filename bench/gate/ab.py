@@ -183,7 +183,7 @@ def _unpaired(base: dict, candidate: dict, key: str) -> bool:
 
 def _adjacent(first: list[float], second: list[float]) -> bool:
     """Whether, in the time order of both lists' windows, window i of `first` and window i of `second` are next
-    to each other for every i (the turns' order: first, second, second, first, ...)."""
+    to each other for every i (the turns' order: first, second, first, second, ...)."""
     order = sorted([(t, 0, i) for i, t in enumerate(first)] + [(t, 1, i) for i, t in enumerate(second)])
     position = {(side, i): place for place, (_, side, i) in enumerate(order)}
     return all(abs(position[(0, i)] - position[(1, i)]) == 1 for i in range(len(first)))
