@@ -11,7 +11,7 @@ With `--turns` (probe version 2), before every timed window it prints `{"turn": 
 standard input: `archbench ab` runs both sides' probes at once and lets them take turns, so that the two
 sides' windows alternate a fraction of a second apart. Since probe version 3, each timed figure's windows come
 with what they ran under (`<figure>_conditions`: a list of bench.measure.conditions.Conditions, one per repeat,
-in the order of `<figure>_repeats`). This interface is kept stable, so that `archbench ab` can measure any
+in the order of `<figure>_repeats`), and `--repeats N` sets how many windows each figure is timed in. This interface is kept stable, so that `archbench ab` can measure any
 revision that has it.
 """
 
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arch-module", action="append", default=[])
     parser.add_argument("--turns", action="store_true", help="wait for a line on stdin before every timed window")
+    parser.add_argument("--repeats", type=int, help="timed windows per figure (default: the suite's [measure] repeats)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `archbench ab` stopping: the scratch folder goes too
     if args.turns:
@@ -66,6 +67,8 @@ def _probe_all(args: argparse.Namespace, scratch: Path) -> int:
             args.suite, architectures=args.arch, device=args.device, modes=[args.mode] if args.mode else None,
             out=scratch, quiet=True,
         )
+        if args.repeats:
+            config = dataclasses.replace(config, measure=dataclasses.replace(config.measure, repeats=args.repeats))
         names = architectures.resolve(config.architectures)
         device = runner.resolve_device(config.device)
         mode = configs.modes(config)[0].resolved(device)

@@ -213,7 +213,7 @@ def test_checkouts_are_detached_worktrees_of_each_revision_removed_afterwards(re
 @pytest.mark.slow
 def test_a_slowed_architecture_is_flagged_and_an_unchanged_one_is_not(repo, capsys):
     argv = ["ab", "base", "slow", "--repo", repo, "--suite", repo / "suite.toml", "--arch-module", "models.py",
-            "--tolerance", "0.3", "--max-rounds", "6", "--threads", "1"]  # two one-thread probes share 2 cores
+            "--tolerance", "0.3", "--max-rounds", "6", "--threads", "1", "--repeats", "5"]  # two one-thread probes share 2 cores
     assert main([str(a) for a in argv]) == 1
     out = capsys.readouterr().out
     verdicts = {tuple(cell.strip() for cell in line.split("|")[1:3]): line.split("|")[-2].strip()

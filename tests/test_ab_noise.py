@@ -146,3 +146,11 @@ def test_calibrate_prints_the_floor_the_budgets_and_where_the_noise_comes_from(t
     lines = [json.loads(line) for line in rounds_file.read_text().splitlines()]
     assert [(line["round"], line["side"]) for line in lines[:4]] == [(0, "base"), (0, "candidate"), (1, "base"), (1, "candidate")]
     assert len(lines) == 16 and all(line["figures"]["a"]["train_throughput_conditions"] for line in lines)
+
+
+def test_more_windows_per_round_are_asked_only_of_probes_that_take_the_flag():
+    from bench.gate import probes
+
+    request = probes.Request(suite="quick", architectures=("cnn-bn",), repeats=15)
+    assert request.command("python", 3)[-2:] == ["--repeats", "15"]
+    assert "--repeats" not in request.command("python", 2)  # an older side's probe would refuse it

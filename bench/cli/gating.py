@@ -59,7 +59,7 @@ def ab(args: argparse.Namespace) -> int:
     confirm(args.arch or (), args.yes)  # the suite's names are each side's, resolved by its own probe
     request = paired.Request(
         suite=suite, architectures=tuple(args.arch or ()), mode=args.mode, device=args.device,
-        arch_modules=tuple(args.side_modules), threads=args.threads,
+        arch_modules=tuple(args.side_modules), threads=args.threads, repeats=args.repeats,
     )
     plan = paired.Rounds(budget_s=args.budget, min_rounds=args.min_rounds, max_rounds=args.max_rounds, until_budget=args.calibrate)
     with paired.checkouts(args.repo.resolve(), args.base, args.base if args.calibrate else args.candidate) as sides:

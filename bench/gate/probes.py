@@ -20,6 +20,12 @@ from ..errors import UserError
 from .checkouts import Side
 
 
+# Windows per figure and round. On an AVX2-only EPYC, windows of cnn-bn side by side spread by 10% (A/A) and a
+# round's median of 5 by 5%, while starting the probes took 6 of a round's 7 s: more windows narrow a round for
+# little time (docs/gates.md).
+REPEATS = 15
+
+
 @dataclass(frozen=True, kw_only=True)
 class Request:
     """What to measure on each side: the suite (a built-in name or an absolute path), architectures (empty: the
@@ -32,9 +38,12 @@ class Request:
     arch_modules: tuple[str, ...] = ()
     threads: int | None = None  # CPU threads per probe (OMP_NUM_THREADS); None: the runtime's default
     timeout_s: float = 900.0
+    repeats: int | None = REPEATS  # windows per figure, where both sides' probes take the flag (version 3)
 
-    def command(self, python: str) -> list[str]:
+    def command(self, python: str, version: int = 2) -> list[str]:
+        """The probe's command line, for probes of `version` (the lower of the two sides')."""
         command = [python, "-m", "bench.probe", "--suite", self.suite]
+        command += ["--repeats", str(self.repeats)] if self.repeats and version >= 3 else []
         command += ["--arch", *self.architectures] if self.architectures else []
         command += ["--mode", self.mode] if self.mode else []
         command += ["--device", self.device] if self.device else []
@@ -64,9 +73,10 @@ def probe_measurer(request: Request, python: str = sys.executable) -> Measurer:
     the other."""
 
     def measure(first: Side, second: Side) -> tuple[dict[str, dict], dict[str, dict]]:
-        if min(probe_version(first), probe_version(second)) >= 2:
-            return _taking_turns(request, python, (first, second))
-        return one_after_the_other(lambda side: _alone(request, python, side))(first, second)
+        version = min(probe_version(first), probe_version(second))
+        if version >= 2:
+            return _taking_turns(request, python, (first, second), version)
+        return one_after_the_other(lambda side: _alone(request, python, side, version))(first, second)
 
     return measure
 
@@ -90,10 +100,10 @@ def _environment(side: Side, threads: int | None) -> dict[str, str]:
     return environment
 
 
-def _alone(request: Request, python: str, side: Side) -> dict[str, dict]:
+def _alone(request: Request, python: str, side: Side, version: int) -> dict[str, dict]:
     try:
         done = subprocess.run(
-            request.command(python), cwd=side.path, env=_environment(side, request.threads), capture_output=True, text=True,
+            request.command(python, version), cwd=side.path, env=_environment(side, request.threads), capture_output=True, text=True,
             timeout=request.timeout_s,
         )
     except subprocess.TimeoutExpired:
@@ -104,12 +114,14 @@ def _alone(request: Request, python: str, side: Side) -> dict[str, dict]:
     return _checked(side, done.returncode, figures, done.stderr)
 
 
-def _taking_turns(request: Request, python: str, sides: tuple[Side, Side]) -> tuple[dict[str, dict], dict[str, dict]]:
+def _taking_turns(
+    request: Request, python: str, sides: tuple[Side, Side], version: int
+) -> tuple[dict[str, dict], dict[str, dict]]:
     with ExitStack() as stack:
         errors = [stack.enter_context(tempfile.TemporaryFile("w+")) for _ in sides]
         processes = [
             subprocess.Popen(
-                [*request.command(python), "--turns"], cwd=side.path, env=_environment(side, request.threads), text=True,
+                [*request.command(python, version), "--turns"], cwd=side.path, env=_environment(side, request.threads), text=True,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=error,
             )
             for side, error in zip(sides, errors)
