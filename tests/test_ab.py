@@ -311,7 +311,7 @@ def test_timed_windows_wait_for_their_turn():
         timing.time_repeats(lambda: None, torch.device("cpu"), settings)
         assert len(turns) == 5  # one before the warm-up and the first repeat, one before each further repeat
         timing.time_each_call(lambda: None, torch.device("cpu"), settings)
-        assert len(turns) == 5 + 4  # 12 calls in blocks of 3
+        assert len(turns) == 5 + 5  # 12 calls rounded up to 15: as many blocks of 3 as repeats
     finally:
         timing.take_turns(None)
 

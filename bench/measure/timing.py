@@ -127,12 +127,14 @@ def _unsettled(seconds: list[float], calls: int, settings: MeasureSettings) -> b
 
 
 def time_each_call(call: Callable[[], object], device: torch.device, settings: MeasureSettings) -> list[float]:
-    """Seconds of each single `call()`, for latency percentiles: enough calls to fill `latency_time`, in
-    `settings.repeats` windows of consecutive calls (block_size), each observed as `latency_p50_ms`."""
+    """Seconds of each single `call()`, for latency percentiles: enough calls to fill `latency_time`, rounded up
+    to fill exactly `settings.repeats` windows of consecutive calls (block_size), each observed as
+    `latency_p50_ms`: two processes taking turns take the same number of them."""
     _before_window()
     per_call = _warm_up(call, lambda call, calls: timed(call, device, calls), settings.warmup_time)
     count = max(settings.latency_min_calls, math.ceil(settings.latency_time / per_call))
     block = block_size(count, settings.repeats)
+    count = block * settings.repeats
     seconds: list[float] = []
     with phase("latency"):
         for start in range(0, count, block):

@@ -85,6 +85,13 @@ VERSIONS = (
         "read higher where that happened (vgg11-bn under an AVX2-only oneDNN: 16,220 page faults a step in its "
         "windows and in its loop until the first window, none since).",
     ),
+    Version(
+        11,
+        "Batch-1 latency is timed in exactly `repeats` windows of equally many calls (its count of calls rounded "
+        "up to a multiple of `repeats`), so `latency_p50_ms_repeats` always holds `repeats` figures: where the "
+        "count did not divide, fewer windows were timed, and the two probes of `archbench ab` took different "
+        "numbers of turns.",
+    ),
 )
 
 
