@@ -133,16 +133,10 @@ def _present_calibration(result) -> None:
           "--tolerance and a floor that add up to less, and the --budget of that floor.")
     pairs = noise.window_pairs(result)
     if pairs:
-        direction = dict(paired.TIMED)
-        rows = [[what, n, "" if spread is None else f"{spread:.2%}"] for what, n, spread in noise.window_noise(pairs, direction)]
-        print(f"\n{tabulate(rows, headers=['windows side by side', 'pairs', 'spread of their log ratio'], tablefmt='github')}")
+        rows = [[what, str(n), "" if spread is None else f"{spread:.2%}"]
+                for what, n, spread in noise.window_noise(pairs, dict(paired.TIMED))]
+        headers = ["windows side by side", "pairs", "spread of their log ratio"]
+        print(f"\n{tabulate(rows, headers=headers, tablefmt='github', disable_numparse=True)}")
         rows = [[what, "" if rho is None else f"{rho:+.2f}"] for what, rho in noise.followed_by(pairs)]
-        print(f"\n{tabulate(rows, headers=['a pair differs in', 'rank correlation with |log ratio|'], tablefmt='github')}")
-
-
-def baseline(args: argparse.Namespace) -> int:
-    from ..gate import baseline as baselines
-
-    path = baselines.update([store.records_path(run, args.out) for run in args.runs], args.to)
-    print(f"baseline: {path}")
-    return 0
+        headers = ["a pair differs in", "rank correlation with |log ratio|"]
+        print(f"\n{tabulate(rows, headers=headers, tablefmt='github', disable_numparse=True)}")
