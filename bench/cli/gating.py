@@ -140,3 +140,11 @@ def _present_calibration(result) -> None:
         rows = [[what, "" if rho is None else f"{rho:+.2f}"] for what, rho in noise.followed_by(pairs)]
         headers = ["a pair differs in", "rank correlation with |log ratio|"]
         print(f"\n{tabulate(rows, headers=headers, tablefmt='github', disable_numparse=True)}")
+
+
+def baseline(args: argparse.Namespace) -> int:
+    from ..gate import baseline as baselines
+
+    path = baselines.update([store.records_path(run, args.out) for run in args.runs], args.to)
+    print(f"baseline: {path}")
+    return 0
