@@ -98,7 +98,12 @@ def probe(name: str, config: configs.RunConfig, data, device: torch.device, mode
         measure_only=True,
     )
     observed: dict[str, list[dict]] = {}
-    timing.observe_windows(lambda label, window: label and observed.setdefault(f"{label}_conditions", []).append(window.as_dict()))
+
+    def observe(label: str, window) -> None:
+        if label:  # a figure's window (the matmul peak's have no label)
+            observed.setdefault(f"{label}_conditions", []).append(window.as_dict())
+
+    timing.observe_windows(observe)
     try:
         record = runner.run_pair(job)
     finally:
