@@ -174,28 +174,13 @@ def window_noise(pairs: list[WindowPair], higher_is_better: dict[str, bool]) -> 
 
 
 def rank_correlation(xs: list[float], ys: list[float]) -> float | None:
-    """Spearman's rank correlation of two equally long lists (ties share their mean rank); None when either is
-    constant or shorter than 3."""
+    """Spearman's rank correlation of two equally long lists (scipy's); None when either is constant or shorter
+    than 3."""
     if len(xs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
         return None
-    rx, ry = _ranks(xs), _ranks(ys)
-    mx, my = statistics.fmean(rx), statistics.fmean(ry)
-    covariance = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    return covariance / math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+    from scipy.stats import spearmanr
 
-
-def _ranks(values: list[float]) -> list[float]:
-    order = sorted(range(len(values)), key=values.__getitem__)
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        for position in range(start, end + 1):
-            ranks[order[position]] = (start + end) / 2 + 1
-        start = end + 1
-    return ranks
+    return float(spearmanr(xs, ys).statistic)
 
 
 def followed_by(pairs: list[WindowPair]) -> list[tuple[str, float | None]]:
