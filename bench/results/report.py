@@ -22,7 +22,7 @@ from .aggregate import (
     table_of, task_groups,
 )
 from .. import tasks
-from ..tasks.figures import Column, Number, Table
+from ..tasks.figures import INFER, LATENCY_P50, PEAK_MEMORY, SIG3, TRAIN, TRAIN_UTILIZATION, Column, Number, Table
 from .legend import CALIBRATION_ROWS, CLOSE, SPEED_LEGEND, WELL_BELOW, legend
 from .records import named, versions, versions_text
 from .store import write_whole
@@ -30,20 +30,15 @@ from .store import write_whole
 # What a speedup, Δ or summary line between rows of different record versions says instead of a figure.
 NOT_COMPARABLE = "not comparable"
 
-SIG3 = Number()
-
 # The speed sweep's table, whatever its records' task: a task's own table is its entry's (bench.tasks).
 SPEED_TABLE = (
     Column("image_size", "px", Number(decimals=0)),
     Column("batch_size", "batch", Number(decimals=0)),
     Column("params", "params (M)", Number(1e-6, decimals=2)),
     Column("flops_per_sample", "GFLOPs/sample", Number(1e-9, decimals=2)),
-    Column("train_throughput", "train (samples/s)", SIG3),
-    Column("train_utilization", "train % peak", Number(100, decimals=1)),
-    Column("infer_throughput", "infer (samples/s)", SIG3),
+    TRAIN, TRAIN_UTILIZATION, INFER,
     Column("infer_utilization", "infer % peak", Number(100, decimals=1)),
-    Column("latency_p50_ms", "latency p50 (ms)", SIG3),
-    Column("peak_memory_mb", "train peak mem (MB)", SIG3),
+    LATENCY_P50, PEAK_MEMORY,
 )
 
 

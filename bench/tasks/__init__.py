@@ -15,7 +15,10 @@ import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
-from .figures import Column, Figure, Number, Table
+from .figures import (
+    FLOPS, INFER, LATENCY_P50, MILLIONS, PEAK_MEMORY, PERCENT, SIG3, TRAIN, TRAIN_TIME, TRAIN_UTILIZATION, Column,
+    Figure, Number, Table,
+)
 from .settings import ClassifySettings, GanSettings, TrainingSettings, VaeSettings
 
 # The figures every task's records may carry: costs (relative tolerances, timed) and structure (exact).
@@ -102,8 +105,6 @@ NLL = Figure(
     tolerance=5.0,  # nats per image gained
 )
 
-PERCENT, MILLIONS, SIG3 = Number(100, decimals=1), Number(1e-6, decimals=2), Number()
-
 CLASSIFIERS = Table(
     name="classify", title="Classifiers", figure=ACCURACY, quality_name="test accuracy",
     quality_label="test accuracy (%)", curve="curve_test_accuracy", curve_label="test accuracy (%)",
@@ -111,14 +112,9 @@ CLASSIFIERS = Table(
         Column("test_accuracy", "test acc (%)", PERCENT),
         Column("generalization_gap", "gap (pts)", PERCENT),
         Column("params", "params (M)", MILLIONS),
-        Column("flops_per_sample", "FLOPs/sample (M)", Number(1e-6)),
-        Column("train_throughput", "train (samples/s)", SIG3),
-        Column("train_utilization", "train % peak", PERCENT),
-        Column("infer_throughput", "infer (samples/s)", SIG3),
-        Column("latency_p50_ms", "latency p50 (ms)", SIG3),
+        FLOPS, TRAIN, TRAIN_UTILIZATION, INFER, LATENCY_P50,
         Column("latency_p95_ms", "latency p95 (ms)", SIG3),
-        Column("peak_memory_mb", "train peak mem (MB)", SIG3),
-        Column("train_time_s", "train time (s)", SIG3),
+        PEAK_MEMORY, TRAIN_TIME,
         Column("time_to_target_s", "time to target (s)", SIG3),
     ),
 )
@@ -134,11 +130,9 @@ GENERATORS = Table(
         Column("test_neg_elbo", "test -ELBO (nats)", Number(significant=4)),
         Column("generator_params", "params G (M)", MILLIONS),
         Column("discriminator_params", "params D (M)", MILLIONS),
-        Column("flops_per_sample", "FLOPs/sample (M)", Number(1e-6)),
+        FLOPS,
         Column("generate_throughput", "generate (samples/s)", SIG3),
-        Column("train_throughput", "train (samples/s)", SIG3),
-        Column("peak_memory_mb", "train peak mem (MB)", SIG3),
-        Column("train_time_s", "train time (s)", SIG3),
+        TRAIN, PEAK_MEMORY, TRAIN_TIME,
         Column("fid_classifier_accuracy", "FID ref acc (%)", PERCENT),
     ),
 )

@@ -99,3 +99,15 @@ class Table:
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+SIG3, PERCENT, MILLIONS = Number(), Number(100, decimals=1), Number(1e-6, decimals=2)
+
+# The cost columns any table may show (a task's, a plugin task's, the speed sweep's), headed the same in each.
+FLOPS = Column("flops_per_sample", "FLOPs/sample (M)", Number(1e-6))
+TRAIN = Column("train_throughput", "train (samples/s)", SIG3)
+TRAIN_UTILIZATION = Column("train_utilization", "train % peak", PERCENT)
+INFER = Column("infer_throughput", "infer (samples/s)", SIG3)
+LATENCY_P50 = Column("latency_p50_ms", "latency p50 (ms)", SIG3)
+PEAK_MEMORY = Column("peak_memory_mb", "train peak mem (MB)", SIG3)
+TRAIN_TIME = Column("train_time_s", "train time (s)", SIG3)

@@ -19,7 +19,7 @@ from bench import tasks
 from bench.measure.modes import Amp
 from bench.tasks import costs, loop
 from bench.tasks.base import make_optimizer
-from bench.tasks.figures import Column, Figure, Number, Table
+from bench.tasks.figures import INFER, TRAIN, Column, Figure, Number, Table
 from bench.tasks.sequence import Parts
 from bench.tasks.settings import TrainingSettings
 
@@ -92,8 +92,7 @@ tasks.register(tasks.Task(
         columns=(
             Column(LOSS.key, "test MSE", Number(significant=3)),
             Column("params", "params", Number(decimals=0)),
-            Column("train_throughput", "train (samples/s)", Number()),
-            Column("infer_throughput", "infer (samples/s)", Number()),
+            TRAIN, INFER,
         ),
     ),
     keys=(LOSS.key, "train_loss", "curve_train_loss", f"curve_{LOSS.key}", "infer_throughput", "infer_throughput_iqr",
