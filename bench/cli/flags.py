@@ -266,8 +266,9 @@ def add_ab(paired: argparse.ArgumentParser) -> None:
                         help="a plugin module of each side (a relative path is taken inside each side's checkout)")
     paired.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads per probe (default: the runtime's, "
                         "one per core); fewer than the cores keeps a busy machine from stalling the measured threads")
-    paired.add_argument("--repeats", type=positive_int, default=15, metavar="N", help="timed windows per figure and "
-                        "round, where both sides' probes take it (default 15; before: the suite's [measure] repeats)")
+    paired.add_argument("--repeats", type=positive_int, metavar="N", help="timed windows per figure and round, where "
+                        "both sides' probes take it (default: the suite's [measure] repeats); more narrow a round for "
+                        "little time where starting the probes takes most of it (one small model: see docs/gates.md)")
     paired.add_argument("--tolerance", type=fraction, default=None, metavar="F",
                         help="throughput and latency, e.g. 0.05: 5%% (default)")
     paired.add_argument("--memory-tolerance", type=fraction, default=None, metavar="F", help="peak memory (default 0.20)")

@@ -20,11 +20,6 @@ from ..errors import UserError
 from .checkouts import Side
 
 
-# Windows per figure and round. On an AVX2-only EPYC, windows of cnn-bn side by side spread by 10% (A/A) and a
-# round's median of 5 by 5%, while starting the probes took 6 of a round's 7 s: more windows narrow a round for
-# little time (docs/gates.md).
-REPEATS = 15
-
 
 @dataclass(frozen=True, kw_only=True)
 class Request:
@@ -38,7 +33,7 @@ class Request:
     arch_modules: tuple[str, ...] = ()
     threads: int | None = None  # CPU threads per probe (OMP_NUM_THREADS); None: the runtime's default
     timeout_s: float = 900.0
-    repeats: int | None = REPEATS  # windows per figure, where both sides' probes take the flag (version 3)
+    repeats: int | None = None  # windows per figure (None: the suite's), where both probes take it (version 3)
 
     def command(self, python: str, version: int = 2) -> list[str]:
         """The probe's command line, for probes of `version` (the lower of the two sides')."""
