@@ -6,11 +6,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ..results import store
 from ..results.records import read_records, shared
 from .reading import merged
+
+if TYPE_CHECKING:
+    from ..gate.ab import Request, Rounds
 
 
 def compare(args: argparse.Namespace) -> int:
@@ -41,38 +45,59 @@ def compare(args: argparse.Namespace) -> int:
 
 
 def ab(args: argparse.Namespace) -> int:
-    from .. import configs
     from ..gate import ab as paired
     from .running import confirm
 
     if args.calibrate and args.candidate is not None:
         raise UserError("--calibrate measures BASE against itself; give no CANDIDATE")
-    if args.min_rounds < paired.MIN_ROUNDS:
-        raise UserError(f"--min-rounds must be at least {paired.MIN_ROUNDS}: fewer paired ratios give no 95% interval")
-    if args.max_rounds < args.min_rounds:
-        raise UserError(f"--max-rounds ({args.max_rounds}) is below --min-rounds ({args.min_rounds})")
-    tolerance = paired.TOLERANCE if args.tolerance is None else args.tolerance
-    memory_tolerance = paired.MEMORY_TOLERANCE if args.memory_tolerance is None else args.memory_tolerance
-    suite = args.suite
-    if suite.endswith(".toml") or "/" in suite:  # a file: the same one for both sides
-        suite = str(configs.suite_path(suite).resolve())
     confirm(args.arch or (), args.yes)  # the suite's names are each side's, resolved by its own probe
-    request = paired.Request(
-        suite=suite, architectures=tuple(args.arch or ()), mode=args.mode, device=args.device,
-        arch_modules=tuple(args.side_modules), threads=args.threads, repeats=args.repeats,
-    )
-    plan = paired.Rounds(budget_s=args.budget, min_rounds=args.min_rounds, max_rounds=args.max_rounds, until_budget=args.calibrate)
+    pairing = Pairing.of(args, tuple(args.arch or ()))
+    plan = dataclasses.replace(pairing.plan, until_budget=args.calibrate)
     with paired.checkouts(args.repo.resolve(), args.base, args.base if args.calibrate else args.candidate) as sides:
         print(f"base {sides[0].rev} ({sides[0].commit[:10]}) vs candidate {sides[1].rev}"
               + (f" ({sides[1].commit[:10]})" if sides[1].commit else f" ({sides[1].path})")
               + f": rounds alternate A B, B A, ...; budget {args.budget:.0f} s", flush=True)
         result = paired.run(
-            sides, paired.probe_measurer(request), tolerance, plan,
-            echo=lambda line: print(line, file=sys.stderr, flush=True), memory_tolerance=memory_tolerance,
+            sides, paired.probe_measurer(pairing.request), pairing.tolerance, plan,
+            echo=lambda line: print(line, file=sys.stderr, flush=True), memory_tolerance=pairing.memory_tolerance,
         )
     if args.rounds_file:
         _write_rounds(result, sides, args.rounds_file)
-    return _present_ab(result, args, tolerance, memory_tolerance)
+    return _present_ab(result, args, pairing.tolerance, pairing.memory_tolerance)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Pairing:
+    """How two revisions are measured side by side, from the flags `add_pairing` declares: the probes' request,
+    the rounds and the tolerances."""
+
+    request: Request
+    plan: Rounds
+    tolerance: float
+    memory_tolerance: float
+
+    @classmethod
+    def of(cls, args: argparse.Namespace, architectures: tuple[str, ...]) -> "Pairing":
+        from .. import configs
+        from ..gate import ab as paired
+
+        if args.min_rounds < paired.MIN_ROUNDS:
+            raise UserError(f"--min-rounds must be at least {paired.MIN_ROUNDS}: fewer paired ratios give no 95% interval")
+        if args.max_rounds < args.min_rounds:
+            raise UserError(f"--max-rounds ({args.max_rounds}) is below --min-rounds ({args.min_rounds})")
+        suite = args.suite or configs.DEFAULT_SUITE
+        if suite.endswith(".toml") or "/" in suite:  # a file: the same one for both sides
+            suite = str(configs.suite_path(suite).resolve())
+        request = paired.Request(
+            suite=suite, architectures=architectures, mode=args.mode, device=args.device,
+            arch_modules=tuple(args.side_modules), threads=args.threads, repeats=args.repeats,
+        )
+        return cls(
+            request=request,
+            plan=paired.Rounds(budget_s=args.budget, min_rounds=args.min_rounds, max_rounds=args.max_rounds),
+            tolerance=paired.TOLERANCE if args.tolerance is None else args.tolerance,
+            memory_tolerance=paired.MEMORY_TOLERANCE if args.memory_tolerance is None else args.memory_tolerance,
+        )
 
 
 def _write_rounds(result, sides, path) -> None:

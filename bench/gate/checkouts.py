@@ -45,14 +45,26 @@ def commit_of(repo: Path, rev: str) -> str:
 def checkouts(repo: Path, base: str, candidate: str | None) -> Iterator[tuple[Side, Side]]:
     """Base (and candidate, unless None: the working tree of `repo`) checked out into temporary worktrees,
     detached; removed afterwards."""
-    if not (repo / ".git").exists() and subprocess.run(
-        ["git", "-C", str(repo), "rev-parse", "--git-dir"], capture_output=True
-    ).returncode != 0:
-        raise UserError(f"{repo} is not a git repository (archbench ab compares two revisions of one)")
-    root = Path(git(repo, "rev-parse", "--show-toplevel"))
-    commits = {"base": commit_of(root, base)}
-    if candidate is not None:
-        commits["candidate"] = commit_of(root, candidate)
+    root = toplevel(repo, "archbench ab compares two revisions of one")
+    with worktrees(root, {"base": base, **({} if candidate is None else {"candidate": candidate})}) as sides:
+        if candidate is None:
+            sides["candidate"] = Side(label="candidate", rev="working tree", commit=None, path=root)
+        yield sides["base"], sides["candidate"]
+
+
+def toplevel(repo: Path, why: str) -> Path:
+    """The top folder of the git repository at `repo`; a UserError saying `why` one is needed where there is none."""
+    done = subprocess.run(["git", "-C", str(repo), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UserError(f"{repo} is not a git repository ({why})")
+    return Path(done.stdout.strip())
+
+
+@contextmanager
+def worktrees(root: Path, revisions: dict[str, str]) -> Iterator[dict[str, Side]]:
+    """Each of `revisions` (label -> revision) of the repository at `root` checked out into a temporary, detached
+    worktree, as a Side by label; every worktree removed afterwards, whatever happens meanwhile."""
+    commits = {label: commit_of(root, rev) for label, rev in revisions.items()}
     scratch = scratch_folder("ab")
     added = []
     try:
@@ -61,10 +73,8 @@ def checkouts(repo: Path, base: str, candidate: str | None) -> Iterator[tuple[Si
             path = scratch / label
             git(root, "worktree", "add", "--detach", "--quiet", str(path), commit)
             added.append(path)
-            sides[label] = Side(label=label, rev=base if label == "base" else candidate, commit=commit, path=path)
-        if candidate is None:
-            sides["candidate"] = Side(label="candidate", rev="working tree", commit=None, path=root)
-        yield sides["base"], sides["candidate"]
+            sides[label] = Side(label=label, rev=revisions[label], commit=commit, path=path)
+        yield sides
     finally:
         for path in added:
             subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(path)], capture_output=True)
