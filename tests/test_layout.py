@@ -68,19 +68,26 @@ def test_archbench_list_imports_no_report_gate_or_data_parallel_code():
 
 
 def test_reading_results_imports_neither_torch_nor_the_registry_nor_the_running_code(tmp_path):
-    """`archbench report RUN` and `archbench compare A B` in a fresh interpreter, on two tiny runs."""
+    """`archbench report RUN`, `archbench compare A B`, `archbench history add` and `history check` in a fresh
+    interpreter, on two tiny runs of one commit."""
+    for args in (["init", "-q"], ["-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q", "--allow-empty", "-m", "c"]):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     for run, speed in (("a", 100.0), ("b", 101.0)):
         (tmp_path / run).mkdir()
         records = [
             {"record_version": 8, "run_id": run, "architecture": name, "task": "classify", "dataset": "synthetic",
              "status": "ok", "config_id": "c", "mode": "fp32", "seed": seed, "test_accuracy": 0.5 + seed / 100,
-             "train_throughput": speed + seed, "train_throughput_repeats": [speed + seed] * 3, "params": 10}
+             "train_throughput": speed + seed, "train_throughput_repeats": [speed + seed] * 3, "params": 10,
+             "git_commit": head, "record_id": f"{run}-{name}-{seed}"}
             for name in ("x", "y") for seed in (0, 1)
         ]
         (tmp_path / run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     commands = {
         "report": ["report", str(tmp_path / "a"), "--output", str(tmp_path / "report")],
         "compare": ["compare", str(tmp_path / "a"), str(tmp_path / "b")],
+        "history add": ["history", "add", str(tmp_path / "a"), str(tmp_path / "b"), "--history", str(tmp_path / "h")],
+        "history check": ["history", "check", "--history", str(tmp_path / "h"), "--repo", str(tmp_path)],
     }
     forbidden = ("torch", "architectures", "bench.run.runner", "bench.tasks.loop")
     for command, argv in commands.items():

@@ -1,4 +1,4 @@
-"""archbench's command line: list | run | speed | report | compare | ab | baseline. User mistakes end with one line
+"""archbench's command line: list | run | speed | report | compare | ab | baseline | history. User mistakes end with one line
 on stderr and exit 2.
 
 Each command goes parse -> request -> execute -> present: `flags` declares its arguments (each setting once), and
@@ -38,6 +38,8 @@ COMMANDS: dict[str, Command] = {
     "compare": Command("the regression gate: compare a candidate run with a baseline", flags.add_compare, "gating:compare"),
     "ab": Command("the paired speed gate: two git revisions measured here, alternating", flags.add_ab, "gating:ab"),
     "baseline": Command("manage the committed baseline of the regression gate", flags.add_baseline, "gating:baseline"),
+    "history": Command("runs over commits: file them, find steps, confirm and bisect them, publish a dashboard",
+                       flags.add_history, "history:main"),
     "speed": Command("the cost figures alone over batch sizes, image sizes and modes; no training", flags.add_speed,
                      "running:speed"),
 }

@@ -253,13 +253,23 @@ def add_compare(comparing: argparse.ArgumentParser) -> None:
 
 
 def add_ab(paired: argparse.ArgumentParser) -> None:
-    from .. import configs
-
     paired.add_argument("base", help="the base revision (a commit, tag or branch)")
     paired.add_argument("candidate", nargs="?", help="the candidate revision (default: the working tree, as it is)")
-    paired.add_argument("--suite", default=configs.DEFAULT_SUITE, help="a built-in suite name (each side's own) or a .toml path")
     paired.add_argument("--arch", nargs="+", action="extend", metavar="A", help="architectures or wildcards (default: the suite's)")
     add_yes(paired)
+    add_pairing(paired)
+    paired.add_argument("--calibrate", action="store_true", help="A/A: BASE on both sides, every round the budget "
+                        "allows; prints the noise floor (the smallest tolerance this machine supports in that time)")
+    paired.add_argument("--rounds-file", type=Path, metavar="FILE", help="write every round as JSON lines: each side's "
+                        "figures by architecture, with what each timed window ran under (wall and CPU time, context "
+                        "switches, steal, other processes' CPU)")
+
+
+def add_pairing(paired, repo: bool = True) -> None:
+    """The flags of how two revisions are measured side by side (`ab`, and `history confirm` and `bisect`, which
+    measure through it): what each side's probe measures, the tolerance and the rounds."""
+    paired.add_argument("--suite", help="a built-in suite name (each side's own) or a .toml path (default: the default "
+                        "suite of archbench run)")
     paired.add_argument("--mode", help="the mode to measure in (default: the suite's first)")
     paired.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), help="default: auto")
     paired.add_argument("--arch-module", dest="side_modules", action="append", default=[], metavar="MODULE",
@@ -277,12 +287,8 @@ def add_ab(paired: argparse.ArgumentParser) -> None:
     paired.add_argument("--min-rounds", type=positive_int, default=6, metavar="N", help="rounds before judging (default "
                         "6, the fewest for a 95%% interval)")
     paired.add_argument("--max-rounds", type=positive_int, default=40, metavar="N", help="default 40")
-    paired.add_argument("--calibrate", action="store_true", help="A/A: BASE on both sides, every round the budget "
-                        "allows; prints the noise floor (the smallest tolerance this machine supports in that time)")
-    paired.add_argument("--repo", type=Path, default=Path("."), metavar="DIR", help="the git repository (default: here)")
-    paired.add_argument("--rounds-file", type=Path, metavar="FILE", help="write every round as JSON lines: each side's "
-                        "figures by architecture, with what each timed window ran under (wall and CPU time, context "
-                        "switches, steal, other processes' CPU)")
+    if repo:
+        paired.add_argument("--repo", type=Path, default=Path("."), metavar="DIR", help="the git repository (default: here)")
 
 
 def add_baseline(baselines: argparse.ArgumentParser) -> None:
@@ -293,3 +299,71 @@ def add_baseline(baselines: argparse.ArgumentParser) -> None:
     update.add_argument("runs", nargs="+", metavar="RUN", help="run folders, records files or run ids: reruns of one suite")
     update.add_argument("--to", type=Path, default=baseline.DEFAULT_DIR, metavar="DIR", help="default: %(default)s")
     update.add_argument("--out", type=Path, default=store.DEFAULT_OUT, metavar="DIR", help="where run folders are")
+
+
+def add_history(history: argparse.ArgumentParser) -> None:
+    from ..history import store as histories
+
+    commands = history.add_subparsers(dest="history_command", required=True, parser_class=Parser)
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--history", type=Path, metavar="DIR", help=f"the history folder (default: ${histories.ENVIRONMENT}, "
+                       f"else {histories.DEFAULT})")
+    ordered = argparse.ArgumentParser(add_help=False, parents=[where])
+    ordered.add_argument("--repo", type=Path, default=Path("."), metavar="DIR", help="the git repository whose commits "
+                         "order the history (default: here)")
+    ordered.add_argument("--branch", default="HEAD", metavar="REV", help="whose first-parent line orders the commits "
+                         "(default: HEAD)")
+
+    _add_history_reading(commands, where, ordered)
+    _add_history_measuring(commands, where, ordered)
+
+
+def _add_history_reading(commands, where: argparse.ArgumentParser, ordered: argparse.ArgumentParser) -> None:
+    """`history add`, `list`, `check` and `publish`: what reads the history (check --confirm measures too)."""
+    add = commands.add_parser("add", parents=[where], help="file runs into the history (each record once)")
+    add.add_argument("runs", nargs="+", metavar="RUN", help="run folders, records files or run ids under --out")
+    add.add_argument("--out", type=Path, default=store.DEFAULT_OUT, metavar="DIR", help="where run folders are")
+    add_plugins(add)
+
+    add_plugins(commands.add_parser("list", parents=[ordered], help="the history's machines, series and commits"))
+
+    check = commands.add_parser("check", parents=[ordered], help="steps in every series; exit 1 when a newest segment "
+                                "is worse than the one before beyond the tolerance")
+    check.add_argument("--since", metavar="REV", help="only the commits from REV on")
+    check.add_argument("--tolerances", type=Path, metavar="FILE", help="compare's tolerances, overridden by FILE")
+    check.add_argument("--confirm", action="store_true", help="measure each failing step's two commits again with "
+                       "the paired A/B (takes the flags of `history confirm`)")
+    add_pairing(check, repo=False)
+
+    publish = commands.add_parser("publish", parents=[ordered], help="write the dashboard: a static site")
+    publish.add_argument("--out", type=Path, required=True, metavar="DIR", help="where the site goes")
+    publish.add_argument("--tolerances", type=Path, metavar="FILE", help="compare's tolerances, overridden by FILE")
+    add_plugins(publish)
+
+
+def _add_history_measuring(commands, where: argparse.ArgumentParser, ordered: argparse.ArgumentParser) -> None:
+    """`history confirm`, `bisect` and `run`: what measures commits."""
+    confirm = commands.add_parser("confirm", parents=[ordered], help="a step's two commits measured again side by "
+                                  "side: confirmed or dismissed")
+    confirm.add_argument("step", metavar="STEP", help="as `history check` names it: ARCH:MODE:FIGURE@BEFORE..AFTER")
+    confirm.add_argument("--tolerances", type=Path, metavar="FILE", help="compare's tolerances, overridden by FILE")
+    add_pairing(confirm, repo=False)
+
+    bisect = commands.add_parser("bisect", help="the first commit slower than GOOD, by a paired A/B "
+                                 "at every probe")
+    bisect.add_argument("good", metavar="GOOD")
+    bisect.add_argument("bad", metavar="BAD")
+    bisect.add_argument("--arch", required=True, metavar="A", help="the architecture that got slower")
+    bisect.add_argument("--figure", default="train_throughput", help="the figure that got worse (default: %(default)s)")
+    add_pairing(bisect)
+
+    backfill = commands.add_parser("run", parents=[where], help="measure each commit of a range and file its runs")
+    backfill.add_argument("range", metavar="REV_RANGE", help="A..B: the first-parent commits after A up to B; or one commit")
+    backfill.add_argument("--suite", help="a built-in suite name (each commit's own) or a .toml path (a relative path is "
+                          "each commit's own file; default: the default suite of archbench run)")
+    backfill.add_argument("--arch", nargs="+", action="extend", metavar="A", help="architectures or wildcards (default: the suite's)")
+    backfill.add_argument("--every", type=positive_int, default=1, metavar="N", help="every Nth commit, counted back "
+                          "from the newest (default 1)")
+    backfill.add_argument("--arch-module", dest="side_modules", action="append", default=[], metavar="MODULE",
+                          help="a plugin module of each commit (a relative path is taken inside its checkout)")
+    backfill.add_argument("--repo", type=Path, default=Path("."), metavar="DIR", help="the git repository (default: here)")
