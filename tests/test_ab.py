@@ -184,6 +184,23 @@ def test_an_inconclusive_figure_buys_more_rounds_up_to_the_limit():
     assert not result.failing
 
 
+def test_rounds_judged_on_one_figure_end_once_it_is_settled_whatever_the_others():
+    candidate_calls = []
+
+    def figures(side, n):  # training settled (10% slower); inference straddles the tolerance by turns
+        if side.label == "base":
+            return {"train_throughput": 100.0, "infer_throughput": 100.0}
+        candidate_calls.append(n)
+        return {"train_throughput": 90.0, "infer_throughput": 80.0 if len(candidate_calls) % 2 else 105.0}
+
+    plan = ab.Rounds(budget_s=1e9, max_rounds=10, judged=("a", "train_throughput"))
+    result = ab.run(SIDES, fake_measurer(figures), 0.05, plan)
+    verdicts = {line.figure: line.verdict for line in result.lines}
+    assert result.rounds == ab.MIN_ROUNDS and verdicts["train_throughput"] == "regressed"
+    assert verdicts["infer_throughput"] == "inconclusive"
+    assert ab.run(SIDES, fake_measurer(figures), 0.05, ab.Rounds(budget_s=1e9, max_rounds=10)).rounds == 10
+
+
 def test_a_changed_parameter_count_and_a_failing_candidate_are_failures():
     def figures(side, n):
         return {"train_throughput": 100.0, "params": 10 if side.label == "base" else 11}

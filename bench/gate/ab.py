@@ -100,12 +100,14 @@ def order_of_round(index: int) -> tuple[int, int]:
 @dataclass(frozen=True, kw_only=True)
 class Rounds:
     """How many rounds to measure: at least `min_rounds`, at most `max_rounds`, none that would end past
-    `budget_s`; with `until_budget` (calibration) every round the budget allows, settled or not."""
+    `budget_s`; with `until_budget` (calibration) every round the budget allows, settled or not; with `judged`
+    (a bisection's probe), until that one figure is settled, whatever the others."""
 
     budget_s: float
     min_rounds: int = MIN_ROUNDS
     max_rounds: int = 40
     until_budget: bool = False
+    judged: tuple[str, str] | None = None  # (architecture, figure) whose verdict alone ends the rounds; None: every one
 
 
 def run(
@@ -133,7 +135,10 @@ def run(
         lines = judge(samples[0], samples[1], tolerance, memory_tolerance)
         if rounds < plan.min_rounds:
             continue
-        settled = not any(line.verdict == "inconclusive" for line in lines)
+        settled = not any(
+            line.verdict == "inconclusive" for line in lines
+            if plan.judged is None or (line.architecture, line.figure) == plan.judged
+        )
         if (
             rounds >= plan.max_rounds
             or (settled and not plan.until_budget)

@@ -16,7 +16,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -63,9 +63,11 @@ class Target:
 
 
 def probe(target: Target, base: str, commit: str) -> Probe:
-    """`commit` against `base` by the paired A/B; a UserError when the architecture or figure is not measured."""
+    """`commit` against `base` by the paired A/B, its rounds ending once the target's figure is settled; a
+    UserError when the architecture or figure is not measured."""
+    plan = replace(target.plan, judged=(target.architecture, target.figure))
     with ab.checkouts(target.repo, base, commit) as sides:
-        result = ab.run(sides, target.measure, target.tolerance, target.plan, echo=target.echo)
+        result = ab.run(sides, target.measure, target.tolerance, plan, echo=target.echo)
     lines = [line for line in result.lines if line.architecture == target.architecture]
     if lines and lines[0].verdict in ("failed", "base failed"):
         raise UserError(f"{target.architecture} could not be measured at {commit[:10]} or {base[:10]}: {lines[0].figure}")
