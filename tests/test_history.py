@@ -174,6 +174,18 @@ def test_check_passes_an_improvement_and_a_steady_history(tmp_path, measured, ca
     assert code == 0 and "0 step(s) found" in out
 
 
+def test_a_series_that_stopped_shows_its_steps_but_does_not_fail_check(tmp_path, measured, capsys):
+    """A regression at the end of an older record version's series, which a newer version's series continues."""
+    repo = new_repo(tmp_path / "repo")
+    made = [commit(repo, f"commit {i}") for i in range(14)]
+    speeds = [1.0] * 6 + [0.8] * 4 + [0.8] * 4
+    versions = [measured["record_version"] - 1] * 10 + [measured["record_version"]] * 4
+    runs = [write_run(tmp_path / "runs", measured, c, speed, record_version=v) for c, speed, v in zip(made, speeds, versions)]
+    store.add(tmp_path / "history", [run / RECORDS for run in runs])
+    code, out, _ = run_cli(capsys, "history", "check", "--history", tmp_path / "history", "--repo", repo)
+    assert code == 0 and "regressed (newest)" in out and f"v{versions[0]}]" in out
+
+
 # --- bisection and confirmation through the paired A/B
 
 

@@ -55,7 +55,7 @@ def check(args: argparse.Namespace) -> int:
     tolerances = _tolerances(args, found)
     steps = [step for series in found for step in checking.steps_of(series, tolerances)]
     confirmed = verdicts.confirmations(root)
-    failing = checking.failing(steps)
+    failing = checking.failing(steps, found)
     if args.confirm:
         for step in failing:
             if step.series.relative:

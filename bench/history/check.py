@@ -101,6 +101,15 @@ def judge(series: Series, change: steps.Change, tolerances: Tolerances) -> str:
     return "regressed" if worse else "improved"
 
 
-def failing(found: list[Step]) -> list[Step]:
-    """The steps that fail `history check`: into a series' newest segment, and regressed."""
-    return [step for step in found if step.newest and step.verdict == "regressed"]
+def failing(found: list[Step], series: list[Series]) -> list[Step]:
+    """The steps that fail `history check`: `regressed`, into the newest segment of a series that is current (it
+    reaches the newest commit its machine has measured; a series that stopped there, such as one of an older
+    record version, only shows its steps)."""
+    newest: dict[str, int] = {}
+    for s in series:
+        if s.points:
+            newest[s.key.machine] = max(newest.get(s.key.machine, -1), s.points[-1].position)
+    return [
+        step for step in found
+        if step.newest and step.verdict == "regressed" and step.series.points[-1].position == newest[step.series.key.machine]
+    ]

@@ -31,9 +31,9 @@ class Key:
     figure: str
 
     def name(self) -> str:
-        """How output names the series: architecture, mode unless fp32, figure, configuration."""
+        """How output names the series: architecture, mode unless fp32, figure, configuration, record version."""
         mode = "" if self.mode == "fp32" else f" ({self.mode})"
-        return f"{self.architecture}{mode} {self.figure} [{self.config_id}]"
+        return f"{self.architecture}{mode} {self.figure} [{self.config_id}, v{self.record_version}]"
 
 
 @dataclass(frozen=True, kw_only=True)
