@@ -4,7 +4,7 @@
 range, size, verdict and paired A/B state, the latest step's verdict) and draws it with plotly.js, written beside it
 from the plotly package (the `history` extra): a summary grid of each series' newest step coloured by verdict, a
 machine selector, a "regressions only" switch, and per series its trend over the first-parent commits, with each
-point linking to its run's REPORT.html in the history.
+point linking to its run's REPORT.html (or REPORT.md) in the history.
 """
 
 from __future__ import annotations
@@ -57,13 +57,22 @@ def page_data(root: Path, line: Line, found: list[Series], tolerances: Tolerance
                 "change": step.describe(), "verdict": step.verdict, "newest": step.newest,
                 "state": confirmed.get(step.name, {}).get("state", ""), "name": step.name,
             } for step in steps],
-            "latest": {"verdict": newest.verdict, "change": newest.describe()} if newest else {"verdict": "steady", "change": ""},
+            "latest": _latest(newest, confirmed),
         })
     return {
         "branch": line.branch, "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "commits": [{"commit": c, "subject": line.subjects.get(c, "")} for c in line.commits],
         "machines": sorted({s["machine"] for s in series}), "series": series,
     }
+
+
+def _latest(newest: check.Step | None, confirmed: dict[str, dict]) -> dict:
+    """The summary grid's cell of a series: its newest step's verdict (with the paired A/B's state, which a
+    dismissed step is coloured by instead), or steady."""
+    if newest is None:
+        return {"verdict": "steady", "change": "", "state": ""}
+    state = confirmed.get(newest.name, {}).get("state", "")
+    return {"verdict": newest.verdict, "change": newest.describe(), "state": state}
 
 
 def _point(point, series: Series, line: Line, root: Path, out: Path) -> dict:
@@ -74,7 +83,7 @@ def _point(point, series: Series, line: Line, root: Path, out: Path) -> dict:
         scale = series.figure.scale
         low, high = (point.value - Z95 * spread) * scale, (point.value + Z95 * spread) * scale
     value = point.value if series.relative else point.value * series.figure.scale
-    reports = [root / "runs" / run / "REPORT.html" for run in point.runs]
+    reports = [root / "runs" / run / name for name in ("REPORT.html", "REPORT.md") for run in point.runs]
     report = next((os.path.relpath(path, out) for path in reports if path.is_file()), None)
     return {
         "x": point.position, "commit": point.commit, "subject": line.subjects.get(point.commit, ""), "value": value,
@@ -96,7 +105,7 @@ body { font: 14px system-ui, sans-serif; margin: 1.5em; color: #222; }
 table.grid { border-collapse: collapse; margin: 1em 0; }
 table.grid td, table.grid th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
 .regressed { background: #f4b6b6; } .improved { background: #b9e4b9; }
-.within-tolerance, .unjudged { background: #eee; } .steady { background: #fff; }
+.within-tolerance, .unjudged, .dismissed { background: #eee; } .steady { background: #fff; }
 .series { margin: 1.5em 0; } .series h3 { margin: 0.2em 0; font-size: 15px; }
 .controls { margin: 1em 0; }
 </style>
@@ -129,8 +138,10 @@ function draw() {
   body.innerHTML = ""; plots.innerHTML = "";
   data.series.filter(shown).forEach((series, index) => {
     const row = body.insertRow();
-    row.className = series.latest.verdict.replace(" ", "-");
-    [series.name, series.latest.verdict, series.latest.change].forEach(text => { row.insertCell().textContent = text; });
+    const latest = series.latest;
+    row.className = latest.state === "dismissed" ? "dismissed" : latest.verdict.replace(" ", "-");
+    [series.name, latest.verdict + (latest.state ? " (" + latest.state + ")" : ""), latest.change]
+      .forEach(text => { row.insertCell().textContent = text; });
     const box = document.createElement("div"); box.className = "series";
     const title = document.createElement("h3"); title.textContent = series.name; box.append(title);
     const plot = document.createElement("div"); plot.id = "plot-" + index; plot.className = "plot"; box.append(plot);
