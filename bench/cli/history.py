@@ -91,7 +91,7 @@ def confirm(args: argparse.Namespace) -> int:
 
 
 def bisect(args: argparse.Namespace) -> int:
-    from ..gate.checkouts import toplevel
+    from ..gate.checkouts import git, toplevel
     from ..history import verdicts
     from ..history.commits import between
 
@@ -103,11 +103,9 @@ def bisect(args: argparse.Namespace) -> int:
     found = verdicts.bisect(target, args.good, args.bad)
     probes = f"{len(found.probes)} probe(s) in {found.seconds:.0f} s"
     if found.first_bad is None:
-        print(f"no first bad commit named: {found.reason}; it lies after {found.good[:10]} up to {found.bad[:10]} ({probes})")
+        print(f"no first bad commit named: {found.reason} ({probes})")
         return 1
     measured = next(p for p in reversed(found.probes) if p.commit == found.first_bad)
-    from ..gate.checkouts import git
-
     subject = git(repo, "log", "-1", "--format=%s", found.first_bad)
     print(f"first bad commit: {found.first_bad[:10]} {subject}: {args.figure} {measured.describe()} against "
           f"{args.good} ({probes})")

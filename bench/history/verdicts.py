@@ -122,7 +122,9 @@ def bisect(target: Target, good: str, bad: str) -> Bisection:
         elif verdict in ("ok", "improved"):
             low = middle
         else:
-            return ended(None, f"{commits[middle][:10]} stayed {verdict} within the budget: raise --budget or --tolerance")
+            since = good if low < 0 else commits[low]
+            return ended(None, f"{commits[middle][:10]} stayed {verdict} within the budget (raise --budget or "
+                               f"--tolerance); the first bad commit lies after {since[:10]} up to {commits[high][:10]}")
     return ended(commits[high], "found")
 
 
