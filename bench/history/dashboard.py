@@ -19,11 +19,11 @@ from ..errors import UserError
 from ..gate.compare import Tolerances
 from ..results.store import writable_folder, write_whole
 from . import check, verdicts
+from .steps import Z95
 from .commits import Line
 from .series import Series
 
 PLOTLY = "plotly.min.js"
-Z95 = 1.959964
 
 
 def write(out: Path, root: Path, line: Line, found: list[Series], tolerances: Tolerances) -> Path:

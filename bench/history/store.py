@@ -10,7 +10,6 @@ read by archbench's own reader (versions, torn last lines, duplicates) whatever 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -25,7 +24,8 @@ from typing import Any
 
 from ..errors import UserError
 from ..results import store
-from ..results.records import FILE_KEYS, RECORDS, read_records
+from ..results.aggregate import finite
+from ..results.records import FILE_KEYS, RECORDS, identity, read_records
 from ..tasks import figures
 
 DEFAULT = Path("results") / "history"
@@ -81,14 +81,15 @@ class Added:
 
 def add(root: Path, paths: Iterable[Path], commit: str | None = None) -> Added:
     """Files the records files `paths` into the history at `root`: each record that the history does not hold
-    yet (by `identity`) is appended, unchanged, to its run's records file there, then indexed. Every record is
-    checked first (`commit_of`), so that a run with one bad record files nothing. `commit` (a backfill's) is the
-    commit that was checked out and measured: kept beside the run (`FILED`), it orders the records rather than
-    their own `git_commit`, which names archbench's checkout, not a plugin repository's."""
+    yet (by `identity`: its record id, or its content in records older than ids) is appended, unchanged, to its
+    run's records file there, then indexed. Without `commit`, every record's own commit is checked first
+    (`commit_of`), so that a run with one bad record files nothing. `commit` (a backfill's) is the commit that
+    was checked out and measured: kept beside the run (`FILED`), it orders the records rather than their own
+    `git_commit`, which names archbench's checkout, not a plugin repository's."""
     found = [(Path(path), read_records(Path(path))) for path in paths]
-    for path, records in found:
-        for record in records:
-            if commit is None:
+    if commit is None:
+        for path, records in found:
+            for record in records:
                 commit_of(record, str(path))
     store.writable_folder(root, "history")
     with index(root) as db:
@@ -171,15 +172,6 @@ def _rebuild(db: sqlite3.Connection, root: Path) -> None:
             _index_record(db, record, commit)
 
 
-def identity(record: dict[str, Any]) -> str:
-    """What the history counts a record once by: its `record_id`, or a hash of its content in records older
-    than ids."""
-    found = record.get("record_id")
-    if isinstance(found, str):
-        return found
-    return hashlib.sha1(json.dumps(record, sort_keys=True).encode()).hexdigest()
-
-
 def _index_record(db: sqlite3.Connection, record: dict[str, Any], commit: str | None = None) -> None:
     key = identity(record)
     db.execute(
@@ -194,7 +186,7 @@ def _index_record(db: sqlite3.Connection, record: dict[str, Any], commit: str | 
         return
     for figure in figures():
         value = record.get(figure.key)
-        if figure.kind == "structure" or not _finite(value):
+        if figure.kind == "structure" or not finite(value):
             continue
         spread = log_spread(record.get(figure.repeats)) if figure.repeats else None
         db.execute("INSERT OR IGNORE INTO figures VALUES (?, ?, ?, ?)", (key, figure.key, value, spread))
@@ -206,13 +198,9 @@ def log_spread(repeats: Any) -> float | None:
     x 1.2533 / sqrt(n). None for fewer than three positive windows."""
     if not isinstance(repeats, list):
         return None
-    logs = [math.log(v) for v in repeats if _finite(v) and v > 0]
+    logs = [math.log(v) for v in repeats if finite(v) and v > 0]
     if len(logs) < 3:
         return None
     center = statistics.median(logs)
     deviation = 1.4826 * statistics.median(abs(v - center) for v in logs)
     return 1.2533 * deviation / math.sqrt(len(logs))
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
